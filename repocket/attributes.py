@@ -1,0 +1,455 @@
+"""Typed field descriptors.
+
+Every attribute has two conversion hooks, ``encode(value) -> bytes`` (the
+canonical stored form) and ``decode(raw) -> value``, plus ``coerce`` which turns
+what a user assigns into the field's Python type or raises. Values live in the
+instance's ``_values`` dict; the descriptor validates on assignment, so an
+instance never holds a value it could not save.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import functools
+import json
+import math
+import re
+import secrets
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dateutil import parser as _dateparser
+
+from . import codecs
+from .errors import InvalidId, PointerTargetMissing, ValidationError
+
+if TYPE_CHECKING:
+    from .model import ActiveRecord
+
+__all__ = [
+    "Attribute", "AutoUUID", "ByteStream", "Bytes", "DateTime", "Decimal", "Float", "Integer",
+    "JSON", "Pointer", "UUID", "Unicode",
+]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_UUID_TEXT = re.compile(
+    r"^(?:urn:uuid:)?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?"
+    r"([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})$"
+)
+
+
+def parse_uuid(value: Any) -> uuid.UUID:
+    """A ``uuid.UUID`` from a UUID or one of its string forms; strict, since ids become keys."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
+        raise TypeError(f"expected a UUID or its string form, not {type(value).__name__}")
+    match = _UUID_TEXT.match(value) if len(value) <= 45 else None
+    if match is None:
+        raise ValueError(f"{_short(value)} is not a UUID")
+    return uuid.UUID("".join(match.groups()))
+
+
+def random_node_uuid1() -> uuid.UUID:
+    """A version-1 UUID whose node is random (multicast bit set, per RFC 4122), not the MAC."""
+    return uuid.uuid1(node=secrets.randbits(48) | (1 << 40))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+class _HybridMethod:
+    """``Attr.cast(v)`` works on the class (with default settings) and on a configured field."""
+
+    def __init__(self, func: Callable[..., Any]):
+        self.func = func
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __get__(self, instance: Any, owner: type) -> Callable[..., Any]:
+        target = instance if instance is not None else owner()
+        return functools.partial(self.func, target)
+
+
+class Attribute:
+    """Base of every field type.
+
+    ``null=True`` makes ``None`` a storable value. ``default`` is a value or a
+    callable used when the field is never given a value; without it the field
+    takes its type's empty value (``empty_value``).
+    """
+
+    __base_type__: ClassVar[type] = object
+    empty_value: ClassVar[Any] = None
+    binary: ClassVar[bool] = False  # canonical form may be non-UTF-8 bytes
+    is_stream: ClassVar[bool] = False
+    # True when equal values always have equal canonical bytes, so the server
+    # may compare stored bytes; otherwise filters check equality in Python.
+    bytes_equality: ClassVar[bool] = True
+
+    def __init__(self, null: bool = False, default: Any = None, encoding: str = "utf-8"):
+        self.null = null
+        self.default = default
+        self.encoding = encoding
+        self.name = ""
+
+    # -- descriptor protocol -------------------------------------------------
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        return instance._values[self.name]
+
+    def __set__(self, instance: ActiveRecord, value: Any) -> None:
+        instance._values[self.name] = self.clean(value, type(instance).__name__)
+
+    # -- conversion hooks (override these) ------------------------------------
+    def coerce(self, value: Any) -> Any:
+        """Turn an assigned value into ``__base_type__`` or raise TypeError/ValueError."""
+        return value
+
+    def encode(self, value: Any) -> bytes:
+        """The canonical stored form of a (non-None) value."""
+        raise NotImplementedError
+
+    def decode(self, raw: bytes) -> Any:
+        """The value back from its canonical form."""
+        raise NotImplementedError
+
+    # -- shared behaviour -----------------------------------------------------
+    def clean(self, value: Any, model: str = "") -> Any:
+        """Validate and coerce ``value`` for this field, raising ValidationError."""
+        if value is None:
+            if self.null or self.empty_value is None:
+                return None
+            raise ValidationError(
+                f"{model}.{self.name} cannot be None (declare it with null=True)",
+                model=model, field=self.name, value=value,
+            )
+        try:
+            return self.coerce(value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ValidationError(
+                f"{model}.{self.name}: {exc} (got {_short(value)})",
+                model=model, field=self.name, value=value,
+            ) from None
+
+    def initial_value(self) -> Any:
+        """The value of a field that was never given one."""
+        if self.default is not None:
+            return self.default() if callable(self.default) else self.default
+        return self.empty_value
+
+    def comparable_values(self, value: Any) -> list[Any] | None:
+        """Values whose stored bytes count as equal to ``value`` on the server, or None
+        when the server cannot decide equality by bytes (Python decides)."""
+        return [value] if self.bytes_equality else None
+
+    def sort_key(self, value: Any) -> Any:
+        return value
+
+    def pre_save(self, instance: ActiveRecord) -> None:
+        """Hook run just before an instance is saved (``DateTime(auto_now=True)``)."""
+
+    # -- the repocket 0.1 API -------------------------------------------------
+    @_HybridMethod
+    def cast(self, value: Any) -> Any:
+        """Casts the attribute value as the defined ``__base_type__``."""
+        return self.clean(value)
+
+    @classmethod
+    def get_base_type(cls) -> type:
+        """Returns the ``__base_type__``."""
+        return cls.__base_type__
+
+    def to_python(self, value: Any, simple: bool = False) -> Any:
+        """A JSON-safe form of ``value``: its envelope dict, or with ``simple=True`` the value
+        string alone (``None`` stays ``None``)."""
+        if value is None:
+            return None
+        envelope = codecs.envelope_dict(self, self.encode(self.clean(value)))
+        return envelope["value"] if simple else envelope
+
+    def to_string(self, value: Any) -> str:
+        """The JSON envelope text stored for ``value``."""
+        return json.dumps(self.to_python(value), ensure_ascii=False)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name or '(unbound)'}>"
+
+
+class Unicode(Attribute):
+    """Handles unicode-safe values."""
+
+    __base_type__ = str
+    empty_value = ""
+
+    def coerce(self, value: Any) -> str:
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode(self.encoding)
+        if not isinstance(value, str):
+            raise TypeError(f"expected str, not {type(value).__name__}")
+        value.encode("utf-8")  # rejects lone surrogates, which Redis could not store as UTF-8
+        return value
+
+    def encode(self, value: str) -> bytes:
+        return value.encode("utf-8")
+
+    def decode(self, raw: bytes) -> str:
+        return raw.decode("utf-8")
+
+
+class Bytes(Attribute):
+    """Handles raw byte strings; a ``str`` is encoded with the field's ``encoding``."""
+
+    __base_type__ = bytes
+    empty_value = b""
+    binary = True
+
+    def coerce(self, value: Any) -> bytes:
+        if isinstance(value, str):
+            return value.encode(self.encoding)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        raise TypeError(f"expected bytes or str, not {type(value).__name__}")
+
+    def encode(self, value: bytes) -> bytes:
+        return value
+
+    def decode(self, raw: bytes) -> bytes:
+        return raw
+
+
+class ByteStream(Bytes):
+    """Bytes stored in their own Redis string, so ``append_<field>()`` is one APPEND."""
+
+    is_stream = True
+
+
+class JSON(Attribute):
+    """Any JSON-encodable Python value, stored as JSON text."""
+
+    __base_type__ = str
+    bytes_equality = False  # {"a":1,"b":2} == {"b":2,"a":1}
+
+    def coerce(self, value: Any) -> Any:
+        self.encode(value)  # fail now, not at save time
+        return value
+
+    def encode(self, value: Any) -> bytes:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+    def decode(self, raw: bytes) -> Any:
+        return json.loads(raw)
+
+
+class Integer(Attribute):
+    """Handles int, limited to the signed 64-bit range that Redis and Lua can index."""
+
+    __base_type__ = int
+    empty_value = 0
+
+    def coerce(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(f"expected int, not {type(value).__name__}")
+        if isinstance(value, str):
+            if not re.fullmatch(r"[+-]?[0-9]{1,20}", value):
+                raise ValueError("not an integer")
+            value = int(value)
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError("out of the signed 64-bit range")
+        return int(value)
+
+    def encode(self, value: int) -> bytes:
+        return b"%d" % value
+
+    def decode(self, raw: bytes) -> int:
+        return int(raw)
+
+
+class Float(Attribute):
+    """Handles float; ``repr`` is stored, so every float round-trips exactly.
+
+    NaN is refused unless ``allow_nan=True`` (it equals nothing and cannot be ordered).
+    """
+
+    __base_type__ = float
+    empty_value = 0.0
+
+    def __init__(self, null: bool = False, default: Any = None, encoding: str = "utf-8",
+                 allow_nan: bool = False):
+        super().__init__(null=null, default=default, encoding=encoding)
+        self.allow_nan = allow_nan
+
+    def coerce(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str, decimal.Decimal)):
+            raise TypeError(f"expected float, not {type(value).__name__}")
+        result = float(value)
+        if math.isnan(result) and not self.allow_nan:
+            raise ValueError("NaN is not allowed (declare the field with allow_nan=True)")
+        return result
+
+    def encode(self, value: float) -> bytes:
+        return repr(value).encode("ascii")
+
+    def decode(self, raw: bytes) -> float:
+        return float(raw)
+
+    def comparable_values(self, value: Any) -> list[Any] | None:
+        if math.isnan(value):
+            return []
+        return [0.0, -0.0] if value == 0 else [value]
+
+    def sort_key(self, value: Any) -> Any:
+        return value
+
+
+class Decimal(Attribute):
+    """Handles ``decimal.Decimal``, keeping every digit (``Decimal('1.10')`` stays ``'1.10'``)."""
+
+    __base_type__ = decimal.Decimal
+    empty_value = decimal.Decimal("0")
+    bytes_equality = False  # Decimal('1.0') == Decimal('1.00')
+
+    def coerce(self, value: Any) -> decimal.Decimal:
+        if isinstance(value, bool) or not isinstance(value, (decimal.Decimal, int, float, str)):
+            raise TypeError(f"expected Decimal, not {type(value).__name__}")
+        # repr() of a float is its shortest exact form: Decimal(0.1) would be 55 digits.
+        result = decimal.Decimal(repr(value) if isinstance(value, float) else value)
+        if not result.is_finite():
+            raise ValueError("NaN and infinity are not allowed")
+        return result
+
+    def encode(self, value: decimal.Decimal) -> bytes:
+        return str(value).encode("ascii")
+
+    def decode(self, raw: bytes) -> decimal.Decimal:
+        return decimal.Decimal(raw.decode("ascii"))
+
+
+class DateTime(Attribute):
+    """Handles ``datetime.datetime``, naive or aware, to the microsecond.
+
+    ``auto_now=True`` sets the field to the current UTC time on every save.
+    Strings are parsed as ISO 8601.
+    """
+
+    __base_type__ = _dt.datetime
+    bytes_equality = False  # the same instant may be written with different offsets
+
+    def __init__(self, auto_now: bool = False, null: bool = False, default: Any = None,
+                 encoding: str = "utf-8"):
+        super().__init__(null=null, default=default, encoding=encoding)
+        self.auto_now = auto_now
+
+    def coerce(self, value: Any) -> _dt.datetime:
+        if isinstance(value, str):
+            return _dateparser.isoparse(value)
+        if not isinstance(value, _dt.datetime):
+            raise TypeError(f"expected datetime, not {type(value).__name__}")
+        return value
+
+    def encode(self, value: _dt.datetime) -> bytes:
+        return value.isoformat(timespec="microseconds").encode("ascii")
+
+    def decode(self, raw: bytes) -> _dt.datetime:
+        return _dt.datetime.fromisoformat(raw.decode("ascii"))
+
+    def pre_save(self, instance: ActiveRecord) -> None:
+        if self.auto_now:
+            instance._values[self.name] = _dt.datetime.now(_dt.timezone.utc)
+
+    def sort_key(self, value: Any) -> Any:
+        # Naive datetimes are taken as UTC so that naive and aware values can be ordered.
+        return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+class UUID(Attribute):
+    """Handles ``uuid.UUID``; accepts any standard string form."""
+
+    __base_type__ = uuid.UUID
+
+    def coerce(self, value: Any) -> uuid.UUID:
+        return parse_uuid(value)
+
+    def encode(self, value: uuid.UUID) -> bytes:
+        return str(value).encode("ascii")
+
+    def decode(self, raw: bytes) -> uuid.UUID:
+        return uuid.UUID(raw.decode("ascii"))
+
+    def sort_key(self, value: Any) -> Any:
+        return str(value)
+
+
+class AutoUUID(UUID):
+    """The record's id: a version-1 UUID generated on creation (with a random node id)."""
+
+    def clean(self, value: Any, model: str = "") -> uuid.UUID:
+        try:
+            return parse_uuid(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidId(f"{model}.{self.name}: {exc}", model=model, field=self.name,
+                            value=value) from None
+
+    def initial_value(self) -> uuid.UUID:
+        return random_node_uuid1()
+
+
+class Pointer(Attribute):
+    """A soft foreign key: stores the target's id and loads the target on ``get``.
+
+    Assign an instance of ``to_model``. Assigning an id loads that record
+    (``cast`` uses a Redis connection) and fails if it does not exist.
+    """
+
+    __base_type__ = object
+
+    def __init__(self, to_model: type[ActiveRecord], null: bool = False, default: Any = None,
+                 encoding: str = "utf-8"):
+        super().__init__(null=null, default=default, encoding=encoding)
+        self.to_model = to_model
+
+    def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:
+        if instance is None:
+            return self
+        value = instance._values[self.name]
+        if isinstance(value, uuid.UUID):  # not loaded yet (beyond the get's depth)
+            value = instance._values[self.name] = self.to_model.objects.get(id=value)
+        return value
+
+    def coerce(self, value: Any) -> Any:
+        if isinstance(value, self.to_model):
+            return value
+        target_id = parse_uuid(value)
+        target = self.to_model.objects.get(id=target_id)
+        if target is None:
+            raise PointerTargetMissing(
+                f"{self.to_model.__name__} {target_id} does not exist",
+                model=self.to_model.__name__, field=self.name, value=value,
+            )
+        return target
+
+    def target_id(self, value: Any) -> uuid.UUID:
+        """The id a value points at: an instance's id, or an id as is (unloaded pointer)."""
+        if isinstance(value, uuid.UUID):
+            return value
+        if hasattr(value, "_meta"):
+            return value.pk
+        return parse_uuid(value)
+
+    def encode(self, value: Any) -> bytes:
+        return str(self.target_id(value)).encode("ascii")
+
+    def decode(self, raw: bytes) -> uuid.UUID:
+        return uuid.UUID(raw.decode("ascii"))
+
+    def sort_key(self, value: Any) -> Any:
+        return str(self.target_id(value))

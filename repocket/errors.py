@@ -1,0 +1,102 @@
+"""Every error repocket raises derives from :class:`RepocketError`.
+
+Errors caused by a value carry ``model``, ``field`` and ``value`` attributes so
+that callers can react without parsing messages. Connection problems also
+derive from the matching redis-py exception, so code that already catches
+``redis.exceptions.ConnectionError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.exceptions
+
+
+class RepocketError(Exception):
+    """Root of every repocket exception."""
+
+
+class RepocketActiveRecordDefinitionError(RepocketError, TypeError):
+    """A model declaration is inconsistent (two AutoUUIDs, a bad Pointer, a reserved name...)."""
+
+
+DefinitionError = RepocketActiveRecordDefinitionError
+
+
+class ConfigurationError(RepocketError, ValueError):
+    """``configure`` was given something it cannot use."""
+
+
+class FieldError(RepocketError):
+    """Base for errors about one field of one model."""
+
+    def __init__(self, message: str, *, model: str = "", field: str = "", value: Any = None):
+        super().__init__(message)
+        self.model = model
+        self.field = field
+        self.value = value
+
+
+class ValidationError(FieldError, ValueError):
+    """A value cannot be stored in a field (wrong type, out of range, not encodable)."""
+
+
+class InvalidId(ValidationError):
+    """An id is not a UUID (ids become part of key names, so they are strict)."""
+
+
+class UnknownField(FieldError, AttributeError):
+    """A keyword names no field of the model."""
+
+
+class UnsavedPointer(FieldError, ValueError):
+    """A Pointer targets an instance that was never saved."""
+
+
+class PointerTargetMissing(FieldError, LookupError):
+    """A Pointer targets a record that does not exist in Redis."""
+
+
+class DoesNotExist(FieldError, LookupError):
+    """The record an operation needs is not in Redis."""
+
+
+class StoredDataError(RepocketError):
+    """What is stored in Redis does not match the model (wrong key type, undecodable value)."""
+
+    def __init__(self, message: str, *, model: str = "", field: str = "", key: str = "",
+                 value: Any = None):
+        super().__init__(message)
+        self.model = model
+        self.field = field
+        self.key = key
+        self.value = value
+
+
+class WrongKeyType(StoredDataError):
+    """A key repocket owns holds another Redis type (e.g. a string where a hash belongs)."""
+
+
+class MultipleObjectsReturned(RepocketError, LookupError):
+    """``get()`` matched more than one record."""
+
+
+class ScriptError(RepocketError):
+    """A repocket Lua script failed in a way no specific error describes."""
+
+
+class RepocketConnectionError(RepocketError, redis.exceptions.ConnectionError):
+    """Redis is unreachable or the connection dropped. Retriable."""
+
+
+class RepocketTimeoutError(RepocketError, redis.exceptions.TimeoutError):
+    """Redis did not answer in time. Retriable; the operation may or may not have run."""
+
+
+class OutOfMemory(RepocketError, redis.exceptions.OutOfMemoryError):
+    """Redis refused the write because it is over ``maxmemory``; nothing was written."""
+
+
+class ReadOnly(RepocketError, redis.exceptions.ReadOnlyError):
+    """The server is a read-only replica; nothing was written."""

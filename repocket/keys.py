@@ -1,0 +1,42 @@
+"""The only module that builds Redis key names.
+
+Layout (as repocket 0.1 documented it)::
+
+    repocket:<namespace>:<Class>:<id>                record hash
+    repocket:<namespace>:<Class>:<id>:field:<name>   one string per ByteStream field
+    repocket:<namespace>:<Class>:ids                 set of every saved id (never KEYS)
+
+``<namespace>`` is the model's module unless ``Meta.namespace`` says otherwise.
+Ids are canonical UUIDs, so no id can contain ``:``, ``*``, ``{`` or spaces, and
+a record's keys always live under its model's prefix.
+"""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "repocket"
+IDS_SUFFIX = "ids"
+_NAME_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+def is_valid_name_part(text: str) -> bool:
+    """True if ``text`` may be used as a namespace or class segment of a key."""
+    return bool(_NAME_PART.match(text)) and len(text) <= 200
+
+
+def model_prefix(namespace: str, class_name: str) -> str:
+    """``repocket:<namespace>:<Class>``: every key of the model starts with it."""
+    return f"{ROOT}:{namespace}:{class_name}"
+
+
+def record_key(prefix: str, record_id: str) -> str:
+    return f"{prefix}:{record_id}"
+
+
+def stream_key(hash_key: str, field_name: str) -> str:
+    return f"{hash_key}:field:{field_name}"
+
+
+def ids_key(prefix: str) -> str:
+    return f"{prefix}:{IDS_SUFFIX}"

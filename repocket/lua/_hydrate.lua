@@ -1,0 +1,85 @@
+-- Shared by the reading scripts: load records, their ByteStreams and, breadth
+-- first, the records their Pointers name, up to a depth, each record once.
+--
+-- `schema` (msgpack) lists the models a read may reach; entry i is
+--   {prefix, is_envelope (1|0), {stream field names}, {{pointer field, target model i}, ...}}
+-- Each loaded record is appended to `records` as
+--   {model index, id, HGETALL flat list | false when missing, {stream values | false}}
+-- Pointer targets are read from keys built here, `<target prefix>:<id>`, and only
+-- when the stored id is a UUID, so no stored value can name a key outside a
+-- model's prefix. (On Redis Cluster this read is the documented exception to
+-- "every key in KEYS": targets live in other slots.)
+
+local UUID_PATTERN = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+local schema = cmsgpack.unpack(ARGV[1])
+local max_depth = tonumber(ARGV[2])
+local records = {}
+local seen = {}
+local pending = {}
+
+local function read_error(key, reply)
+  return redis.error_reply('REPOCKET ' .. cjson.encode(
+    {code = 'wrongtype', key = key, expected = 'hash or string', actual = reply.err}))
+end
+
+-- Appends the record at `key` to `records`; returns its flat hash (nil if
+-- missing), or an error reply as second value.
+local function load_record(model_index, id, key)
+  local flat = redis.pcall('HGETALL', key)
+  if flat.err then return nil, read_error(key, flat) end
+  if #flat == 0 then
+    records[#records + 1] = {model_index, id, false, {}}
+    return nil
+  end
+  local streams = {}
+  for i, name in ipairs(schema[model_index][3]) do
+    local value = redis.pcall('GET', key .. ':field:' .. name)
+    if type(value) == 'table' and value.err then return nil, read_error(key, value) end
+    streams[i] = value
+  end
+  records[#records + 1] = {model_index, id, flat, streams}
+  return flat
+end
+
+local function stored_id(model_index, raw)
+  if schema[model_index][2] == 1 then
+    local ok, envelope = pcall(cjson.decode, raw)
+    if not ok or type(envelope) ~= 'table' then return nil end
+    raw = envelope.value
+  end
+  if type(raw) == 'string' and string.match(raw, UUID_PATTERN) then return raw end
+  return nil
+end
+
+-- Queues the not yet seen targets of a loaded record's Pointers.
+local function follow_pointers(model_index, flat, depth)
+  local pointers = schema[model_index][4]
+  if depth >= max_depth or #pointers == 0 then return end
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  for _, pointer in ipairs(pointers) do
+    local raw = fields[pointer[1]]
+    local id = raw and stored_id(model_index, raw)
+    if id then
+      local target = pointer[2]
+      local key = schema[target][1] .. ':' .. id
+      if not seen[key] then
+        seen[key] = true
+        pending[#pending + 1] = {target, id, key, depth + 1}
+      end
+    end
+  end
+end
+
+-- Loads every queued Pointer target; returns an error reply or nil.
+local function load_pointers()
+  local next_item = 1
+  while next_item <= #pending do
+    local item = pending[next_item]
+    next_item = next_item + 1
+    local flat, err = load_record(item[1], item[2], item[3])
+    if err then return err end
+    if flat then follow_pointers(item[1], flat, item[4]) end
+  end
+  return nil
+end

@@ -1,0 +1,256 @@
+"""``ActiveRecord``: a metaclass that collects fields into ``_meta``, and the instance API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from . import keys as keyspace
+from . import operations
+from .attributes import Attribute, AutoUUID, Pointer
+from .codecs import Codec, get_codec
+from .connections import configure
+from .errors import RepocketActiveRecordDefinitionError, UnknownField
+from .manager import Manager, ResultSet
+from .scripts import execute
+
+__all__ = ["ActiveRecord", "ResultSet"]
+
+
+class Options:
+    """A model's ``_meta``: its fields, keys and codec, computed once at class creation."""
+
+    def __init__(self, model: type[ActiveRecord], fields: dict[str, Attribute], meta: Any):
+        self.model = model
+        self.name = model.__name__
+        self.namespace: str = getattr(meta, "namespace", None) or model.__module__
+        self.codec_name: str | None = getattr(meta, "codec", None)
+        self.fields = fields
+        self.pk_name = next(name for name, f in fields.items() if isinstance(f, AutoUUID))
+        self.stream_names = tuple(name for name, f in fields.items() if f.is_stream)
+        self.pointer_names = tuple(name for name, f in fields.items() if isinstance(f, Pointer))
+        self.hash_fields = tuple((name, f) for name, f in fields.items() if not f.is_stream)
+        self.hash_field_specs = tuple((name, name.encode(), f) for name, f in self.hash_fields)
+        self.prefix = keyspace.model_prefix(self.namespace, self.name)
+        self.ids_key = keyspace.ids_key(self.prefix)
+        self.schema_cache: dict[Any, bytes] = {}
+        self.manager = Manager(model)
+
+    @property
+    def codec(self) -> Codec:
+        return get_codec(self.codec_name or configure.default_codec())
+
+    def record_key(self, record_id: Any) -> str:
+        return keyspace.record_key(self.prefix, str(record_id))
+
+    def reachable_models(self) -> list[type[ActiveRecord]]:
+        """This model, then every model its Pointers reach, each once (breadth first)."""
+        found: list[type[ActiveRecord]] = [self.model]
+        for model in found:
+            for name in model._meta.pointer_names:
+                target = model._meta.fields[name].to_model  # type: ignore[attr-defined]
+                if target not in found:
+                    found.append(target)
+        return found
+
+
+class _ManagerDescriptor:
+    def __get__(self, instance: Any, owner: type[ActiveRecord]) -> Manager:
+        if instance is not None:
+            raise AttributeError("objects is reached through the model class, not an instance")
+        return owner._meta.manager
+
+
+def _definition_error(model: str, message: str) -> RepocketActiveRecordDefinitionError:
+    return RepocketActiveRecordDefinitionError(f"{model}: {message}")
+
+
+class ModelBase(type):
+    """Collects the declared (and inherited) attributes and builds ``_meta``; nothing else."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> ModelBase:
+        cls = super().__new__(mcs, name, bases, namespace)
+        if not any(isinstance(base, ModelBase) for base in bases):
+            return cls  # ActiveRecord itself
+        model: type[ActiveRecord] = cls  # type: ignore[assignment]
+        fields = _collect_fields(model, namespace)
+        meta = getattr(model, "Meta", None)
+        _check_definition(model, fields, meta)
+        model._meta = Options(model, fields, meta)
+        for stream in model._meta.stream_names:
+            setattr(model, f"append_{stream}", _appender(stream))
+        return cls
+
+
+def _collect_fields(model: type[ActiveRecord], namespace: dict[str, Any]) -> dict[str, Attribute]:
+    fields: dict[str, Attribute] = {}
+    for base in reversed(model.__mro__[1:]):
+        if "_meta" in vars(base):
+            fields.update(base._meta.fields)
+    fields.update((k, v) for k, v in namespace.items() if isinstance(v, Attribute))
+    autos = [name for name, f in fields.items() if isinstance(f, AutoUUID)]
+    if len(autos) > 1:
+        raise _definition_error(model.__name__, f"more than one AutoUUID: {autos}")
+    if not autos:
+        if "id" in fields:
+            raise _definition_error(model.__name__, "'id' is not an AutoUUID, and there is no "
+                                    "AutoUUID to be the record's id")
+        implicit = AutoUUID()
+        implicit.__set_name__(model, "id")
+        model.id = implicit  # type: ignore[attr-defined]
+        fields = {"id": implicit, **fields}
+    return fields
+
+
+def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], meta: Any) -> None:
+    reserved = set(dir(ActiveRecord)) | {"pk", "objects", "Meta"}
+    appenders = {f"append_{name}" for name, f in fields.items() if f.is_stream}
+    for name, attribute in fields.items():
+        if name.startswith("_") or name in reserved or name in appenders:
+            raise _definition_error(model.__name__,
+                                    f"the field name {name!r} collides with the model's API")
+        if isinstance(attribute, Pointer):
+            target = attribute.to_model
+            if not (isinstance(target, type) and issubclass(target, ActiveRecord)
+                    and target is not ActiveRecord):
+                raise _definition_error(model.__name__, f"Pointer {name!r} must point at an "
+                                        f"ActiveRecord model, not {target!r}")
+    namespace_name = getattr(meta, "namespace", None) or model.__module__
+    if not keyspace.is_valid_name_part(namespace_name):
+        raise _definition_error(model.__name__, f"namespace {namespace_name!r} may hold only "
+                                "letters, digits, '_', '.' and '-'")
+    codec = getattr(meta, "codec", None)
+    if codec is not None:
+        try:
+            get_codec(codec)
+        except ValueError as exc:
+            raise _definition_error(model.__name__, str(exc)) from None
+
+
+def _appender(stream: str) -> Any:
+    def append(self: ActiveRecord, data: bytes | str) -> int:
+        return self._append(stream, data)
+
+    append.__name__ = f"append_{stream}"
+    append.__doc__ = (f"Append bytes to ``{stream}`` in one atomic round trip (Redis APPEND) and "
+                      "return its new length. On an unsaved instance the bytes are kept for save().")
+    return append
+
+
+class ActiveRecord(metaclass=ModelBase):
+    """Base model class: declare attributes on a subclass, Django-style.
+
+    ``Meta`` may set ``namespace`` (replaces the module in key names) and
+    ``codec`` (``"envelope"``, the default, or ``"compact"``).
+    """
+
+    _meta: ClassVar[Options]
+    objects: ClassVar[Manager] = _ManagerDescriptor()  # type: ignore[assignment]
+    _values: dict[str, Any]
+    _stored: dict[str, bytes | None]
+    _synced_streams: dict[str, bytes | None]
+    _persisted: bool
+
+    def __init__(self, *args: Any, **kw: Any):
+        if args:
+            raise TypeError(f"{type(self).__name__}() takes keyword arguments only")
+        meta = self._meta
+        unknown = sorted(set(kw) - set(meta.fields))
+        if unknown:
+            raise UnknownField(
+                f"{meta.name} has no field {unknown[0]!r}; its fields are {list(meta.fields)}",
+                model=meta.name, field=unknown[0], value=kw[unknown[0]])
+        self._values = {}
+        self._stored = {}
+        self._synced_streams = {name: b"" for name in meta.stream_names}
+        self._persisted = False
+        for name, attribute in meta.fields.items():
+            value = kw[name] if name in kw else attribute.initial_value()
+            self._values[name] = attribute.clean(value, meta.name)
+
+    # -- persistence -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, **kwargs: Any) -> ActiveRecord:
+        """Build an instance from keyword arguments, save it, and return it."""
+        instance = cls(**kwargs)
+        instance.save()
+        return instance
+
+    def save(self) -> dict[str, Any]:
+        """Persist the record in one atomic round trip; return ``{'hash': key, 'strings': {...}}``."""
+        return execute(configure.get_connection(), operations.compile_save(self))  # type: ignore[no-any-return]
+
+    def delete(self) -> int:
+        """Delete the record's hash and ByteStreams; return the number of keys deleted."""
+        return execute(configure.get_connection(), operations.compile_delete(self))  # type: ignore[no-any-return]
+
+    def _append(self, stream: str, data: bytes | str) -> int:
+        attribute = self._meta.fields[stream]
+        chunk: bytes = attribute.clean(data, self._meta.name)
+        if not self._persisted:
+            self._values[stream] = (self._values[stream] or b"") + chunk
+            return len(self._values[stream])
+        return execute(configure.get_connection(),  # type: ignore[no-any-return]
+                       operations.compile_append(self, stream, chunk))
+
+    # -- in-memory access ---------------------------------------------------------------------
+    @property
+    def pk(self) -> uuid.UUID:
+        return self._values[self._meta.pk_name]  # type: ignore[no-any-return]
+
+    def _key(self) -> str:
+        return self._meta.record_key(self.pk)
+
+    def _check_field(self, name: str) -> None:
+        if name not in self._meta.fields:
+            raise UnknownField(f"{self._meta.name} has no field {name!r}; its fields are "
+                               f"{list(self._meta.fields)}", model=self._meta.name, field=name)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._meta.fields:
+            raise KeyError(f"{self._meta.name} has no field {name!r}; its fields are "
+                           f"{list(self._meta.fields)}")
+        return getattr(self, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._meta.fields:
+            raise KeyError(f"{self._meta.name} has no field {name!r}; its fields are "
+                           f"{list(self._meta.fields)}")
+        setattr(self, name, value)
+
+    def matches(self, kw: dict[str, Any]) -> bool:
+        """True when every given field equals the given value (Pointers compare by id)."""
+        for name, expected in kw.items():
+            self._check_field(name)
+            attribute = self._meta.fields[name]
+            actual = self._values[name]
+            if isinstance(attribute, Pointer):
+                actual = None if actual is None else attribute.target_id(actual)
+                expected = None if expected is None else attribute.target_id(expected)
+            if actual != expected:
+                return False
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The field values by name; a Pointer gives its target's id."""
+        result = dict(self._values)
+        for name in self._meta.pointer_names:
+            value = result[name]
+            if value is not None:
+                result[name] = self._meta.fields[name].target_id(value)  # type: ignore[attr-defined]
+        return result
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ActiveRecord):
+            return NotImplemented
+        return type(self) is type(other) and self.pk == other.pk
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.pk))
+
+    def __repr__(self) -> str:
+        shown = []
+        for name, value in self.to_dict().items():
+            text = repr(value)
+            shown.append(f"{name}={text if len(text) <= 60 else text[:57] + '...'}")
+        return f"<{self._meta.name} {' '.join(shown)}>"

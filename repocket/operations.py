@@ -1,0 +1,262 @@
+"""Model operations compiled into script calls, and their replies decoded. No I/O here.
+
+``compile_*`` turns an operation into a :class:`Call` (script name, KEYS, ARGV
+and a ``decode`` for the reply). ``decode`` returns the result, or another
+``Call`` to run next (a save that found its record deleted meanwhile). The
+executor in ``scripts.py`` runs calls; an async or pipelined executor can run
+the same calls.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from . import keys as keyspace
+from .codecs import CorruptValue
+from .errors import StoredDataError, UnsavedPointer, ValidationError
+
+if TYPE_CHECKING:
+    from .model import ActiveRecord
+
+MAX_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class Call:
+    script: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    decode: Callable[[Any], Any]
+    model: str = ""
+    key_fields: dict[str, str] = field(default_factory=dict)  # key -> field, for error messages
+
+
+def _pack(value: Any) -> bytes:
+    # Redis' embedded cmsgpack predates msgpack's bin type: send bytes as raw strings.
+    return msgpack.packb(value, use_bin_type=False)  # type: ignore[no-any-return]
+
+
+# -- save ---------------------------------------------------------------------------
+def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
+    """The save of ``record``: changed fields only when it was loaded from Redis."""
+    meta = type(record)._meta
+    for attribute in meta.fields.values():
+        attribute.pre_save(record)
+    partial = record._persisted and not whole
+    values, stored, codec = record._values, record._stored, meta.codec
+    to_set: list[Any] = []
+    to_delete: list[str] = []
+    new_stored: dict[str, bytes | None] = {}
+    pointer_keys: dict[str, str] = {}
+    for name, attribute in meta.hash_fields:
+        value = values[name]
+        if value is None:
+            new_stored[name] = None
+            if not partial or stored.get(name) is not None:
+                to_delete.append(name)
+            continue
+        try:
+            raw = codec.encode(attribute, value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ValidationError(f"{meta.name}.{name}: cannot encode {value!r:.80}: {exc}",
+                                  model=meta.name, field=name, value=value) from None
+        new_stored[name] = raw
+        if not partial or stored.get(name) != raw:
+            to_set += (name, raw)
+            if name in meta.pointer_names:
+                pointer_keys[_pointer_target_key(record, name, value)] = name
+    hash_key = record._key()
+    stream_keys = tuple(keyspace.stream_key(hash_key, name) for name in meta.stream_names)
+    stream_ops: list[Any] = []
+    for name in meta.stream_names:
+        stream_ops += _stream_op(values[name], record._synced_streams.get(name))
+
+    def decode(reply: bytes) -> Any:
+        if reply == b"gone":
+            return compile_save(record, whole=True)
+        record._stored = new_stored
+        record._synced_streams = {name: values[name] for name in meta.stream_names}
+        record._persisted = True
+        return {"hash": hash_key, "strings": dict(zip(meta.stream_names, stream_keys))}
+
+    return Call(
+        "save",
+        (hash_key, meta.ids_key, *stream_keys, *pointer_keys),
+        (str(record.pk), len(to_set) // 2, len(to_delete), len(stream_keys),
+         b"1" if partial else b"0", *to_set, *to_delete, *stream_ops),
+        decode, meta.name, pointer_keys,
+    )
+
+
+def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
+    meta = type(record)._meta
+    pointer = meta.fields[name]
+    if hasattr(value, "_meta") and not value._persisted:
+        raise UnsavedPointer(
+            f"{meta.name}.{name} points at an unsaved {type(value).__name__}; save it first",
+            model=meta.name, field=name, value=value)
+    target_model = pointer.to_model  # type: ignore[attr-defined]
+    return target_model._meta.record_key(pointer.target_id(value))  # type: ignore[no-any-return]
+
+
+def _stream_op(current: bytes | None, synced: bytes | None) -> tuple[bytes, bytes]:
+    """What a save writes to one ByteStream: only what this instance added, unless replaced."""
+    if current is None:
+        return b"D", b""
+    if synced is not None and current.startswith(synced):
+        added = current[len(synced):]
+        return (b"A", added) if added else (b"", b"")
+    return b"S", current
+
+
+# -- delete ---------------------------------------------------------------------------
+def compile_delete(record: ActiveRecord) -> Call:
+    meta = type(record)._meta
+    hash_key = record._key()
+    stream_keys = tuple(keyspace.stream_key(hash_key, name) for name in meta.stream_names)
+
+    def decode(reply: int) -> int:
+        record._persisted = False
+        record._stored = {}
+        record._synced_streams = {}
+        return int(reply)
+
+    return Call("delete", (hash_key, meta.ids_key, *stream_keys), (str(record.pk),), decode,
+                meta.name)
+
+
+# -- append ---------------------------------------------------------------------------
+def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
+    meta = type(record)._meta
+    hash_key = record._key()
+    stream_key = keyspace.stream_key(hash_key, name)
+
+    def decode(reply: int) -> int:
+        current = record._values[name] or b""
+        record._values[name] = current + data
+        record._synced_streams[name] = (record._synced_streams.get(name) or b"") + data
+        return int(reply)
+
+    return Call("append", (hash_key, stream_key), (data,), decode, meta.name,
+                {stream_key: name})
+
+
+# -- reads: get and filter --------------------------------------------------------------
+def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1) -> Call:
+    meta = model._meta
+    schema, models = read_schema(model)
+    record_key = meta.record_key(record_id)
+
+    def decode(reply: list[Any]) -> ActiveRecord | None:
+        instances = hydrate(models, reply)
+        return instances[0]
+
+    return Call("get", (record_key,), (schema, _depth(depth), str(record_id)), decode, meta.name)
+
+
+def compile_filter(model: type[ActiveRecord], conditions: Sequence[tuple[str, list[bytes]]],
+                   depth: int = 1) -> Call:
+    """Records whose fields' stored bytes equal one of the accepted values, ANDed."""
+    meta = model._meta
+    schema, models = read_schema(model)
+
+    def decode(reply: list[Any]) -> list[ActiveRecord]:
+        count = int(reply[0])
+        return [record for record in hydrate(models, reply[1:])[:count] if record is not None]
+
+    packed = _pack([[name, values] for name, values in conditions])
+    return Call("filter", (meta.ids_key,), (schema, _depth(depth), meta.prefix, packed), decode,
+                meta.name)
+
+
+def _depth(depth: int) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
+        raise ValueError(f"depth must be an integer from 0 to {MAX_DEPTH}, not {depth!r}")
+    return depth
+
+
+def read_schema(model: type[ActiveRecord]) -> tuple[bytes, list[type[ActiveRecord]]]:
+    """The msgpack schema the read scripts follow, and the models by schema index (root first).
+
+    Cached per model and codec choice; the codecs are part of the key because a
+    model without ``Meta.codec`` follows the global default, which may change."""
+    models = model._meta.reachable_models()
+    codecs = tuple(m._meta.codec.is_envelope for m in models)
+    cache = model._meta.schema_cache
+    if codecs not in cache:
+        index = {m: i + 1 for i, m in enumerate(models)}
+        entries = [
+            [m._meta.prefix, int(m._meta.codec.is_envelope), list(m._meta.stream_names),
+             [[name, index[m._meta.fields[name].to_model]]  # type: ignore[attr-defined]
+              for name in m._meta.pointer_names]]
+            for m in models
+        ]
+        cache[codecs] = _pack(entries)
+    return cache[codecs], models
+
+
+def hydrate(models: list[type[ActiveRecord]], records: list[Any]) -> list[ActiveRecord | None]:
+    """Instances from the records a read script returned, Pointers linked.
+
+    A Pointer whose target was read is set to that instance (``None`` if the
+    target is missing); one beyond the read's depth keeps the target id, which
+    the attribute loads on first access."""
+    loaded: dict[tuple[int, bytes], ActiveRecord | None] = {}
+    result: list[ActiveRecord | None] = []
+    for model_index, record_id, flat, streams in records:
+        model = models[model_index - 1]
+        instance = from_redis(model, record_id, flat, streams) if flat else None
+        loaded[(model_index, record_id)] = instance
+        result.append(instance)
+    index = {m: i + 1 for i, m in enumerate(models)}
+    for instance in result:
+        if instance is None:
+            continue
+        meta = type(instance)._meta
+        for name in meta.pointer_names:
+            target_id = instance._values[name]
+            if target_id is None:
+                continue
+            target_model = meta.fields[name].to_model  # type: ignore[attr-defined]
+            target_key = (index[target_model], str(target_id).encode("ascii"))
+            if target_key in loaded:
+                instance._values[name] = loaded[target_key]
+    return result
+
+
+def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
+               streams: list[bytes | None]) -> ActiveRecord:
+    """An instance from a record's HGETALL reply and stream values."""
+    meta = model._meta
+    codec = meta.codec
+    stored_by_name = dict(zip(flat[::2], flat[1::2]))
+    values: dict[str, Any] = {}
+    stored: dict[str, bytes | None] = {}
+    for name, name_bytes, attribute in meta.hash_field_specs:
+        raw = stored_by_name.get(name_bytes)
+        stored[name] = raw
+        if raw is None:
+            values[name] = None if attribute.null else attribute.initial_value()
+            continue
+        try:
+            values[name] = codec.decode(attribute, raw)
+        except (CorruptValue, ValueError, TypeError, ArithmeticError) as exc:
+            key = meta.record_key(record_id.decode("ascii"))
+            raise StoredDataError(
+                f"{meta.name}.{name} at {key!r} holds {raw[:80]!r}, which is not a "
+                f"{type(attribute).__name__} in the {codec.name} codec: {exc}",
+                model=meta.name, field=name, key=key, value=raw) from None
+    values[meta.pk_name] = uuid.UUID(record_id.decode("ascii"))
+    for name, raw in zip(meta.stream_names, streams):
+        values[name] = raw if raw is not None else (None if meta.fields[name].null else b"")
+    instance = model.__new__(model)
+    instance._values = values
+    instance._stored = stored
+    instance._synced_streams = {name: values[name] for name in meta.stream_names}
+    instance._persisted = True
+    return instance

@@ -1,0 +1,105 @@
+"""The script registry and the executor that runs compiled operations.
+
+Scripts are read once from ``repocket/lua/<verb>.lua`` (``-- @include _name``
+lines pull in a shared ``_name.lua``), run with EVALSHA, and reloaded with
+SCRIPT LOAD when the server answers NOSCRIPT (after SCRIPT FLUSH, a restart or
+a failover), then retried once. Errors are mapped to ``repocket.errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.exceptions as rexc
+
+from . import errors
+from .operations import Call
+
+_INCLUDE = re.compile(r"^-- @include (_[a-z_]+)$", re.MULTILINE)
+SCRIPT_NAMES = ("save", "get", "delete", "append", "filter")
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+
+
+def _read(name: str) -> str:
+    return (resources.files("repocket") / "lua" / f"{name}.lua").read_text("utf-8")
+
+
+def load_script(name: str) -> Script:
+    source = _INCLUDE.sub(lambda match: _read(match.group(1)), _read(name))
+    return Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+
+
+SCRIPTS: dict[str, Script] = {name: load_script(name) for name in SCRIPT_NAMES}
+
+
+def evalsha(client: redis.Redis, script: Script, keys: tuple[Any, ...],
+            args: tuple[Any, ...]) -> Any:
+    """EVALSHA, loading the script and retrying once if the server does not know it."""
+    try:
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+    except rexc.NoScriptError:
+        client.script_load(script.source)
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+
+
+def execute(client: redis.Redis, call: Call) -> Any:
+    """Run a compiled operation and its follow-ups; return the decoded result."""
+    result: Any = call
+    while isinstance(result, Call):
+        call = result
+        try:
+            reply = evalsha(client, SCRIPTS[call.script], call.keys, call.args)
+        except rexc.RedisError as exc:
+            raise translate_error(exc, call) from exc
+        result = call.decode(reply)
+    return result
+
+
+# -- error mapping --------------------------------------------------------------
+def translate_error(exc: rexc.RedisError, call: Call) -> errors.RepocketError:
+    """The repocket error for a redis-py error raised while running ``call``."""
+    where = f"{call.model}.{call.script}"
+    if isinstance(exc, rexc.ResponseError) and str(exc).startswith("REPOCKET "):
+        return _script_error(json.loads(str(exc)[len("REPOCKET "):]), call)
+    if isinstance(exc, rexc.TimeoutError):
+        return errors.RepocketTimeoutError(f"{where}: Redis did not answer in time: {exc}")
+    if isinstance(exc, rexc.ConnectionError):
+        return errors.RepocketConnectionError(f"{where}: cannot reach Redis: {exc}")
+    if isinstance(exc, rexc.OutOfMemoryError):
+        return errors.OutOfMemory(f"{where}: Redis is over maxmemory, nothing written: {exc}")
+    if isinstance(exc, rexc.ReadOnlyError):
+        return errors.ReadOnly(f"{where}: the server is read-only, nothing written: {exc}")
+    if isinstance(exc, rexc.ResponseError) and str(exc).startswith("WRONGTYPE"):
+        return errors.WrongKeyType(f"{where}: {exc}", model=call.model)
+    return errors.ScriptError(f"{where}: {exc}")
+
+
+def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
+    code, key = details.get("code"), str(details.get("key", ""))
+    field = call.key_fields.get(key, "")
+    if code == "wrongtype":
+        return errors.WrongKeyType(
+            f"{call.model}: key {key!r} holds a {details.get('actual')}, expected a "
+            f"{details.get('expected')}; nothing was written",
+            model=call.model, field=field, key=key)
+    if code == "pointer_missing":
+        return errors.PointerTargetMissing(
+            f"{call.model}.{field} points at {key!r}, which does not exist; nothing was written",
+            model=call.model, field=field, value=key)
+    if code == "record_missing":
+        return errors.DoesNotExist(
+            f"{call.model} record {key!r} does not exist (deleted?); nothing was written",
+            model=call.model, field=field, value=key)
+    return errors.ScriptError(f"{call.model}.{call.script}: {details}")
