@@ -29,8 +29,18 @@ if TYPE_CHECKING:
     from .model import ActiveRecord
 
 __all__ = [
-    "Attribute", "AutoUUID", "ByteStream", "Bytes", "DateTime", "Decimal", "Float", "Integer",
-    "JSON", "Pointer", "UUID", "Unicode",
+    "JSON",
+    "UUID",
+    "Attribute",
+    "AutoUUID",
+    "ByteStream",
+    "Bytes",
+    "DateTime",
+    "Decimal",
+    "Float",
+    "Integer",
+    "Pointer",
+    "Unicode",
 ]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -406,16 +416,17 @@ class AutoUUID(UUID):
 class Pointer(Attribute):
     """A soft foreign key: stores the target's id and loads the target on ``get``.
 
+    ``to_model`` is a model class, or ``"self"`` for the model being declared.
     Assign an instance of ``to_model``. Assigning an id loads that record
     (``cast`` uses a Redis connection) and fails if it does not exist.
     """
 
     __base_type__ = object
 
-    def __init__(self, to_model: type[ActiveRecord], null: bool = False, default: Any = None,
+    def __init__(self, to_model: type[ActiveRecord] | str, null: bool = False, default: Any = None,
                  encoding: str = "utf-8"):
         super().__init__(null=null, default=default, encoding=encoding)
-        self.to_model = to_model
+        self.to_model: Any = to_model
 
     def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:
         if instance is None:
@@ -442,7 +453,8 @@ class Pointer(Attribute):
         if isinstance(value, uuid.UUID):
             return value
         if hasattr(value, "_meta"):
-            return value.pk
+            pk: uuid.UUID = value.pk
+            return pk
         return parse_uuid(value)
 
     def encode(self, value: Any) -> bytes:

@@ -18,7 +18,7 @@ from .errors import ConfigurationError
 DEFAULT_URL = "redis://localhost:6379/0"
 
 
-class configure:  # noqa: N801 - the documented name
+class configure:
     """Global Redis connection manager, used as a singleton.
 
     ``connection_pool`` sets the global pool; ``get_connection`` returns a

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import keys as keyspace
 from . import operations
@@ -15,6 +15,8 @@ from .manager import Manager, ResultSet
 from .scripts import execute
 
 __all__ = ["ActiveRecord", "ResultSet"]
+
+_Record = TypeVar("_Record", bound="ActiveRecord")
 
 
 class Options:
@@ -86,8 +88,12 @@ def _collect_fields(model: type[ActiveRecord], namespace: dict[str, Any]) -> dic
     fields: dict[str, Attribute] = {}
     for base in reversed(model.__mro__[1:]):
         if "_meta" in vars(base):
-            fields.update(base._meta.fields)
-    fields.update((k, v) for k, v in namespace.items() if isinstance(v, Attribute))
+            fields.update(vars(base)["_meta"].fields)
+    own = {k: v for k, v in namespace.items() if isinstance(v, Attribute)}
+    for attribute in own.values():
+        if isinstance(attribute, Pointer) and attribute.to_model == "self":
+            attribute.to_model = model
+    fields.update(own)
     autos = [name for name, f in fields.items() if isinstance(f, AutoUUID)]
     if len(autos) > 1:
         raise _definition_error(model.__name__, f"more than one AutoUUID: {autos}")
@@ -132,8 +138,8 @@ def _appender(stream: str) -> Any:
         return self._append(stream, data)
 
     append.__name__ = f"append_{stream}"
-    append.__doc__ = (f"Append bytes to ``{stream}`` in one atomic round trip (Redis APPEND) and "
-                      "return its new length. On an unsaved instance the bytes are kept for save().")
+    append.__doc__ = (f"Append bytes to ``{stream}`` in one atomic round trip (Redis APPEND) "
+                      "and return its new length. An unsaved instance keeps them for save().")
     return append
 
 
@@ -169,15 +175,20 @@ class ActiveRecord(metaclass=ModelBase):
             self._values[name] = attribute.clean(value, meta.name)
 
     # -- persistence -----------------------------------------------------------------------
+    if TYPE_CHECKING:  # fields are declared by subclasses
+        def __getattr__(self, name: str) -> Any: ...
+
     @classmethod
-    def create(cls, **kwargs: Any) -> ActiveRecord:
+    def create(cls: type[_Record], **kwargs: Any) -> _Record:
         """Build an instance from keyword arguments, save it, and return it."""
         instance = cls(**kwargs)
         instance.save()
         return instance
 
     def save(self) -> dict[str, Any]:
-        """Persist the record in one atomic round trip; return ``{'hash': key, 'strings': {...}}``."""
+        """Persist the record in one atomic round trip.
+
+        Returns ``{'hash': key, 'strings': {stream field: key}}``."""
         return execute(configure.get_connection(), operations.compile_save(self))  # type: ignore[no-any-return]
 
     def delete(self) -> int:

@@ -82,7 +82,7 @@ def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
         record._stored = new_stored
         record._synced_streams = {name: values[name] for name in meta.stream_names}
         record._persisted = True
-        return {"hash": hash_key, "strings": dict(zip(meta.stream_names, stream_keys))}
+        return {"hash": hash_key, "strings": dict(zip(meta.stream_names, stream_keys, strict=True))}
 
     return Call(
         "save",
@@ -101,7 +101,7 @@ def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
             f"{meta.name}.{name} points at an unsaved {type(value).__name__}; save it first",
             model=meta.name, field=name, value=value)
     target_model = pointer.to_model  # type: ignore[attr-defined]
-    return target_model._meta.record_key(pointer.target_id(value))  # type: ignore[no-any-return]
+    return target_model._meta.record_key(pointer.target_id(value))  # type: ignore
 
 
 def _stream_op(current: bytes | None, synced: bytes | None) -> tuple[bytes, bytes]:
@@ -234,7 +234,7 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
     """An instance from a record's HGETALL reply and stream values."""
     meta = model._meta
     codec = meta.codec
-    stored_by_name = dict(zip(flat[::2], flat[1::2]))
+    stored_by_name = dict(zip(flat[::2], flat[1::2], strict=True))
     values: dict[str, Any] = {}
     stored: dict[str, bytes | None] = {}
     for name, name_bytes, attribute in meta.hash_field_specs:
@@ -252,7 +252,7 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
                 f"{type(attribute).__name__} in the {codec.name} codec: {exc}",
                 model=meta.name, field=name, key=key, value=raw) from None
     values[meta.pk_name] = uuid.UUID(record_id.decode("ascii"))
-    for name, raw in zip(meta.stream_names, streams):
+    for name, raw in zip(meta.stream_names, streams, strict=True):
         values[name] = raw if raw is not None else (None if meta.fields[name].null else b"")
     instance = model.__new__(model)
     instance._values = values

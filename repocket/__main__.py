@@ -1,0 +1,78 @@
+"""``repocket demo``: the tutorial, run against a throwaway redis-server (or ``--url``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+
+from . import ActiveRecord, attributes, configure
+from .server import throwaway_redis
+
+
+class User(ActiveRecord):
+    class Meta:
+        namespace = "demo"
+
+    name = attributes.Unicode()
+    house_name = attributes.Unicode()
+    email = attributes.Bytes()
+    password = attributes.Bytes()
+    metadata = attributes.JSON()
+
+
+@contextlib.contextmanager
+def _server(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+    else:
+        with throwaway_redis() as started:
+            print(f"started a throwaway redis-server at {started}")
+            yield started
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def demo(url: str | None) -> int:
+    with _server(url) as server_url:
+        client = configure.connection_pool(url=server_url)
+        if url and client.dbsize():
+            print(f"{url} is not empty; the demo only runs on an empty database", file=sys.stderr)
+            return 2
+        harry = User.create(id="970773fa-4de1-11e5-86f4-6c4008a70392", name="Harry Potter",
+                            email="harry@hogwards.uk", house_name="Gryffindor",
+                            password=b"hermione42", metadata={"known_tricks": ["Protego"]})
+        User.create(id="40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8", name="Ron Weasley",
+                    house_name="Gryffindor", email="ron@hogwards.uk", password=b"hermione42")
+        keys = harry.save()
+        print(">>> harry.save()\n", keys)
+        print(">>> HGETALL", keys["hash"])
+        for field, value in sorted(client.hgetall(keys["hash"]).items()):
+            print(f"  {_text(field)}  {_text(value)}")
+        loaded = User.objects.get(id=harry.id)
+        assert loaded is not None
+        print(">>> User.objects.get(id=...).metadata\n", loaded.metadata)
+        ordered = User.objects.filter(house_name="Gryffindor").order_by("-name")
+        print(">>> [u.name for u in User.objects.filter(house_name='Gryffindor')"
+              ".order_by('-name')]\n", [u.name for u in ordered])
+        print(">>> harry.delete()\n", loaded.delete())
+        for user in User.objects.all():
+            user.delete()
+        configure.reset()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="repocket", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo_parser = commands.add_parser("demo", help="run the tutorial")
+    demo_parser.add_argument("--url", help="an existing, empty Redis (default: start one)")
+    args = parser.parse_args(argv)
+    return demo(args.url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

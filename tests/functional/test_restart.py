@@ -1,0 +1,47 @@
+"""Scripts are reloaded after a server restart (its script cache is empty)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from repocket import configure, errors
+from repocket.scripts import SCRIPTS
+from tests.conftest import counting_client
+
+from .models import Project
+
+
+def test_restart_reloads_scripts_and_unreachable_server_is_a_typed_error(
+        spare_redis_proc: Any) -> None:
+    url = f"redis://{spare_redis_proc.host}:{spare_redis_proc.port}/0"
+    configure.reset()
+    configure.connection_pool(client=counting_client(url, socket_connect_timeout=1))
+    try:
+        project = Project.create(name="survives")
+        spare_redis_proc.stop()
+        with pytest.raises(errors.RepocketConnectionError) as raised:
+            Project.objects.get(id=project.id)
+        assert "Project" in str(raised.value)
+        spare_redis_proc.start()  # a new process: its script cache is empty
+        raw = configure.get_connection()
+        assert raw.script_exists(SCRIPTS["get"].sha) == [False]
+        assert Project.objects.get(id=project.id).name == "survives"  # pytest-redis saves on stop
+        again = Project.create(name="after restart")
+        assert Project.objects.get(id=again.id).name == "after restart"
+    finally:
+        configure.reset()
+
+
+def test_unreachable_server_raises_a_connection_error_not_none() -> None:
+    configure.reset()
+    configure.connection_pool(url="redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(errors.RepocketConnectionError):
+            Project.objects.get(id="970773fa-4de1-11e5-86f4-6c4008a70392")
+        with pytest.raises(redis.exceptions.ConnectionError):  # still a redis-py error too
+            Project.create(name="nowhere")
+    finally:
+        configure.reset()
