@@ -45,8 +45,8 @@ __all__ = [
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _UUID_TEXT = re.compile(
-    r"^(?:urn:uuid:)?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?"
-    r"([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})$"
+    r"(?:urn:uuid:)?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?"
+    r"([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})"
 )
 
 
@@ -58,7 +58,7 @@ def parse_uuid(value: Any) -> uuid.UUID:
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         raise TypeError(f"expected a UUID or its string form, not {type(value).__name__}")
-    match = _UUID_TEXT.match(value) if len(value) <= 45 else None
+    match = _UUID_TEXT.fullmatch(value) if len(value) <= 45 else None
     if match is None:
         raise ValueError(f"{_short(value)} is not a UUID")
     return uuid.UUID("".join(match.groups()))

@@ -78,6 +78,10 @@ class WrongKeyType(StoredDataError):
     """A key repocket owns holds another Redis type (e.g. a string where a hash belongs)."""
 
 
+class InvalidQuery(RepocketError, ValueError):
+    """A query argument that is not a field lookup is out of range (e.g. ``pointer_depth``)."""
+
+
 class MultipleObjectsReturned(RepocketError, LookupError):
     """``get()`` matched more than one record."""
 

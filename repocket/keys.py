@@ -17,12 +17,12 @@ import re
 
 ROOT = "repocket"
 IDS_SUFFIX = "ids"
-_NAME_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 
 def is_valid_name_part(text: str) -> bool:
     """True if ``text`` may be used as a namespace or class segment of a key."""
-    return bool(_NAME_PART.match(text)) and len(text) <= 200
+    return bool(_NAME_PART.fullmatch(text)) and len(text) <= 200
 
 
 def model_prefix(namespace: str, class_name: str) -> str:

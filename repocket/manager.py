@@ -66,25 +66,25 @@ class Manager:
     def create(self, **kwargs: Any) -> ActiveRecord:
         return self.model.create(**kwargs)
 
-    def get(self, *, depth: int = 1, **lookups: Any) -> ActiveRecord | None:
+    def get(self, *, pointer_depth: int = 1, **lookups: Any) -> ActiveRecord | None:
         """The record with the given id (``id=``, ``pk=``), or None when there is none.
 
-        Pointers are loaded ``depth`` levels deep in the same round trip; deeper
+        Pointers are loaded ``pointer_depth`` levels deep in the same round trip; deeper
         ones load on first access. Other lookups run a filter and raise
         MultipleObjectsReturned when more than one record matches.
         """
         meta = self.model._meta
         if len(lookups) == 1 and next(iter(lookups)) in ("pk", meta.pk_name):
             record_id = self._parse_id(next(iter(lookups.values())))
-            call = operations.compile_get(self.model, record_id, depth)
+            call = operations.compile_get(self.model, record_id, pointer_depth)
             return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
-        results = self.filter(depth=depth, **lookups)
+        results = self.filter(pointer_depth=pointer_depth, **lookups)
         if len(results) > 1:
             raise MultipleObjectsReturned(
                 f"{meta.name}.objects.get({lookups}) matched {len(results)} records")
         return results[0] if results else None
 
-    def filter(self, *, depth: int = 1, **lookups: Any) -> ResultSet:
+    def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> ResultSet:
         """Records whose fields equal every given value, in one round trip (a server-side scan
         of the model's id set). Pointer fields take an instance or an id."""
         meta = self.model._meta
@@ -99,12 +99,12 @@ class Manager:
             accepted = [None] if value is None else attribute.comparable_values(value)
             if accepted is not None and None not in accepted:
                 conditions.append((name, [meta.codec.encode(attribute, v) for v in accepted]))
-        call = operations.compile_filter(self.model, conditions, depth)
+        call = operations.compile_filter(self.model, conditions, pointer_depth)
         records = execute(configure.get_connection(), call)
         return ResultSet(self.model, (r for r in records if r.matches(expected)))
 
-    def all(self, *, depth: int = 1) -> ResultSet:
-        return self.filter(depth=depth)
+    def all(self, *, pointer_depth: int = 1) -> ResultSet:
+        return self.filter(pointer_depth=pointer_depth)
 
     def _parse_id(self, value: Any) -> Any:
         meta = self.model._meta

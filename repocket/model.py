@@ -109,7 +109,7 @@ def _collect_fields(model: type[ActiveRecord], namespace: dict[str, Any]) -> dic
 
 
 def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], meta: Any) -> None:
-    reserved = set(dir(ActiveRecord)) | {"pk", "objects", "Meta"}
+    reserved = set(dir(ActiveRecord)) | {"pk", "objects", "Meta", "pointer_depth"}
     appenders = {f"append_{name}" for name, f in fields.items() if f.is_stream}
     for name, attribute in fields.items():
         if name.startswith("_") or name in reserved or name in appenders:
@@ -122,9 +122,10 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
                 raise _definition_error(model.__name__, f"Pointer {name!r} must point at an "
                                         f"ActiveRecord model, not {target!r}")
     namespace_name = getattr(meta, "namespace", None) or model.__module__
-    if not keyspace.is_valid_name_part(namespace_name):
-        raise _definition_error(model.__name__, f"namespace {namespace_name!r} may hold only "
-                                "letters, digits, '_', '.' and '-'")
+    for part, text in (("namespace", namespace_name), ("class name", model.__name__)):
+        if not keyspace.is_valid_name_part(text):
+            raise _definition_error(model.__name__, f"the {part} {text!r} may hold only "
+                                    "letters, digits, '_', '.' and '-'")
     codec = getattr(meta, "codec", None)
     if codec is not None:
         try:

@@ -18,7 +18,7 @@ import msgpack
 
 from . import keys as keyspace
 from .codecs import CorruptValue
-from .errors import StoredDataError, UnsavedPointer, ValidationError
+from .errors import InvalidQuery, StoredDataError, UnsavedPointer, ValidationError
 
 if TYPE_CHECKING:
     from .model import ActiveRecord
@@ -107,7 +107,7 @@ def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
 def _stream_op(current: bytes | None, synced: bytes | None) -> tuple[bytes, bytes]:
     """What a save writes to one ByteStream: only what this instance added, unless replaced."""
     if current is None:
-        return b"D", b""
+        return (b"D", b"") if synced is not None else (b"", b"")
     if synced is not None and current.startswith(synced):
         added = current[len(synced):]
         return (b"A", added) if added else (b"", b"")
@@ -176,7 +176,7 @@ def compile_filter(model: type[ActiveRecord], conditions: Sequence[tuple[str, li
 
 def _depth(depth: int) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
-        raise ValueError(f"depth must be an integer from 0 to {MAX_DEPTH}, not {depth!r}")
+        raise InvalidQuery(f"pointer_depth must be an integer from 0 to {MAX_DEPTH}, not {depth!r}")
     return depth
 
 

@@ -59,7 +59,7 @@ def test_depth_two_chain_is_still_one_round_trip(client: redis.Redis,
     a = Node.create(label="a", next=b)
     Node.objects.get(id=a.id)
     roundtrips.reset()
-    loaded = Node.objects.get(id=a.id, depth=2)
+    loaded = Node.objects.get(id=a.id, pointer_depth=2)
     assert roundtrips.count == 1
     assert loaded.next.next.label == "c"
     assert roundtrips.count == 1
