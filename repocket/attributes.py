@@ -444,9 +444,23 @@ class Pointer(Attribute):
         if target is None:
             raise PointerTargetMissing(
                 f"{self.to_model.__name__} {target_id} does not exist",
-                model=self.to_model.__name__, field=self.name, value=value,
+                field=self.name, value=value,
             )
         return target
+
+    def clean(self, value: Any, model: str = "") -> Any:
+        try:
+            return super().clean(value, model)
+        except PointerTargetMissing as exc:  # raised by coerce, which knows no model
+            raise PointerTargetMissing(f"{model}.{self.name}: {exc}", model=model,
+                                       field=self.name, value=value) from None
+
+    def lookup_id(self, value: Any) -> uuid.UUID:
+        """The target id a lookup value names: an instance of ``to_model`` or an id."""
+        if hasattr(value, "_meta") and not isinstance(value, self.to_model):
+            raise TypeError(f"expected a {self.to_model.__name__} or its id, not a "
+                            f"{type(value).__name__}")
+        return self.target_id(value)
 
     def target_id(self, value: Any) -> uuid.UUID:
         """The id a value points at: an instance's id, or an id as is (unloaded pointer)."""

@@ -63,7 +63,7 @@ class EnvelopeCodec:
     def decode(self, field: Attribute, raw: bytes) -> Any:
         try:
             envelope = json.loads(raw)
-        except ValueError as exc:  # also UnicodeDecodeError
+        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError
             raise CorruptValue(f"not a JSON envelope: {exc}") from None
         if not isinstance(envelope, dict) or not isinstance(envelope.get("value"), str):
             raise CorruptValue("the envelope has no string 'value'")

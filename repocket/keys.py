@@ -38,5 +38,11 @@ def stream_key(hash_key: str, field_name: str) -> str:
     return f"{hash_key}:field:{field_name}"
 
 
+def stream_field(key: str) -> str:
+    """The ByteStream field a stream key belongs to ('' for any other key)."""
+    head, sep, name = key.rpartition(":field:")
+    return name if sep and head else ""
+
+
 def ids_key(prefix: str) -> str:
     return f"{prefix}:{IDS_SUFFIX}"

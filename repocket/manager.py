@@ -48,13 +48,13 @@ class ResultSet(list):  # type: ignore[type-arg]
         return ResultSet(self.model, result) if isinstance(index, slice) else result
 
 
-def _field(model: type[ActiveRecord], name: str) -> Any:
+def _field(model: type[ActiveRecord], name: str, value: Any = None) -> Any:
     try:
         return model._meta.fields[name]
     except KeyError:
         raise UnknownField(f"{model._meta.name} has no field {name!r}; its fields are "
                            f"{list(model._meta.fields)}", model=model._meta.name,
-                           field=name) from None
+                           field=name, value=value) from None
 
 
 class Manager:
@@ -115,14 +115,14 @@ class Manager:
                             field=meta.pk_name, value=value) from None
 
     def _lookup_value(self, name: str, value: Any) -> Any:
-        attribute = _field(self.model, name)
+        attribute = _field(self.model, name, value)
         if value is None:
             return None
         if isinstance(attribute, AutoUUID):
             return self._parse_id(value)
         if isinstance(attribute, Pointer):
             try:
-                return attribute.target_id(value)
+                return attribute.lookup_id(value)
             except (TypeError, ValueError) as exc:
                 raise ValidationError(f"{self.model._meta.name}.{name}: {exc}",
                                       model=self.model._meta.name, field=name,

@@ -169,7 +169,7 @@ class ActiveRecord(metaclass=ModelBase):
                 model=meta.name, field=unknown[0], value=kw[unknown[0]])
         self._values = {}
         self._stored = {}
-        self._synced_streams = {name: b"" for name in meta.stream_names}
+        self._synced_streams = {}  # nothing known: the first save sets the streams
         self._persisted = False
         for name, attribute in meta.fields.items():
             value = kw[name] if name in kw else attribute.initial_value()

@@ -73,8 +73,9 @@ def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
     hash_key = record._key()
     stream_keys = tuple(keyspace.stream_key(hash_key, name) for name in meta.stream_names)
     stream_ops: list[Any] = []
+    synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
     for name in meta.stream_names:
-        stream_ops += _stream_op(values[name], record._synced_streams.get(name))
+        stream_ops += _stream_op(values[name], synced.get(name))
 
     def decode(reply: bytes) -> Any:
         if reply == b"gone":
@@ -105,13 +106,18 @@ def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
 
 
 def _stream_op(current: bytes | None, synced: bytes | None) -> tuple[bytes, bytes]:
-    """What a save writes to one ByteStream: only what this instance added, unless replaced."""
-    if current is None:
-        return (b"D", b"") if synced is not None else (b"", b"")
-    if synced is not None and current.startswith(synced):
+    """What a save writes to one ByteStream.
+
+    ``synced`` is what this instance knows Redis holds (None: nothing known, as
+    for a new instance). A value that extends it is APPENDed, so bytes other
+    processes appended meanwhile survive; any other value replaces the stream,
+    and an empty one deletes its key."""
+    if synced is not None and current is not None and current.startswith(synced):
         added = current[len(synced):]
         return (b"A", added) if added else (b"", b"")
-    return b"S", current
+    if synced == current:  # both None: the field is null and so is the stream
+        return b"", b""
+    return (b"S", current) if current else (b"D", b"")
 
 
 # -- delete ---------------------------------------------------------------------------
@@ -245,7 +251,7 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
             continue
         try:
             values[name] = codec.decode(attribute, raw)
-        except (CorruptValue, ValueError, TypeError, ArithmeticError) as exc:
+        except (CorruptValue, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
             key = meta.record_key(record_id.decode("ascii"))
             raise StoredDataError(
                 f"{meta.name}.{name} at {key!r} holds {raw[:80]!r}, which is not a "

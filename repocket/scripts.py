@@ -19,6 +19,7 @@ import redis
 import redis.exceptions as rexc
 
 from . import errors
+from . import keys as keyspace
 from .operations import Call
 
 _INCLUDE = re.compile(r"^-- @include (_[a-z_]+)$", re.MULTILINE)
@@ -72,7 +73,12 @@ def translate_error(exc: rexc.RedisError, call: Call) -> errors.RepocketError:
     """The repocket error for a redis-py error raised while running ``call``."""
     where = f"{call.model}.{call.script}"
     if isinstance(exc, rexc.ResponseError) and str(exc).startswith("REPOCKET "):
-        return _script_error(json.loads(str(exc)[len("REPOCKET "):]), call)
+        try:
+            details = json.loads(str(exc)[len("REPOCKET "):])
+        except ValueError:
+            details = None
+        if isinstance(details, dict):
+            return _script_error(details, call)
     if isinstance(exc, rexc.TimeoutError):
         return errors.RepocketTimeoutError(f"{where}: Redis did not answer in time: {exc}")
     if isinstance(exc, rexc.ConnectionError):
@@ -88,7 +94,7 @@ def translate_error(exc: rexc.RedisError, call: Call) -> errors.RepocketError:
 
 def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
     code, key = details.get("code"), str(details.get("key", ""))
-    field = call.key_fields.get(key, "")
+    field = call.key_fields.get(key) or keyspace.stream_field(key)
     if code == "wrongtype":
         return errors.WrongKeyType(
             f"{call.model}: key {key!r} holds a {details.get('actual')}, expected a "
@@ -99,6 +105,7 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
             f"{call.model}.{field} points at {key!r}, which does not exist; nothing was written",
             model=call.model, field=field, value=key)
     if code == "record_missing":
+        field = keyspace.stream_field(str(details.get("stream", "")))
         return errors.DoesNotExist(
             f"{call.model} record {key!r} does not exist (deleted?); nothing was written",
             model=call.model, field=field, value=key)

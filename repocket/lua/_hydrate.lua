@@ -33,8 +33,9 @@ local function load_record(model_index, id, key)
   end
   local streams = {}
   for i, name in ipairs(schema[model_index][3]) do
-    local value = redis.pcall('GET', key .. ':field:' .. name)
-    if type(value) == 'table' and value.err then return nil, read_error(key, value) end
+    local stream_key = key .. ':field:' .. name
+    local value = redis.pcall('GET', stream_key)
+    if type(value) == 'table' and value.err then return nil, read_error(stream_key, value) end
     streams[i] = value
   end
   records[#records + 1] = {model_index, id, flat, streams}

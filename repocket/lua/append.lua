@@ -6,13 +6,13 @@
 -- ARGV[1]  the bytes to append
 --
 -- Reply: the stream's length after the append.
--- Errors: REPOCKET {"code": "record_missing", "key"}
+-- Errors: REPOCKET {"code": "record_missing", "key", "stream"}
 --         REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 
 -- @include _checks
 
 local record_type = redis.call('TYPE', KEYS[1])['ok']
-if record_type == 'none' then return fail('record_missing', {key = KEYS[1]}) end
+if record_type == 'none' then return fail('record_missing', {key = KEYS[1], stream = KEYS[2]}) end
 local err = check_type(KEYS[1], 'hash') or check_type(KEYS[2], 'string')
 if err then return err end
 return redis.call('APPEND', KEYS[2], ARGV[1])

@@ -42,6 +42,6 @@ def test_wrong_type_under_a_stream_key_fails_before_any_write(client: redis.Redi
     with pytest.raises(errors.WrongKeyType) as raised:
         build.save()
     assert raised.value.model == "Build"
-    assert raised.value.field == ""
+    assert raised.value.field == "stderr"
     assert raised.value.key.endswith(":field:stderr")
     assert snapshot(client) == before

@@ -1,0 +1,72 @@
+"""A tiny run of the benchmark suite, so that it cannot rot (peers are not needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEMS = ["raw-evalsha", "raw-pipeline", "repocket-envelope", "repocket-compact"]
+OPS = ["save", "get", "filter", "range", "append", "get_many", "delete", "bulk_create"]
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path / "bench.json"
+    command = [sys.executable, "-m", "benchmarks", "--n", "20", "--repeat", "1", "--no-progress",
+               "--systems", ",".join(SYSTEMS), "--json", str(out),
+               "--markdown", str(tmp_path / "bench.md"), "--chart", str(tmp_path / "bench.png"),
+               *args]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return proc, out
+
+
+def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
+    proc, out = run_bench(tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    result: dict[str, Any] = json.loads(out.read_text())
+    assert result["ops"] == OPS
+    assert result["meta"]["target"] == "throwaway redis-server"
+    assert result["meta"]["leftover_keys"] == 0
+    assert "x baseline" in (tmp_path / "bench.md").read_text()
+    for name in SYSTEMS:
+        system = result["systems"][name]
+        assert system["status"] == "ok", system
+        assert system["bytes_per_record"] > 0
+        for op in OPS:
+            cell = system["cells"][op]
+            assert cell["error"] is None, (name, op, cell["error"])
+            assert cell["na"] is None, (name, op, cell["na"])
+            assert cell["check"] is None, (name, op, cell["check"])
+            assert cell["ops_per_s"]["median"] > 0
+            assert cell["round_trips_per_op"] > 0
+            assert cell["server_usec_per_op"] >= 0
+            assert cell["ratio"] > 0
+    for op in ("save", "get", "delete", "append"):
+        assert result["systems"]["raw-evalsha"]["cells"][op]["round_trips_per_op"] == 1
+    assert {t["op"] for t in result["targets"]} >= {"save", "get", "delete", "filter"}
+
+
+def test_user_server_is_refused_when_not_empty_and_left_as_found(
+        tmp_path: Path, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.set("someone:else", b"precious")
+    try:
+        proc, out = run_bench(tmp_path, "--url", redis_url, "--ops", "save,get")
+        assert proc.returncode == 2
+        assert "refusing" in proc.stderr
+        assert not out.exists()
+
+        proc, out = run_bench(tmp_path, "--url", redis_url, "--ops", "save,get", "--force")
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        assert json.loads(out.read_text())["meta"]["leftover_keys"] == 0
+        assert client.keys("*") == [b"someone:else"]
+        assert client.get("someone:else") == b"precious"
+    finally:
+        client.delete("someone:else")
+        client.close()
