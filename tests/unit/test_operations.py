@@ -167,8 +167,10 @@ def test_gone_follow_up_rewrites_the_streams_too() -> None:
 
 
 def test_stream_ops_append_set_delete_and_leave() -> None:
+    # a new instance sets its streams; a value that does not extend the saved one replaces it,
+    # and an empty one deletes the key
     record = Rec(id=UID, out=b"abc")
-    assert split_save_args(compile_save(record))["streams"][0] == (b"S", b"abc")  # a new instance sets its streams
+    assert split_save_args(compile_save(record))["streams"][0] == (b"S", b"abc")
     saved(record)
     assert split_save_args(compile_save(record))["streams"][0] == (b"", b"")
     record.out = b"abcdef"
@@ -178,7 +180,7 @@ def test_stream_ops_append_set_delete_and_leave() -> None:
     assert split_save_args(compile_save(record))["streams"][0] == (b"S", b"xyz")
     saved(record)
     record.out = b""
-    assert split_save_args(compile_save(record))["streams"][0] == (b"D", b"")  # an empty stream is no key
+    assert split_save_args(compile_save(record))["streams"][0] == (b"D", b"")
     record.err = None
     assert split_save_args(compile_save(record))["streams"][1] == (b"D", b"")
 
