@@ -91,7 +91,9 @@ class Attribute:
 
     ``null=True`` makes ``None`` a storable value. ``default`` is a value or a
     callable used when the field is never given a value; without it the field
-    takes its type's empty value (``empty_value``).
+    takes its type's empty value (``empty_value``). ``index=True`` maintains a
+    secondary index (equality; ranges and ordering too for numbers, datetimes
+    and text); ``unique=True`` also refuses a value another record holds.
     """
 
     __base_type__: ClassVar[type] = object
@@ -101,11 +103,18 @@ class Attribute:
     # True when equal values always have equal canonical bytes, so the server
     # may compare stored bytes; otherwise filters check equality in Python.
     bytes_equality: ClassVar[bool] = True
+    # How the Lua scripts compare canonical values (see lua/_values.lua) and
+    # which kind of index holds them ('lex', 'score', or None: not indexable).
+    family: ClassVar[str] = "text"
+    index_kind: ClassVar[str | None] = "lex"
 
-    def __init__(self, null: bool = False, default: Any = None, encoding: str = "utf-8"):
+    def __init__(self, null: bool = False, default: Any = None, encoding: str = "utf-8", *,
+                 index: bool = False, unique: bool = False):
         self.null = null
         self.default = default
         self.encoding = encoding
+        self.unique = unique
+        self.index = index or unique
         self.name = ""
 
     # -- descriptor protocol -------------------------------------------------
@@ -241,6 +250,7 @@ class ByteStream(Bytes):
     """Bytes stored in their own Redis string, so ``append_<field>()`` is one APPEND."""
 
     is_stream = True
+    index_kind = None
 
 
 class JSON(Attribute):
@@ -248,6 +258,8 @@ class JSON(Attribute):
 
     __base_type__ = str
     bytes_equality = False  # {"a":1,"b":2} == {"b":2,"a":1}
+    family = "json"
+    index_kind = None
 
     def coerce(self, value: Any) -> Any:
         self.encode(value)  # fail now, not at save time
@@ -265,6 +277,8 @@ class Integer(Attribute):
 
     __base_type__ = int
     empty_value = 0
+    family = "exact"
+    index_kind = "score"
 
     def coerce(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -292,10 +306,12 @@ class Float(Attribute):
 
     __base_type__ = float
     empty_value = 0.0
+    family = "float"
+    index_kind = "score"
 
     def __init__(self, null: bool = False, default: Any = None, encoding: str = "utf-8",
-                 allow_nan: bool = False):
-        super().__init__(null=null, default=default, encoding=encoding)
+                 allow_nan: bool = False, **options: Any):
+        super().__init__(null=null, default=default, encoding=encoding, **options)
         self.allow_nan = allow_nan
 
     def coerce(self, value: Any) -> float:
@@ -327,6 +343,8 @@ class Decimal(Attribute):
     __base_type__ = decimal.Decimal
     empty_value = decimal.Decimal("0")
     bytes_equality = False  # Decimal('1.0') == Decimal('1.00')
+    family = "exact"
+    index_kind = "score"
 
     def coerce(self, value: Any) -> decimal.Decimal:
         if isinstance(value, bool) or not isinstance(value, (decimal.Decimal, int, float, str)):
@@ -353,10 +371,12 @@ class DateTime(Attribute):
 
     __base_type__ = _dt.datetime
     bytes_equality = False  # the same instant may be written with different offsets
+    family = "datetime"
+    index_kind = "score"
 
     def __init__(self, auto_now: bool = False, null: bool = False, default: Any = None,
-                 encoding: str = "utf-8"):
-        super().__init__(null=null, default=default, encoding=encoding)
+                 encoding: str = "utf-8", **options: Any):
+        super().__init__(null=null, default=default, encoding=encoding, **options)
         self.auto_now = auto_now
 
     def coerce(self, value: Any) -> _dt.datetime:
@@ -424,8 +444,8 @@ class Pointer(Attribute):
     __base_type__ = object
 
     def __init__(self, to_model: type[ActiveRecord] | str, null: bool = False, default: Any = None,
-                 encoding: str = "utf-8"):
-        super().__init__(null=null, default=default, encoding=encoding)
+                 encoding: str = "utf-8", **options: Any):
+        super().__init__(null=null, default=default, encoding=encoding, **options)
         self.to_model: Any = to_model
 
     def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:

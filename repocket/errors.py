@@ -46,6 +46,18 @@ class InvalidId(ValidationError):
     """An id is not a UUID (ids become part of key names, so they are strict)."""
 
 
+class UniqueViolation(FieldError, ValueError):
+    """A save would give a record a unique value (or combination) another record holds.
+
+    ``field`` names the field(s), comma-separated; ``value`` is the value (a list
+    for ``unique_together``); ``owner`` is the id of the record that holds it."""
+
+    def __init__(self, message: str, *, model: str = "", field: str = "", value: Any = None,
+                 owner: str = ""):
+        super().__init__(message, model=model, field=field, value=value)
+        self.owner = owner
+
+
 class UnknownField(FieldError, AttributeError):
     """A keyword names no field of the model."""
 

@@ -5,6 +5,9 @@ Layout (as repocket 0.1 documented it)::
     repocket:<namespace>:<Class>:<id>                record hash
     repocket:<namespace>:<Class>:<id>:field:<name>   one string per ByteStream field
     repocket:<namespace>:<Class>:ids                 set of every saved id (never KEYS)
+    repocket:<namespace>:<Class>:idx:<field>         sorted set: the field's index
+    repocket:<namespace>:<Class>:idx:<field>:null    set: ids whose indexed field is None
+    repocket:<namespace>:<Class>:uniq:<f>[+<g>...]   hash: unique value -> id
 
 ``<namespace>`` is the model's module unless ``Meta.namespace`` says otherwise.
 Ids are canonical UUIDs, so no id can contain ``:``, ``*``, ``{`` or spaces, and
@@ -42,6 +45,21 @@ def stream_field(key: str) -> str:
     """The ByteStream field a stream key belongs to ('' for any other key)."""
     head, sep, name = key.rpartition(":field:")
     return name if sep and head else ""
+
+
+def index_key(prefix: str, field_name: str) -> str:
+    """The sorted set indexing one field (see lua/_index.lua)."""
+    return f"{prefix}:idx:{field_name}"
+
+
+def null_key(prefix: str, field_name: str) -> str:
+    """The set of ids whose indexed field is None."""
+    return f"{prefix}:idx:{field_name}:null"
+
+
+def unique_key(prefix: str, field_names: tuple[str, ...]) -> str:
+    """The hash of values to ids that enforces one unique constraint."""
+    return f"{prefix}:uniq:{'+'.join(field_names)}"
 
 
 def ids_key(prefix: str) -> str:

@@ -35,12 +35,35 @@ class Options:
         self.hash_field_specs = tuple((name, name.encode(), f) for name, f in self.hash_fields)
         self.prefix = keyspace.model_prefix(self.namespace, self.name)
         self.ids_key = keyspace.ids_key(self.prefix)
+        self.indexed = tuple(name for name, f in fields.items() if f.index)
+        self.unique_together: tuple[tuple[str, ...], ...] = tuple(
+            (name,) for name, f in fields.items() if f.unique
+        ) + tuple(tuple(group) for group in getattr(meta, "unique_together", ()))
+        # Keys every write script receives after the id set: per indexed field its
+        # sorted set and null set, then one hash per unique constraint.
+        self.model_keys = tuple(
+            key for name in self.indexed
+            for key in (keyspace.index_key(self.prefix, name), keyspace.null_key(self.prefix, name))
+        ) + tuple(keyspace.unique_key(self.prefix, group) for group in self.unique_together)
         self.schema_cache: dict[Any, bytes] = {}
         self.manager = Manager(model)
 
     @property
     def codec(self) -> Codec:
         return get_codec(self.codec_name or configure.default_codec())
+
+    def write_schema(self) -> bytes:
+        """The msgpack schema of lua/_index.lua: codec, indexes and unique constraints."""
+        is_envelope = self.codec.is_envelope
+        cache_key = ("write", is_envelope)
+        if cache_key not in self.schema_cache:
+            first_unique = 2 + 2 * len(self.indexed)
+            indexes = [[name, self.fields[name].family, self.fields[name].index_kind,
+                        2 + 2 * i, 3 + 2 * i] for i, name in enumerate(self.indexed)]
+            uniques = [[list(group), first_unique + j]
+                       for j, group in enumerate(self.unique_together)]
+            self.schema_cache[cache_key] = operations.pack([int(is_envelope), indexes, uniques])
+        return self.schema_cache[cache_key]
 
     def record_key(self, record_id: Any) -> str:
         return keyspace.record_key(self.prefix, str(record_id))
@@ -115,6 +138,9 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
         if name.startswith("_") or name in reserved or name in appenders:
             raise _definition_error(model.__name__,
                                     f"the field name {name!r} collides with the model's API")
+        if attribute.index and attribute.index_kind is None:
+            raise _definition_error(model.__name__, f"{type(attribute).__name__} field {name!r} "
+                                    "cannot be indexed or unique")
         if isinstance(attribute, Pointer):
             target = attribute.to_model
             if not (isinstance(target, type) and issubclass(target, ActiveRecord)
@@ -126,6 +152,11 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
         if not keyspace.is_valid_name_part(text):
             raise _definition_error(model.__name__, f"the {part} {text!r} may hold only "
                                     "letters, digits, '_', '.' and '-'")
+    for group in getattr(meta, "unique_together", ()):
+        if isinstance(group, str) or not group or any(
+                name not in fields or fields[name].index_kind is None for name in group):
+            raise _definition_error(model.__name__, f"unique_together entry {group!r} must be a "
+                                    "tuple of indexable field names")
     codec = getattr(meta, "codec", None)
     if codec is not None:
         try:

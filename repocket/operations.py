@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -36,14 +36,23 @@ class Call:
     key_fields: dict[str, str] = field(default_factory=dict)  # key -> field, for error messages
 
 
-def _pack(value: Any) -> bytes:
+def pack(value: Any) -> bytes:
     # Redis' embedded cmsgpack predates msgpack's bin type: send bytes as raw strings.
     return msgpack.packb(value, use_bin_type=False)  # type: ignore[no-any-return]
 
 
 # -- save ---------------------------------------------------------------------------
-def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
-    """The save of ``record``: changed fields only when it was loaded from Redis."""
+@dataclass
+class _SaveBlock:
+    """One record's part of a save call, and what its instance becomes once written."""
+
+    keys: list[str]
+    args: list[Any]
+    pointer_keys: dict[str, str]
+    apply: Callable[[], None]
+
+
+def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     meta = type(record)._meta
     for attribute in meta.fields.values():
         attribute.pre_save(record)
@@ -54,6 +63,8 @@ def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
     new_stored: dict[str, bytes | None] = {}
     pointer_keys: dict[str, str] = {}
     for name, attribute in meta.hash_fields:
+        if name not in values:
+            continue  # deferred and never loaded: leave it as stored
         value = values[name]
         if value is None:
             new_stored[name] = None
@@ -71,27 +82,68 @@ def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
             if name in meta.pointer_names:
                 pointer_keys[_pointer_target_key(record, name, value)] = name
     hash_key = record._key()
-    stream_keys = tuple(keyspace.stream_key(hash_key, name) for name in meta.stream_names)
     stream_ops: list[Any] = []
     synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
     for name in meta.stream_names:
-        stream_ops += _stream_op(values[name], synced.get(name))
+        if name in values:
+            stream_ops += _stream_op(values[name], synced.get(name))
+        else:
+            stream_ops += (b"", b"")  # deferred: untouched
+
+    def apply() -> None:
+        record._stored.update(new_stored)
+        record._synced_streams = {name: values[name] for name in meta.stream_names
+                                  if name in values}
+        record._persisted = True
+
+    return _SaveBlock(
+        [hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names),
+         *pointer_keys],
+        [str(record.pk), b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
+         len(pointer_keys), *to_set, *to_delete, *stream_ops],
+        pointer_keys, apply)
+
+
+def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
+               decode: Callable[[Any], Any]) -> Call:
+    meta = model._meta
+    keys: list[str] = [meta.ids_key, *meta.model_keys]
+    args: list[Any] = [meta.write_schema(), len(meta.model_keys), len(blocks),
+                       len(meta.stream_names)]
+    key_fields: dict[str, str] = {}
+    for block in blocks:
+        keys += block.keys
+        args += block.args
+        key_fields.update(block.pointer_keys)
+    return Call("save", tuple(keys), tuple(args), decode, meta.name, key_fields)
+
+
+def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
+    """The save of ``record``: changed fields only when it was loaded from Redis."""
+    meta = type(record)._meta
+    block = _save_block(record, whole)
 
     def decode(reply: bytes) -> Any:
         if reply == b"gone":
             return compile_save(record, whole=True)
-        record._stored = new_stored
-        record._synced_streams = {name: values[name] for name in meta.stream_names}
-        record._persisted = True
-        return {"hash": hash_key, "strings": dict(zip(meta.stream_names, stream_keys, strict=True))}
+        block.apply()
+        return {"hash": block.keys[0],
+                "strings": dict(zip(meta.stream_names, block.keys[1:], strict=False))}
 
-    return Call(
-        "save",
-        (hash_key, meta.ids_key, *stream_keys, *pointer_keys),
-        (str(record.pk), len(to_set) // 2, len(to_delete), len(stream_keys),
-         b"1" if partial else b"0", *to_set, *to_delete, *stream_ops),
-        decode, meta.name, pointer_keys,
-    )
+    return _save_call(type(record), [block], decode)
+
+
+def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecord]) -> Call:
+    """One atomic save of new records: all written, or none (a unique violation, a
+    missing Pointer target)."""
+    blocks = [_save_block(record, whole=True) for record in records]
+
+    def decode(reply: bytes) -> list[ActiveRecord]:
+        for block in blocks:
+            block.apply()
+        return list(records)
+
+    return _save_call(model, blocks, decode)
 
 
 def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
@@ -121,19 +173,32 @@ def _stream_op(current: bytes | None, synced: bytes | None) -> tuple[bytes, byte
 
 
 # -- delete ---------------------------------------------------------------------------
-def compile_delete(record: ActiveRecord) -> Call:
-    meta = type(record)._meta
-    hash_key = record._key()
-    stream_keys = tuple(keyspace.stream_key(hash_key, name) for name in meta.stream_names)
+def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
+                        on_deleted: Callable[[], None] = lambda: None) -> Call:
+    """One atomic delete of records by id; the reply is the number of keys deleted."""
+    meta = model._meta
+    keys: list[str] = [meta.ids_key, *meta.model_keys]
+    for record_id in record_ids:
+        hash_key = meta.record_key(record_id)
+        keys += (hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names))
 
     def decode(reply: int) -> int:
+        on_deleted()
+        return int(reply)
+
+    return Call("delete", tuple(keys),
+                (meta.write_schema(), len(meta.model_keys), len(meta.stream_names),
+                 *(str(record_id) for record_id in record_ids)),
+                decode, meta.name)
+
+
+def compile_delete(record: ActiveRecord) -> Call:
+    def forget() -> None:
         record._persisted = False
         record._stored = {}
         record._synced_streams = {}
-        return int(reply)
 
-    return Call("delete", (hash_key, meta.ids_key, *stream_keys), (str(record.pk),), decode,
-                meta.name)
+    return compile_delete_many(type(record), [record.pk], forget)
 
 
 # -- append ---------------------------------------------------------------------------
@@ -154,15 +219,23 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
 
 # -- reads: get and filter --------------------------------------------------------------
 def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1) -> Call:
+    """One record by id (None when missing), its Pointers loaded ``depth`` levels deep."""
+    call = compile_get_many(model, [record_id], depth)
+    return replace(call, decode=lambda reply: call.decode(reply)[0])
+
+
+def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
+                     depth: int = 1) -> Call:
+    """Records by id, in order, None for each missing one."""
     meta = model._meta
     schema, models = read_schema(model)
-    record_key = meta.record_key(record_id)
+    ids = [str(record_id) for record_id in record_ids]
 
-    def decode(reply: list[Any]) -> ActiveRecord | None:
-        instances = hydrate(models, reply)
-        return instances[0]
+    def decode(reply: list[Any]) -> list[ActiveRecord | None]:
+        return hydrate(models, reply)[:len(ids)]
 
-    return Call("get", (record_key,), (schema, _depth(depth), str(record_id)), decode, meta.name)
+    return Call("get", tuple(keyspace.record_key(meta.prefix, i) for i in ids),
+                (schema, _depth(depth), *ids), decode, meta.name)
 
 
 def compile_filter(model: type[ActiveRecord], conditions: Sequence[tuple[str, list[bytes]]],
@@ -175,7 +248,7 @@ def compile_filter(model: type[ActiveRecord], conditions: Sequence[tuple[str, li
         count = int(reply[0])
         return [record for record in hydrate(models, reply[1:])[:count] if record is not None]
 
-    packed = _pack([[name, values] for name, values in conditions])
+    packed = pack([[name, values] for name, values in conditions])
     return Call("filter", (meta.ids_key,), (schema, _depth(depth), meta.prefix, packed), decode,
                 meta.name)
 
@@ -202,7 +275,7 @@ def read_schema(model: type[ActiveRecord]) -> tuple[bytes, list[type[ActiveRecor
               for name in m._meta.pointer_names]]
             for m in models
         ]
-        cache[codecs] = _pack(entries)
+        cache[codecs] = pack(entries)
     return cache[codecs], models
 
 

@@ -104,6 +104,14 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
         return errors.PointerTargetMissing(
             f"{call.model}.{field} points at {key!r}, which does not exist; nothing was written",
             model=call.model, field=field, value=key)
+    if code == "unique":
+        fields, values = list(details.get("fields") or []), list(details.get("values") or [])
+        shown = " and ".join(f"{name}={value!r}" for name, value in zip(fields, values))
+        return errors.UniqueViolation(
+            f"{call.model}: {shown} already belongs to record {details.get('owner')}; "
+            "nothing was written",
+            model=call.model, field=",".join(fields),
+            value=values[0] if len(values) == 1 else values, owner=str(details.get("owner")))
     if code == "record_missing":
         field = keyspace.stream_field(str(details.get("stream", "")))
         return errors.DoesNotExist(

@@ -1,24 +1,38 @@
 #!lua
--- delete: remove one record, its ByteStreams and its id-set entry, atomically.
+-- delete: remove records with their ByteStreams, index entries, unique claims
+-- and id-set entries, atomically.
 --
--- KEYS[1]        the record's hash              repocket:<ns>:<Class>:<id>
--- KEYS[2]        the model's id set             repocket:<ns>:<Class>:ids
--- KEYS[3 .. ]    one string per ByteStream      <hash key>:field:<name>
--- ARGV[1]        the record's id
+-- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
+-- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
+-- then, for each record: its hash and its S ByteStream keys
+-- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M   ARGV[3]  S
+-- ARGV[4 ..]  the records' ids, in KEYS order
 --
--- Reply: the number of keys deleted (hash + existing streams).
+-- Reply: the number of keys deleted (hashes + existing streams).
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 
 -- @include _checks
+-- @include _values
+-- @include _index
 
-local err = check_type(KEYS[1], 'hash') or check_type(KEYS[2], 'set')
+local M, S = tonumber(ARGV[2]), tonumber(ARGV[3])
+local first_record_key = 2 + M
+
+local err = check_type(KEYS[1], 'set') or check_index_types()
 if err then return err end
-for i = 3, #KEYS do
-  err = check_type(KEYS[i], 'string')
+for i = first_record_key, #KEYS do
+  local is_hash = (i - first_record_key) % (S + 1) == 0
+  err = check_type(KEYS[i], is_hash and 'hash' or 'string')
   if err then return err end
 end
 
-local deleted = redis.call('DEL', KEYS[1])
-for i = 3, #KEYS do deleted = deleted + redis.call('DEL', KEYS[i]) end
-redis.call('SREM', KEYS[2], ARGV[1])
+local deleted = 0
+for r = 4, #ARGV do
+  local hash = KEYS[first_record_key + (r - 4) * (S + 1)]
+  local id = ARGV[r]
+  update_entries(id, stored_values(hash), nil)
+  deleted = deleted + redis.call('DEL', hash)
+  for s = 1, S do deleted = deleted + redis.call('DEL', KEYS[first_record_key + (r - 4) * (S + 1) + s]) end
+  redis.call('SREM', KEYS[1], id)
+end
 return deleted

@@ -1,50 +1,103 @@
 #!lua
--- save: write one record, its ByteStreams and its bookkeeping, atomically.
--- Every check runs before the first write, so a failing call changes nothing.
+-- save: write records (one, or a bulk_create batch) with their ByteStreams,
+-- index entries, unique claims and id-set entries, atomically. Every check for
+-- every record runs before the first write, so a failing call changes nothing.
 --
--- KEYS[1]           the record's hash           repocket:<ns>:<Class>:<id>
--- KEYS[2]           the model's id set          repocket:<ns>:<Class>:ids
--- KEYS[3 .. 2+S]    one string per ByteStream   <hash key>:field:<name>
--- KEYS[3+S .. ]     hashes of Pointer targets that must exist
--- ARGV[1]  the record's id (member of the id set)
--- ARGV[2]  N, fields to HSET     ARGV[3]  D, fields to HDEL     ARGV[4]  S, ByteStreams
--- ARGV[5]  '1' for a partial save (changed fields only) of a record loaded from Redis
--- then N field/value pairs, D field names, and S op/data pairs where op is
---   ''  leave the stream alone,  'A'  APPEND data,  'S'  SET data,  'D'  DEL the stream
+-- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
+-- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
+-- then, for each record in turn:
+--   its hash                                             repocket:<ns>:<Class>:<id>
+--   its S ByteStream keys                                <hash key>:field:<name>
+--   its P Pointer target hashes, which must exist
+-- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M   ARGV[3]  R, records   ARGV[4]  S
+-- then, for each record: id, partial ('1': only changed fields, of a record loaded
+--   from Redis), N, D, P, N field/value pairs to HSET, D fields to HDEL, and S
+--   op/data pairs: ''  leave the stream,  'A'  APPEND,  'S'  SET,  'D'  DEL
 --
--- Reply: 'saved', or 'gone' (nothing written) when a partial save finds the
+-- Reply: 'saved', or 'gone' (nothing written) when a partial save finds its
 --        record deleted meanwhile: the caller then saves the whole record.
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 --         REPOCKET {"code": "pointer_missing", "key"}
+--         REPOCKET {"code": "unique", "fields", "values", "owner", "id"}
 
 -- @include _checks
+-- @include _values
+-- @include _index
 
-local n_set, n_del, n_streams = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local partial = ARGV[5] == '1'
-local first_del = 6 + 2 * n_set
-local first_stream = first_del + n_del
+local M, R, S = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local err = check_type(KEYS[1], 'hash') or check_type(KEYS[2], 'set')
+-- Where each record's keys and arguments are.
+local records = {}
+local key_at, arg_at = 2 + M, 5
+for r = 1, R do
+  local n_set, n_del, n_ptr = tonumber(ARGV[arg_at + 2]), tonumber(ARGV[arg_at + 3]),
+    tonumber(ARGV[arg_at + 4])
+  local record = {hash = KEYS[key_at], first_stream = key_at + 1, first_pointer = key_at + 1 + S,
+                  n_ptr = n_ptr, id = ARGV[arg_at], partial = ARGV[arg_at + 1] == '1',
+                  first_set = arg_at + 5, n_set = n_set, n_del = n_del}
+  record.first_del = record.first_set + 2 * n_set
+  record.first_op = record.first_del + n_del
+  records[r] = record
+  key_at = key_at + 1 + S + n_ptr
+  arg_at = record.first_op + 2 * S
+end
+
+-- The tracked values a record will hold once written.
+local function new_values(record)
+  local values = {}
+  if record.partial then
+    for field, value in pairs(record.old) do values[field] = value end
+  end
+  for i = record.first_set, record.first_del - 1, 2 do
+    if is_tracked[ARGV[i]] then values[ARGV[i]] = canonical(ARGV[i + 1], is_envelope) or nil end
+  end
+  for i = record.first_del, record.first_op - 1 do values[ARGV[i]] = nil end
+  return values
+end
+
+local function check(record, claimed)
+  local err = check_type(record.hash, 'hash')
+  if err then return err end
+  for i = record.first_stream, record.first_pointer - 1 do
+    err = check_type(KEYS[i], 'string')
+    if err then return err end
+  end
+  for i = record.first_pointer, record.first_pointer + record.n_ptr - 1 do
+    if redis.call('TYPE', KEYS[i])['ok'] ~= 'hash' then
+      return fail('pointer_missing', {key = KEYS[i]})
+    end
+  end
+  if record.partial and redis.call('EXISTS', record.hash) == 0 then return 'gone' end
+  record.old = stored_values(record.hash)
+  record.new = new_values(record)
+  return check_uniques(record.id, record.new, claimed)
+end
+
+local function write(record)
+  if record.n_set > 0 then
+    redis.call('HSET', record.hash, unpack(ARGV, record.first_set, record.first_del - 1))
+  end
+  if record.n_del > 0 then
+    redis.call('HDEL', record.hash, unpack(ARGV, record.first_del, record.first_op - 1))
+  end
+  redis.call('SADD', KEYS[1], record.id)
+  for s = 1, S do
+    local key = KEYS[record.first_stream + s - 1]
+    local op, data = ARGV[record.first_op + 2 * s - 2], ARGV[record.first_op + 2 * s - 1]
+    if op == 'A' then redis.call('APPEND', key, data)
+    elseif op == 'S' then redis.call('SET', key, data)
+    elseif op == 'D' then redis.call('DEL', key)
+    end
+  end
+  update_entries(record.id, record.old, record.new)
+end
+
+local err = check_type(KEYS[1], 'set') or check_index_types()
 if err then return err end
-for i = 3, 2 + n_streams do
-  err = check_type(KEYS[i], 'string')
+local claimed = {}
+for _, record in ipairs(records) do
+  err = check(record, claimed)
   if err then return err end
 end
-for i = 3 + n_streams, #KEYS do
-  if redis.call('TYPE', KEYS[i])['ok'] ~= 'hash' then
-    return fail('pointer_missing', {key = KEYS[i]})
-  end
-end
-if partial and redis.call('EXISTS', KEYS[1]) == 0 then return 'gone' end
-
-if n_set > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, first_del - 1)) end
-if n_del > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, first_del, first_stream - 1)) end
-redis.call('SADD', KEYS[2], ARGV[1])
-for i = 1, n_streams do
-  local op, data, key = ARGV[first_stream + 2 * i - 2], ARGV[first_stream + 2 * i - 1], KEYS[2 + i]
-  if op == 'A' then redis.call('APPEND', key, data)
-  elseif op == 'S' then redis.call('SET', key, data)
-  elseif op == 'D' then redis.call('DEL', key)
-  end
-end
+for _, record in ipairs(records) do write(record) end
 return 'saved'

@@ -76,12 +76,15 @@ def saved(record: ActiveRecord) -> ActiveRecord:
 
 
 def split_save_args(call: Call) -> dict[str, object]:
-    args = call.args
-    n_set, n_del, n_streams = args[1], args[2], args[3]
+    """The parts of a one-record save call (lua/save.lua's ARGV layout)."""
+    _schema, n_model_keys, n_records, n_streams = call.args[:4]
+    assert (n_model_keys, n_records) == (0, 1)  # these models have no indexes
+    args = call.args[4:]
+    n_set, n_del = args[2], args[3]
     rest = list(args[5:])
     pairs = rest[:2 * n_set]
     return {
-        "id": args[0], "partial": args[4],
+        "id": args[0], "partial": args[1], "pointers": args[4],
         "set": dict(zip(pairs[::2], pairs[1::2], strict=True)),
         "del": rest[2 * n_set:2 * n_set + n_del],
         "streams": [tuple(rest[2 * n_set + n_del + 2 * i:2 * n_set + n_del + 2 * i + 2])
@@ -95,7 +98,7 @@ def test_first_save_sends_every_field_and_hdels_nones() -> None:
     record = Rec(id=UID, name="a", note=None, n=3)
     call = compile_save(record)
     assert call.script == "save" and call.model == "Rec"
-    assert call.keys == (HASH, IDS, OUT, ERR)
+    assert call.keys == (IDS, HASH, OUT, ERR)
     parts = split_save_args(call)
     assert parts["id"] == UID
     assert parts["partial"] == b"0"
@@ -196,12 +199,12 @@ def test_pointer_keys_are_checked_only_when_the_pointer_changes() -> None:
     target = saved(Tgt(id=TID))
     record = Rec(id=UID, target=target)
     call = compile_save(record)
-    assert call.keys == (HASH, IDS, OUT, ERR, THASH)
+    assert call.keys == (IDS, HASH, OUT, ERR, THASH)
     assert call.key_fields == {THASH: "target"}
     assert split_save_args(call)["set"]["target"] == enc(Rec, "target", target)
     call.decode(b"saved")
     record.name = "other"
-    assert compile_save(record).keys == (HASH, IDS, OUT, ERR)  # pointer unchanged
+    assert compile_save(record).keys == (IDS, HASH, OUT, ERR)  # pointer unchanged
 
 
 def test_unsaved_pointer_target_raises_before_any_call() -> None:
@@ -232,8 +235,9 @@ def test_json_mutated_in_place_is_a_validation_error_at_compile() -> None:
 def test_delete_call() -> None:
     record = saved(Rec(id=UID))
     call = compile_delete(record)
-    assert (call.script, call.keys, call.args, call.model) == (
-        "delete", (HASH, IDS, OUT, ERR), (UID,), "Rec")
+    assert (call.script, call.keys, call.args[1:], call.model) == (
+        "delete", (IDS, HASH, OUT, ERR), (0, 2, UID), "Rec")
+    assert call.args[0] == Rec._meta.write_schema()
     assert call.decode(3) == 3
     assert not record._persisted
     assert split_save_args(compile_save(record))["partial"] == b"0"
@@ -254,7 +258,7 @@ def test_append_call() -> None:
 def test_get_call_and_schema() -> None:
     call = compile_get(Rec, uuid.UUID(UID), depth=2)
     assert (call.script, call.keys, call.model) == ("get", (HASH,), "Rec")
-    schema, depth, record_id = call.args
+    schema, depth, record_id = call.args  # one id: get is get_many of one
     assert (depth, record_id) == (2, UID)
     assert msgpack.unpackb(schema, raw=False) == [
         ["repocket:unit.ops:Rec", 1, ["out", "err"], [["target", 2]]],

@@ -1,0 +1,123 @@
+-- Shared by the scripts that write: secondary indexes and unique constraints.
+-- Needs _checks and _values. `wschema` (msgpack, ARGV[1]) describes one model:
+--   {is_envelope (1|0),
+--    {{field, family, kind ('score'|'lex'), sorted set KEYS index, null set KEYS index}, ...},
+--    {{{field, ...}, hash KEYS index}, ...}}            -- unique constraints
+-- Index entries, for a record <id>:
+--   score index  sorted set, member <id>, score = the value (numbers, datetimes)
+--   lex index    sorted set, score 0, member <value with \0 as \0\1> \0\0 <id>
+--   null set     the ids whose value is None (absent)
+--   unique hash  field <value> (or msgpack of the values, for several fields) -> <id>
+
+local wschema = cmsgpack.unpack(ARGV[1])
+local is_envelope = wschema[1] == 1
+local indexes, uniques = wschema[2], wschema[3]
+
+local tracked_fields = {}  -- every field an index or a constraint reads, once
+local is_tracked = {}
+do
+  local function track(field)
+    if not is_tracked[field] then
+      is_tracked[field] = true
+      tracked_fields[#tracked_fields + 1] = field
+    end
+  end
+  for _, index in ipairs(indexes) do track(index[1]) end
+  for _, unique in ipairs(uniques) do
+    for _, field in ipairs(unique[1]) do track(field) end
+  end
+end
+
+local function lex_member(value, id)
+  return (string.gsub(value, '%z', '\0\1')) .. '\0\0' .. id
+end
+
+-- field -> canonical value (or nil) of the tracked fields stored at `hash_key`.
+local function stored_values(hash_key)
+  local values = {}
+  if #tracked_fields == 0 then return values end
+  local raw = redis.call('HMGET', hash_key, unpack(tracked_fields))
+  for i, field in ipairs(tracked_fields) do
+    local value = canonical(raw[i], is_envelope)
+    if value then values[field] = value end
+  end
+  return values
+end
+
+local function unique_value(unique, values)
+  local fields = unique[1]
+  if #fields == 1 then return values[fields[1]] end
+  local parts = {}
+  for i, field in ipairs(fields) do
+    if values[field] == nil then return nil end
+    parts[i] = values[field]
+  end
+  return cmsgpack.pack(parts)
+end
+
+-- An error reply if `values` would take a unique value another record holds
+-- (or one an earlier record of this batch claimed, tracked in `claimed`).
+local function check_uniques(id, values, claimed)
+  for _, unique in ipairs(uniques) do
+    local value = unique_value(unique, values)
+    if value ~= nil then
+      local key = KEYS[unique[2]]
+      local owner = redis.call('HGET', key, value)
+      local claim = claimed[key .. '\0' .. value]
+      if (owner and owner ~= id) or (claim and claim ~= id) then
+        local shown = {}
+        for i, field in ipairs(unique[1]) do shown[i] = values[field] end
+        return fail('unique', {fields = unique[1], values = shown, owner = owner or claim,
+                               id = id})
+      end
+      claimed[key .. '\0' .. value] = id
+    end
+  end
+  return nil
+end
+
+local function check_index_types()
+  for _, index in ipairs(indexes) do
+    local err = check_type(KEYS[index[4]], 'zset') or check_type(KEYS[index[5]], 'set')
+    if err then return err end
+  end
+  for _, unique in ipairs(uniques) do
+    local err = check_type(KEYS[unique[2]], 'hash')
+    if err then return err end
+  end
+  return nil
+end
+
+-- Moves a record's entries from its `old` values to its `new` ones; `old` is
+-- nil for a new record, `new` nil for a deleted one. Adding is idempotent, so a
+-- save also repairs entries that are missing (an index declared after the data).
+local function update_entries(id, old, new)
+  old = old or {}
+  for _, index in ipairs(indexes) do
+    local field, family, kind = index[1], index[2], index[3]
+    local zset, nulls = KEYS[index[4]], KEYS[index[5]]
+    local before, after = old[field], new and new[field]
+    if kind == 'lex' and before ~= nil and before ~= after then
+      redis.call('ZREM', zset, lex_member(before, id))
+    end
+    if after == nil then
+      if kind == 'score' then redis.call('ZREM', zset, id) end
+      if new then redis.call('SADD', nulls, id) else redis.call('SREM', nulls, id) end
+    else
+      if kind == 'score' then
+        redis.call('ZADD', zset, format_score(score_of(family, after) or 0), id)
+      else
+        redis.call('ZADD', zset, 0, lex_member(after, id))
+      end
+      redis.call('SREM', nulls, id)
+    end
+  end
+  for _, unique in ipairs(uniques) do
+    local key = KEYS[unique[2]]
+    local before, after = unique_value(unique, old), new and unique_value(unique, new)
+    if before ~= nil and before ~= after and redis.call('HGET', key, before) == id then
+      redis.call('HDEL', key, before)
+    end
+    if after ~= nil then redis.call('HSET', key, after, id) end
+  end
+end

@@ -1,0 +1,140 @@
+-- Shared: typed values. A field's stored bytes are turned into its canonical
+-- form (what Attribute.encode produces in Python), which is then compared,
+-- scored or ordered by its family:
+--   'text'     Unicode, Bytes, UUID, Pointer: bytewise
+--   'exact'    Integer, Decimal: exact decimal comparison (no rounding)
+--   'float'    Float: as doubles
+--   'datetime' DateTime: microseconds since the epoch, naive values as UTC
+--   'json'     JSON: equality of the stored text only
+
+local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+local B64_VALUE = {}
+for i = 1, 64 do B64_VALUE[string.byte(B64, i)] = i - 1 end
+
+local function base64_decode(text)
+  local out, bits, nbits = {}, 0, 0
+  for i = 1, #text do
+    local v = B64_VALUE[string.byte(text, i)]
+    if v then
+      bits, nbits = bits * 64 + v, nbits + 6
+      if nbits >= 8 then
+        nbits = nbits - 8
+        local byte = math.floor(bits / 2 ^ nbits)
+        out[#out + 1] = string.char(byte)
+        bits = bits - byte * 2 ^ nbits
+      end
+    end
+  end
+  return table.concat(out)
+end
+
+-- The canonical value of stored bytes (nil for an absent field; false when the
+-- bytes are not a valid envelope, which then matches no condition).
+local function canonical(raw, is_envelope)
+  if not raw then return nil end
+  if not is_envelope then return raw end
+  local ok, envelope = pcall(cjson.decode, raw)
+  if not ok or type(envelope) ~= 'table' or type(envelope.value) ~= 'string' then return false end
+  if envelope.encoding == 'base64' then return base64_decode(envelope.value) end
+  return envelope.value
+end
+
+-- -1, 0 or 1 comparing two strings byte by byte (Lua's < follows the locale).
+local function bytes_cmp(a, b)
+  if a == b then return 0 end
+  local n = math.min(#a, #b)
+  local i = 1
+  while i <= n do
+    local j = math.min(i + 15, n)
+    if string.sub(a, i, j) ~= string.sub(b, i, j) then
+      for k = i, j do
+        local x, y = string.byte(a, k), string.byte(b, k)
+        if x ~= y then return x < y and -1 or 1 end
+      end
+    end
+    i = j + 1
+  end
+  return #a < #b and -1 or 1
+end
+
+-- Exact decimals: '[-]digits[.digits][E[+-]digits]' as sign, digits, exponent.
+local function decimal_parts(text)
+  local sign, int, frac, exp = string.match(text, '^([%-+]?)(%d*)%.?(%d*)[Ee]?([%-+]?%d*)$')
+  if not sign then return nil end
+  local digits = int .. frac
+  local exponent = (tonumber(exp) or 0) - #frac
+  local first = string.find(digits, '[1-9]')
+  if not first then return 0, '', 0 end
+  digits = string.sub(digits, first)
+  local last = string.find(digits, '0*$')
+  exponent = exponent + (#digits - last + 1)
+  digits = string.sub(digits, 1, last - 1)
+  -- magnitude: position of the leading digit
+  return (sign == '-' and -1 or 1), digits, exponent + #digits
+end
+
+local function exact_cmp(a, b)
+  local sa, da, ma = decimal_parts(a)
+  local sb, db, mb = decimal_parts(b)
+  if not sa or not sb then return bytes_cmp(a, b) end
+  if sa == 0 or sb == 0 or sa ~= sb then
+    local va = sa == 0 and 0 or sa
+    local vb = sb == 0 and 0 or sb
+    return va < vb and -1 or (va > vb and 1 or 0)
+  end
+  local c
+  if ma ~= mb then c = ma < mb and -1 or 1 else c = bytes_cmp(da, db) end
+  return c * sa
+end
+
+-- Days from 1970-01-01 to a civil date (proleptic Gregorian).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function datetime_micros(text)
+  local y, mo, d, h, mi, s, us, rest = string.match(text,
+    '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?(%d*)(.*)$')
+  if not y then return nil end
+  local micros = ((days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 24 + tonumber(h)) * 60
+    + tonumber(mi)) * 60 + tonumber(s)
+  micros = micros * 1000000 + (tonumber((us .. '000000'):sub(1, 6)) or 0)
+  local osign, oh, om, os = string.match(rest, '^([%-+])(%d%d):(%d%d):?(%d*)')
+  if osign then
+    local offset = ((tonumber(oh) * 60 + tonumber(om)) * 60 + (tonumber(os) or 0)) * 1000000
+    micros = osign == '+' and micros - offset or micros + offset
+  end
+  return micros
+end
+
+-- The sorted-set score of a canonical value (nil when it has none).
+local function score_of(family, value)
+  if family == 'datetime' then return datetime_micros(value) end
+  return tonumber(value)
+end
+
+local function format_score(score)
+  if score == math.huge then return '+inf' elseif score == -math.huge then return '-inf' end
+  return string.format('%.17g', score)
+end
+
+-- -1, 0 or 1 comparing two canonical values of one family (nil sorts first).
+local function compare(family, a, b)
+  if a == nil or b == nil then
+    if a == b then return 0 end
+    return a == nil and -1 or 1
+  end
+  if family == 'exact' then return exact_cmp(a, b) end
+  if family == 'float' or family == 'datetime' then
+    local x, y = score_of(family, a), score_of(family, b)
+    if x == nil or y == nil then return bytes_cmp(a, b) end
+    return x < y and -1 or (x > y and 1 or 0)
+  end
+  return bytes_cmp(a, b)
+end
