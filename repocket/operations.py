@@ -175,16 +175,16 @@ def _stream_op(current: bytes | None, synced: bytes | None) -> tuple[bytes, byte
 # -- delete ---------------------------------------------------------------------------
 def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
                         on_deleted: Callable[[], None] = lambda: None) -> Call:
-    """One atomic delete of records by id; the reply is the number of keys deleted."""
+    """One atomic delete of records by id; decodes to (records deleted, keys deleted)."""
     meta = model._meta
     keys: list[str] = [meta.ids_key, *meta.model_keys]
     for record_id in record_ids:
         hash_key = meta.record_key(record_id)
         keys += (hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names))
 
-    def decode(reply: int) -> int:
+    def decode(reply: list[int]) -> tuple[int, int]:
         on_deleted()
-        return int(reply)
+        return int(reply[0]), int(reply[1])
 
     return Call("delete", tuple(keys),
                 (meta.write_schema(), len(meta.model_keys), len(meta.stream_names),
@@ -198,7 +198,8 @@ def compile_delete(record: ActiveRecord) -> Call:
         record._stored = {}
         record._synced_streams = {}
 
-    return compile_delete_many(type(record), [record.pk], forget)
+    call = compile_delete_many(type(record), [record.pk], forget)
+    return replace(call, decode=lambda reply: call.decode(reply)[1])  # keys, as 0.1 did
 
 
 # -- append ---------------------------------------------------------------------------

@@ -23,22 +23,42 @@ local function read_error(key, reply)
 end
 
 -- Appends the record at `key` to `records`; returns its flat hash (nil if
--- missing), or an error reply as second value.
-local function load_record(model_index, id, key)
-  local flat = redis.pcall('HGETALL', key)
-  if flat.err then return nil, read_error(key, flat) end
+-- missing), or an error reply as second value. `fields` (optional) limits the
+-- hash fields read (the first one must always be stored: the id); `streams`
+-- (optional) is a set of the stream names to read, the others coming back false.
+local function load_record(model_index, id, key, fields, streams)
+  local flat
+  if fields then
+    local values = redis.pcall('HMGET', key, unpack(fields))
+    if values.err then return nil, read_error(key, values) end
+    flat = {}
+    if values[1] then
+      for i, field in ipairs(fields) do
+        if values[i] then
+          flat[#flat + 1] = field
+          flat[#flat + 1] = values[i]
+        end
+      end
+    end
+  else
+    flat = redis.pcall('HGETALL', key)
+    if flat.err then return nil, read_error(key, flat) end
+  end
   if #flat == 0 then
     records[#records + 1] = {model_index, id, false, {}}
     return nil
   end
-  local streams = {}
+  local stream_values = {}
   for i, name in ipairs(schema[model_index][3]) do
-    local stream_key = key .. ':field:' .. name
-    local value = redis.pcall('GET', stream_key)
-    if type(value) == 'table' and value.err then return nil, read_error(stream_key, value) end
-    streams[i] = value
+    stream_values[i] = false
+    if not streams or streams[name] then
+      local stream_key = key .. ':field:' .. name
+      local value = redis.pcall('GET', stream_key)
+      if type(value) == 'table' and value.err then return nil, read_error(stream_key, value) end
+      stream_values[i] = value
+    end
   end
-  records[#records + 1] = {model_index, id, flat, streams}
+  records[#records + 1] = {model_index, id, flat, stream_values}
   return flat
 end
 

@@ -8,7 +8,7 @@
 -- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M   ARGV[3]  S
 -- ARGV[4 ..]  the records' ids, in KEYS order
 --
--- Reply: the number of keys deleted (hashes + existing streams).
+-- Reply: {records deleted, keys deleted (hashes + existing streams)}.
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 
 -- @include _checks
@@ -26,13 +26,16 @@ for i = first_record_key, #KEYS do
   if err then return err end
 end
 
-local deleted = 0
+local records, deleted = 0, 0
 for r = 4, #ARGV do
   local hash = KEYS[first_record_key + (r - 4) * (S + 1)]
   local id = ARGV[r]
   update_entries(id, stored_values(hash), nil)
-  deleted = deleted + redis.call('DEL', hash)
-  for s = 1, S do deleted = deleted + redis.call('DEL', KEYS[first_record_key + (r - 4) * (S + 1) + s]) end
+  local found = redis.call('DEL', hash)
+  records, deleted = records + found, deleted + found
+  for s = 1, S do
+    deleted = deleted + redis.call('DEL', KEYS[first_record_key + (r - 4) * (S + 1) + s])
+  end
   redis.call('SREM', KEYS[1], id)
 end
-return deleted
+return {records, deleted}
