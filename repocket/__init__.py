@@ -2,8 +2,9 @@
 
 from . import attributes, errors
 from .connections import configure
-from .manager import ResultSet
 from .model import ActiveRecord
+from .query import QuerySet
+from .result import ResultSet
 
 __version__ = "0.2.0"
-__all__ = ["ActiveRecord", "ResultSet", "attributes", "configure", "errors"]
+__all__ = ["ActiveRecord", "QuerySet", "ResultSet", "attributes", "configure", "errors"]

@@ -100,9 +100,6 @@ class Attribute:
     empty_value: ClassVar[Any] = None
     binary: ClassVar[bool] = False  # canonical form may be non-UTF-8 bytes
     is_stream: ClassVar[bool] = False
-    # True when equal values always have equal canonical bytes, so the server
-    # may compare stored bytes; otherwise filters check equality in Python.
-    bytes_equality: ClassVar[bool] = True
     # How the Lua scripts compare canonical values (see lua/_values.lua) and
     # which kind of index holds them ('lex', 'score', or None: not indexable).
     family: ClassVar[str] = "text"
@@ -124,7 +121,10 @@ class Attribute:
     def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:
         if instance is None:
             return self
-        return instance._values[self.name]
+        try:
+            return instance._values[self.name]
+        except KeyError:  # deferred by only()/defer(): one round trip loads it
+            return instance._load_deferred(self.name)
 
     def __set__(self, instance: ActiveRecord, value: Any) -> None:
         instance._values[self.name] = self.clean(value, type(instance).__name__)
@@ -165,11 +165,6 @@ class Attribute:
         if self.default is not None:
             return self.default() if callable(self.default) else self.default
         return self.empty_value
-
-    def comparable_values(self, value: Any) -> list[Any] | None:
-        """Values whose stored bytes count as equal to ``value`` on the server, or None
-        when the server cannot decide equality by bytes (Python decides)."""
-        return [value] if self.bytes_equality else None
 
     def sort_key(self, value: Any) -> Any:
         return value
@@ -257,7 +252,6 @@ class JSON(Attribute):
     """Any JSON-encodable Python value, stored as JSON text."""
 
     __base_type__ = str
-    bytes_equality = False  # {"a":1,"b":2} == {"b":2,"a":1}
     family = "json"
     index_kind = None
 
@@ -266,7 +260,9 @@ class JSON(Attribute):
         return value
 
     def encode(self, value: Any) -> bytes:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        # sorted keys: one text per value, so the server can compare JSON by its bytes
+        return json.dumps(value, ensure_ascii=False, allow_nan=False,
+                          sort_keys=True).encode("utf-8")
 
     def decode(self, raw: bytes) -> Any:
         return json.loads(raw)
@@ -328,11 +324,6 @@ class Float(Attribute):
     def decode(self, raw: bytes) -> float:
         return float(raw)
 
-    def comparable_values(self, value: Any) -> list[Any] | None:
-        if math.isnan(value):
-            return []
-        return [0.0, -0.0] if value == 0 else [value]
-
     def sort_key(self, value: Any) -> Any:
         return value
 
@@ -342,7 +333,6 @@ class Decimal(Attribute):
 
     __base_type__ = decimal.Decimal
     empty_value = decimal.Decimal("0")
-    bytes_equality = False  # Decimal('1.0') == Decimal('1.00')
     family = "exact"
     index_kind = "score"
 
@@ -370,7 +360,6 @@ class DateTime(Attribute):
     """
 
     __base_type__ = _dt.datetime
-    bytes_equality = False  # the same instant may be written with different offsets
     family = "datetime"
     index_kind = "score"
 
@@ -451,6 +440,8 @@ class Pointer(Attribute):
     def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:
         if instance is None:
             return self
+        if self.name not in instance._values:
+            instance._load_deferred(self.name)
         value = instance._values[self.name]
         if isinstance(value, uuid.UUID):  # not loaded yet (beyond the get's depth)
             value = instance._values[self.name] = self.to_model.objects.get(id=value)

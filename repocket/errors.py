@@ -90,8 +90,9 @@ class WrongKeyType(StoredDataError):
     """A key repocket owns holds another Redis type (e.g. a string where a hash belongs)."""
 
 
-class InvalidQuery(RepocketError, ValueError):
-    """A query argument that is not a field lookup is out of range (e.g. ``pointer_depth``)."""
+class InvalidQuery(FieldError, ValueError):
+    """A query the engine cannot run: an unsupported lookup, a bad slice, ``pointer_depth``
+    out of range... ``field`` names the field when there is one."""
 
 
 class MultipleObjectsReturned(RepocketError, LookupError):

@@ -1,130 +1,95 @@
-"""``Model.objects``: reads (get, filter, all) and the list-like ``ResultSet``."""
+"""``Model.objects``: the entry point of querysets, plus bulk operations."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, SupportsIndex, overload
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import operations
-from .attributes import AutoUUID, Pointer, parse_uuid
 from .connections import configure
-from .errors import InvalidId, MultipleObjectsReturned, UnknownField, ValidationError
+from .errors import InvalidQuery, RepocketError
+from .query import QuerySet, canonical
 from .scripts import execute
 
 if TYPE_CHECKING:
     from .model import ActiveRecord
 
 
-class ResultSet(list):  # type: ignore[type-arg]
-    """A list of records with ``order_by``: ``order_by('name')``, ``order_by('-started_at', 'id')``.
+class ReindexReport:
+    """What ``reindex()`` did: records indexed, and unique values held by two records."""
 
-    Values are compared as their types (numbers numerically, datetimes
-    chronologically, naive ones taken as UTC); ``None`` sorts first.
-    """
+    def __init__(self) -> None:
+        self.indexed = 0
+        self.conflicts: list[tuple[list[str], bytes, str, str]] = []
 
-    def __init__(self, model: type[ActiveRecord], records: Iterable[ActiveRecord] = ()):
-        super().__init__(records)
-        self.model = model
-
-    def order_by(self, *fields: str) -> ResultSet:
-        ordered = list(self)
-        for spec in reversed(fields):  # stable sorts, least significant key first
-            name = spec.lstrip("-")
-            attribute = _field(self.model, name)
-
-            def key(record: ActiveRecord, name: str = name, attribute: Any = attribute) -> Any:
-                value = record._values[name]
-                return (0, 0) if value is None else (1, attribute.sort_key(value))
-
-            ordered.sort(key=key, reverse=spec.startswith("-"))
-        return ResultSet(self.model, ordered)
-
-    @overload
-    def __getitem__(self, index: SupportsIndex) -> ActiveRecord: ...
-    @overload
-    def __getitem__(self, index: slice) -> ResultSet: ...
-    def __getitem__(self, index: Any) -> Any:
-        result = super().__getitem__(index)
-        return ResultSet(self.model, result) if isinstance(index, slice) else result
-
-
-def _field(model: type[ActiveRecord], name: str, value: Any = None) -> Any:
-    try:
-        return model._meta.fields[name]
-    except KeyError:
-        raise UnknownField(f"{model._meta.name} has no field {name!r}; its fields are "
-                           f"{list(model._meta.fields)}", model=model._meta.name,
-                           field=name, value=value) from None
+    def __repr__(self) -> str:
+        return f"<ReindexReport indexed={self.indexed} conflicts={len(self.conflicts)}>"
 
 
 class Manager:
-    """Reads of one model. Each read is one round trip to Redis."""
+    """``Model.objects``: every QuerySet method starts here (``filter``, ``exclude``,
+    ``all``, ``get``, ``order_by``, ``count``...), plus ``create``, ``bulk_create``,
+    ``get_many`` and ``reindex``."""
 
     def __init__(self, model: type[ActiveRecord]):
         self.model = model
 
+    def get_queryset(self) -> QuerySet:
+        return QuerySet(self.model)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.get_queryset(), name)
+
+    def get(self, *, pointer_depth: int = 1, **lookups: Any) -> ActiveRecord | None:
+        return self.get_queryset().filter(pointer_depth=pointer_depth).get(**lookups)
+
+    def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> QuerySet:
+        return self.get_queryset().filter(pointer_depth=pointer_depth, **lookups)
+
+    def all(self, *, pointer_depth: int = 1) -> QuerySet:
+        return self.get_queryset().filter(pointer_depth=pointer_depth)
+
     def create(self, **kwargs: Any) -> ActiveRecord:
         return self.model.create(**kwargs)
 
-    def get(self, *, pointer_depth: int = 1, **lookups: Any) -> ActiveRecord | None:
-        """The record with the given id (``id=``, ``pk=``), or None when there is none.
+    def bulk_create(self, records: Iterable[ActiveRecord],
+                    batch_size: int = 500) -> list[ActiveRecord]:
+        """Save new records, one round trip per batch; each batch is atomic (all written or,
+        on a unique violation or a missing Pointer target, none)."""
+        if batch_size < 1:
+            raise InvalidQuery("batch_size must be positive")
+        records = list(records)
+        for record in records:
+            if not isinstance(record, self.model):
+                raise RepocketError(f"bulk_create of {self.model.__name__} got a "
+                                    f"{type(record).__name__}")
+        client = configure.get_connection()
+        for start in range(0, len(records), batch_size):
+            batch = records[start:start + batch_size]
+            execute(client, operations.compile_bulk_create(self.model, batch))
+        return records
 
-        Pointers are loaded ``pointer_depth`` levels deep in the same round trip; deeper
-        ones load on first access. Other lookups run a filter and raise
-        MultipleObjectsReturned when more than one record matches.
-        """
-        meta = self.model._meta
-        if len(lookups) == 1 and next(iter(lookups)) in ("pk", meta.pk_name):
-            record_id = self._parse_id(next(iter(lookups.values())))
-            call = operations.compile_get(self.model, record_id, pointer_depth)
-            return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
-        results = self.filter(pointer_depth=pointer_depth, **lookups)
-        if len(results) > 1:
-            raise MultipleObjectsReturned(
-                f"{meta.name}.objects.get({lookups}) matched {len(results)} records")
-        return results[0] if results else None
+    def get_many(self, ids: Sequence[Any], *,
+                 pointer_depth: int = 1) -> list[ActiveRecord | None]:
+        """Records by id in one round trip, in order, None for each missing one."""
+        pk = self.model._meta.fields[self.model._meta.pk_name]
+        parsed = [uuid.UUID(canonical(self.model, pk, value).decode()) for value in ids]
+        call = operations.compile_get_many(self.model, parsed, pointer_depth)
+        return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
 
-    def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> ResultSet:
-        """Records whose fields equal every given value, in one round trip (a server-side scan
-        of the model's id set). Pointer fields take an instance or an id."""
-        meta = self.model._meta
-        if "pk" in lookups:
-            lookups[meta.pk_name] = lookups.pop("pk")
-        expected = {name: self._lookup_value(name, value) for name, value in lookups.items()}
-        conditions = []
-        for name, value in expected.items():
-            attribute = meta.fields[name]
-            if attribute.is_stream:
-                continue  # streams are not in the hash: compared in Python below
-            accepted = [None] if value is None else attribute.comparable_values(value)
-            if accepted is not None and None not in accepted:
-                conditions.append((name, [meta.codec.encode(attribute, v) for v in accepted]))
-        call = operations.compile_filter(self.model, conditions, pointer_depth)
-        records = execute(configure.get_connection(), call)
-        return ResultSet(self.model, (r for r in records if r.matches(expected)))
-
-    def all(self, *, pointer_depth: int = 1) -> ResultSet:
-        return self.filter(pointer_depth=pointer_depth)
-
-    def _parse_id(self, value: Any) -> Any:
-        meta = self.model._meta
-        try:
-            return parse_uuid(value)
-        except (TypeError, ValueError) as exc:
-            raise InvalidId(f"{meta.name}.{meta.pk_name}: {exc}", model=meta.name,
-                            field=meta.pk_name, value=value) from None
-
-    def _lookup_value(self, name: str, value: Any) -> Any:
-        attribute = _field(self.model, name, value)
-        if value is None:
-            return None
-        if isinstance(attribute, AutoUUID):
-            return self._parse_id(value)
-        if isinstance(attribute, Pointer):
-            try:
-                return attribute.lookup_id(value)
-            except (TypeError, ValueError) as exc:
-                raise ValidationError(f"{self.model._meta.name}.{name}: {exc}",
-                                      model=self.model._meta.name, field=name,
-                                      value=value) from None
-        return attribute.clean(value, self.model._meta.name)
+    def reindex(self, batch_size: int = 1000) -> ReindexReport:
+        """Build the indexes and unique claims of records saved before they were declared,
+        in batches (no script blocks Redis for long); safe while the application writes."""
+        report = ReindexReport()
+        cursor: Any = b"0"
+        client = configure.get_connection()
+        while True:
+            call = operations.compile_reindex(self.model, cursor, batch_size)
+            cursor, indexed, conflicts = execute(client, call)
+            report.indexed += indexed
+            report.conflicts += conflicts
+            if cursor in (b"0", "0", 0):
+                return report

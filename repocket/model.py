@@ -10,8 +10,9 @@ from . import operations
 from .attributes import Attribute, AutoUUID, Pointer
 from .codecs import Codec, get_codec
 from .connections import configure
-from .errors import RepocketActiveRecordDefinitionError, UnknownField
-from .manager import Manager, ResultSet
+from .errors import DoesNotExist, RepocketActiveRecordDefinitionError, UnknownField
+from .manager import Manager
+from .result import ResultSet
 from .scripts import execute
 
 __all__ = ["ActiveRecord", "ResultSet"]
@@ -235,6 +236,21 @@ class ActiveRecord(metaclass=ModelBase):
             return len(self._values[stream])
         return execute(configure.get_connection(),  # type: ignore[no-any-return]
                        operations.compile_append(self, stream, chunk))
+
+    def _load_deferred(self, name: str) -> Any:
+        """Load a field left out by only()/defer(), in one round trip."""
+        meta = self._meta
+        fresh = meta.manager.filter(pointer_depth=0, pk=self.pk).only(name)[:1]
+        if not fresh:
+            raise DoesNotExist(f"{meta.name} {self.pk} no longer exists; cannot load {name!r}",
+                               model=meta.name, field=name, value=self.pk)
+        record = fresh[0]
+        self._values[name] = record._values[name]
+        if name in record._stored:
+            self._stored[name] = record._stored[name]
+        if name in record._synced_streams:
+            self._synced_streams[name] = record._synced_streams[name]
+        return self._values[name]
 
     # -- in-memory access ---------------------------------------------------------------------
     @property

@@ -236,25 +236,23 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
         return hydrate(models, reply)[:len(ids)]
 
     return Call("get", tuple(keyspace.record_key(meta.prefix, i) for i in ids),
-                (schema, _depth(depth), *ids), decode, meta.name)
+                (schema, check_depth(depth), *ids), decode, meta.name)
 
 
-def compile_filter(model: type[ActiveRecord], conditions: Sequence[tuple[str, list[bytes]]],
-                   depth: int = 1) -> Call:
-    """Records whose fields' stored bytes equal one of the accepted values, ANDed."""
+def compile_reindex(model: type[ActiveRecord], cursor: Any, count: int) -> Call:
+    """One batch of ``reindex``: decodes to (next cursor, records indexed, conflicts)."""
     meta = model._meta
-    schema, models = read_schema(model)
 
-    def decode(reply: list[Any]) -> list[ActiveRecord]:
-        count = int(reply[0])
-        return [record for record in hydrate(models, reply[1:])[:count] if record is not None]
+    def decode(reply: list[Any]) -> tuple[bytes, int, list[Any]]:
+        conflicts = [([f.decode() for f in fields], value, holder.decode(), other.decode())
+                     for fields, value, holder, other in reply[2:]]
+        return reply[0], int(reply[1]), conflicts
 
-    packed = pack([[name, values] for name, values in conditions])
-    return Call("filter", (meta.ids_key,), (schema, _depth(depth), meta.prefix, packed), decode,
-                meta.name)
+    return Call("reindex", (meta.ids_key, *meta.model_keys),
+                (meta.write_schema(), len(meta.model_keys), cursor, count), decode, meta.name)
 
 
-def _depth(depth: int) -> int:
+def check_depth(depth: int) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
         raise InvalidQuery(f"pointer_depth must be an integer from 0 to {MAX_DEPTH}, not {depth!r}")
     return depth
@@ -280,17 +278,20 @@ def read_schema(model: type[ActiveRecord]) -> tuple[bytes, list[type[ActiveRecor
     return cache[codecs], models
 
 
-def hydrate(models: list[type[ActiveRecord]], records: list[Any]) -> list[ActiveRecord | None]:
+def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0,
+            root_fields: set[str] | None = None) -> list[ActiveRecord | None]:
     """Instances from the records a read script returned, Pointers linked.
 
     A Pointer whose target was read is set to that instance (``None`` if the
     target is missing); one beyond the read's depth keeps the target id, which
-    the attribute loads on first access."""
+    the attribute loads on first access. The first ``roots`` records were read
+    with only ``root_fields`` (None: all); their other fields load on access."""
     loaded: dict[tuple[int, bytes], ActiveRecord | None] = {}
     result: list[ActiveRecord | None] = []
-    for model_index, record_id, flat, streams in records:
+    for position, (model_index, record_id, flat, streams) in enumerate(records):
         model = models[model_index - 1]
-        instance = from_redis(model, record_id, flat, streams) if flat else None
+        fields = root_fields if position < roots else None
+        instance = from_redis(model, record_id, flat, streams, fields) if flat else None
         loaded[(model_index, record_id)] = instance
         result.append(instance)
     index = {m: i + 1 for i, m in enumerate(models)}
@@ -299,7 +300,7 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any]) -> list[Active
             continue
         meta = type(instance)._meta
         for name in meta.pointer_names:
-            target_id = instance._values[name]
+            target_id = instance._values.get(name)
             if target_id is None:
                 continue
             target_model = meta.fields[name].to_model  # type: ignore[attr-defined]
@@ -310,14 +311,17 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any]) -> list[Active
 
 
 def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
-               streams: list[bytes | None]) -> ActiveRecord:
-    """An instance from a record's HGETALL reply and stream values."""
+               streams: list[bytes | None], fields: set[str] | None = None) -> ActiveRecord:
+    """An instance from a record's HGETALL reply and stream values; with ``fields``,
+    only those were read (the others are deferred: absent from ``_values``)."""
     meta = model._meta
     codec = meta.codec
     stored_by_name = dict(zip(flat[::2], flat[1::2], strict=True))
     values: dict[str, Any] = {}
     stored: dict[str, bytes | None] = {}
     for name, name_bytes, attribute in meta.hash_field_specs:
+        if fields is not None and name not in fields:
+            continue
         raw = stored_by_name.get(name_bytes)
         stored[name] = raw
         if raw is None:
@@ -333,10 +337,12 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
                 model=meta.name, field=name, key=key, value=raw) from None
     values[meta.pk_name] = uuid.UUID(record_id.decode("ascii"))
     for name, raw in zip(meta.stream_names, streams, strict=True):
-        values[name] = raw if raw is not None else (None if meta.fields[name].null else b"")
+        if fields is None or name in fields:
+            values[name] = raw if raw is not None else (None if meta.fields[name].null else b"")
     instance = model.__new__(model)
     instance._values = values
     instance._stored = stored
-    instance._synced_streams = {name: values[name] for name in meta.stream_names}
+    instance._synced_streams = {name: values[name] for name in meta.stream_names
+                                if name in values}
     instance._persisted = True
     return instance

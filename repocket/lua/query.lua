@@ -21,7 +21,7 @@
 --    budget (candidates one call may examine), resume (false, or a page cursor)}
 --   ops: eq, in, gt, gte, lt, lte, range, startswith, isnull; values are canonical.
 --
--- Reply, when the whole query fitted in the budget:
+-- Reply: when the whole query fitted in the budget,
 --   {'done', n, records (_hydrate.lua; the n selected ones first)}  mode 'records'
 --   {'done', n, id...}                                                mode 'ids'
 --   {'done', count}                                                   mode 'count'

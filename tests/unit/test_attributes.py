@@ -458,17 +458,6 @@ def test_sort_keys() -> None:
     assert attributes.UUID().sort_key(uuid.UUID(UID)) == UID
 
 
-def test_comparable_values() -> None:
-    assert attributes.Float().comparable_values(0.0) == [0.0, -0.0]
-    assert attributes.Float().comparable_values(float("nan")) == []
-    assert attributes.Float().comparable_values(2.5) == [2.5]
-    assert attributes.Integer().comparable_values(3) == [3]
-    for cls in (attributes.JSON, attributes.Decimal, attributes.DateTime):
-        assert cls().comparable_values(cls.cast("1" if cls is attributes.Decimal else
-                                                "2020-01-01" if cls is attributes.DateTime
-                                                else [1])) is None
-
-
 def test_auto_now_sets_utc_now_on_pre_save() -> None:
     class Stamped(ActiveRecord):
         class Meta:

@@ -16,7 +16,6 @@ from repocket.operations import (
     Call,
     compile_append,
     compile_delete,
-    compile_filter,
     compile_get,
     compile_save,
     from_redis,
@@ -279,18 +278,6 @@ def test_bad_depth(depth: object) -> None:
         compile_get(Rec, uuid.UUID(UID), depth)  # type: ignore[arg-type]
 
 
-def test_filter_call() -> None:
-    conditions = [("name", [enc(Rec, "name", "a")]), ("n", [b"1", b"2"])]
-    call = compile_filter(Rec, conditions, depth=0)
-    assert (call.script, call.keys, call.model) == ("filter", (IDS,), "Rec")
-    schema, depth, prefix, packed = call.args
-    assert (schema, depth, prefix) == (read_schema(Rec)[0], 0, "repocket:unit.ops:Rec")
-    assert msgpack.unpackb(packed, raw=True) == [[b"name", [enc(Rec, "name", "a")]],
-                                                 [b"n", [b"1", b"2"]]]
-    assert msgpack.unpackb(compile_filter(Rec, []).args[3]) == []
-
-
-# -- hydrate / from_redis -------------------------------------------------------------------
 def flat_of(model: type[ActiveRecord], **values: object) -> list[bytes]:
     flat: list[bytes] = []
     for name, value in values.items():
@@ -348,15 +335,6 @@ def test_hydrate_cycle_links_the_same_instances() -> None:
     assert (first.label, second.label) == ("a", "b")
 
 
-def test_filter_decode_keeps_only_the_counted_roots() -> None:
-    reply = [1, rec_reply(uuid.UUID(TID)),
-             [2, TID.encode(), flat_of(Tgt, name="t"), [None]]]
-    (record,) = compile_filter(Rec, []).decode(reply)
-    assert record.target.name == "t"
-    assert record.target.notes == b""
-    assert compile_filter(Rec, []).decode([0]) == []
-
-
 def test_from_redis_fills_absent_fields() -> None:
     record = from_redis(Rec, UID.encode(), [], [None, None])
     assert record.id == uuid.UUID(UID)  # from the key, even with no stored id field
@@ -407,7 +385,7 @@ def test_every_script_has_a_shebang_and_a_header(name: str) -> None:
 def test_included_helpers_are_defined_in_the_scripts() -> None:
     assert "local function fail" in SCRIPTS["save"].source
     assert "local function load_record" in SCRIPTS["get"].source
-    assert "local function load_record" in SCRIPTS["filter"].source
+    assert "local function load_record" in SCRIPTS["query"].source
     assert SCRIPTS["get"].source.startswith("#!lua flags=no-writes")
-    assert SCRIPTS["filter"].source.startswith("#!lua flags=no-writes")
+    assert SCRIPTS["query"].source.startswith("#!lua flags=no-writes")
     assert len({script.sha for script in SCRIPTS.values()}) == len(SCRIPTS)

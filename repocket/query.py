@@ -1,0 +1,524 @@
+"""Querysets: immutable, lazy, Django-style; each compiled into one ``query.lua`` call.
+
+``parse_lookup`` turns ``field__lookup=value`` into a :class:`Condition` of
+canonical values (lookups are the ``LOOKUPS`` table); ``compile_query`` turns a
+:class:`QueryState` into a script call whose ``decode`` returns the result, or
+the next call (the next page of a large scan, or the hydration of its rows).
+Everything here is pure: :class:`QuerySet` runs the calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import merge, operations
+from .attributes import Attribute, AutoUUID, Pointer, parse_uuid
+from .connections import configure
+from .errors import (
+    InvalidId,
+    InvalidQuery,
+    MultipleObjectsReturned,
+    UnknownField,
+    ValidationError,
+)
+from .operations import Call
+from .result import ResultSet
+from .scripts import execute
+
+if TYPE_CHECKING:
+    from .model import ActiveRecord
+
+ALL_FAMILIES = frozenset({"text", "exact", "float", "datetime", "json"})
+ORDERED_FAMILIES = frozenset({"text", "exact", "float", "datetime"})
+BUDGET = 5000  # candidates one script call may examine (a few ms of server time)
+DELETE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Lookup:
+    op: str  # the operator query.lua evaluates
+    arity: str  # 'one', 'many', 'pair' or 'bool'
+    families: frozenset[str]
+
+
+LOOKUPS: dict[str, Lookup] = {
+    "exact": Lookup("eq", "one", ALL_FAMILIES),
+    "in": Lookup("in", "many", ALL_FAMILIES),
+    "gt": Lookup("gt", "one", ORDERED_FAMILIES),
+    "gte": Lookup("gte", "one", ORDERED_FAMILIES),
+    "lt": Lookup("lt", "one", ORDERED_FAMILIES),
+    "lte": Lookup("lte", "one", ORDERED_FAMILIES),
+    "range": Lookup("range", "pair", ORDERED_FAMILIES),
+    "startswith": Lookup("startswith", "one", frozenset({"text"})),
+    "isnull": Lookup("isnull", "bool", ALL_FAMILIES),
+}
+# Operators an index can answer directly, by index kind.
+INDEXABLE = {"score": {"eq", "in", "gt", "gte", "lt", "lte", "range"},
+             "lex": {"eq", "in", "gt", "gte", "lt", "lte", "range", "startswith"}}
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    values: tuple[Any, ...]  # canonical bytes, or one bool for isnull
+
+
+@dataclass(frozen=True)
+class QueryState:
+    model: type[ActiveRecord]
+    groups: tuple[tuple[bool, tuple[Condition, ...]], ...] = ()  # (negated, ANDed conditions)
+    order: tuple[str, ...] = ()
+    offset: int = 0
+    limit: int | None = None
+    only: tuple[str, ...] | None = None
+    defer: tuple[str, ...] = ()
+    depth: int = 1
+    budget: int = BUDGET
+
+
+# -- lookups ---------------------------------------------------------------------------
+def _field(model: type[ActiveRecord], name: str, value: Any = None) -> Attribute:
+    meta = model._meta
+    name = meta.pk_name if name == "pk" else name
+    try:
+        return meta.fields[name]
+    except KeyError:
+        raise UnknownField(f"{meta.name} has no field {name!r}; its fields are "
+                           f"{list(meta.fields)}", model=meta.name, field=name,
+                           value=value) from None
+
+
+def canonical(model: type[ActiveRecord], attribute: Attribute, value: Any) -> bytes:
+    """The canonical bytes of a lookup value, as the field stores it."""
+    meta = model._meta
+    try:
+        if isinstance(attribute, Pointer):
+            return str(attribute.lookup_id(value)).encode("ascii")
+        if isinstance(attribute, AutoUUID):
+            return str(parse_uuid(value)).encode("ascii")
+    except (TypeError, ValueError) as exc:
+        error = InvalidId if isinstance(attribute, AutoUUID) else ValidationError
+        raise error(f"{meta.name}.{attribute.name}: {exc}", model=meta.name,
+                    field=attribute.name, value=value) from None
+    return attribute.encode(attribute.clean(value, meta.name))
+
+
+def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
+    """``project__id__in=[...]`` -> Condition('project', 'in', (canonical ids...))."""
+    name, *rest = key.split("__")
+    attribute = _field(model, name, value)
+    if isinstance(attribute, Pointer) and rest and rest[0] in ("id", "pk"):
+        rest = rest[1:]  # the target's id is what a Pointer stores
+    lookup_name = rest[0] if rest else "exact"
+    lookup = LOOKUPS.get(lookup_name) if len(rest) <= 1 else None
+    valid = sorted(n for n, lk in LOOKUPS.items() if attribute.family in lk.families)
+    if attribute.is_stream:
+        raise InvalidQuery(f"{model._meta.name}.{attribute.name} is a ByteStream: it lives "
+                           "outside the record's hash and cannot be filtered on",
+                           model=model._meta.name, field=attribute.name, value=value)
+    if lookup is None or attribute.family not in lookup.families:
+        raise InvalidQuery(f"{model._meta.name}.{attribute.name}: unsupported lookup "
+                           f"{'__'.join(rest)!r}; valid lookups for a "
+                           f"{type(attribute).__name__} are {valid}",
+                           model=model._meta.name, field=attribute.name, value=value)
+    field = attribute.name
+    if lookup.arity == "bool" or (lookup.op == "eq" and value is None):
+        if lookup.arity == "bool" and not isinstance(value, bool):
+            raise InvalidQuery(f"{model._meta.name}.{field}__isnull takes True or False",
+                               model=model._meta.name, field=field, value=value)
+        return Condition(field, "isnull", (True if value is None else value,))
+    if lookup.arity == "many":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise InvalidQuery(f"{model._meta.name}.{field}__in takes a list of values",
+                               model=model._meta.name, field=field, value=value)
+        return Condition(field, "in", tuple(canonical(model, attribute, v) for v in value))
+    if lookup.arity == "pair":
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+            raise InvalidQuery(f"{model._meta.name}.{field}__range takes (low, high)",
+                               model=model._meta.name, field=field, value=value)
+        low, high = value
+        return Condition(field, "range", (canonical(model, attribute, low),
+                                          canonical(model, attribute, high)))
+    return Condition(field, lookup.op, (canonical(model, attribute, value),))
+
+
+def parse_order(model: type[ActiveRecord], spec: str) -> tuple[Attribute, bool]:
+    """``'-name'`` -> (the name field, descending)."""
+    descending = spec.startswith("-")
+    attribute = _field(model, spec.lstrip("-"))
+    if attribute.family not in ORDERED_FAMILIES or attribute.is_stream:
+        raise InvalidQuery(f"{model._meta.name}.{attribute.name} cannot be ordered",
+                           model=model._meta.name, field=attribute.name, value=spec)
+    return attribute, descending
+
+
+# -- compiling -----------------------------------------------------------------------------
+class _Keys:
+    """KEYS of a query call: the id set, then each index key the plan names, once."""
+
+    def __init__(self, ids_key: str):
+        self.keys = [ids_key]
+
+    def index(self, key: str) -> int:
+        if key not in self.keys:
+            self.keys.append(key)
+        return self.keys.index(key) + 1
+
+
+def _sources(state: QueryState, keys: _Keys) -> list[list[Any]]:
+    """Every candidate set a query could start from (query.lua picks the smallest)."""
+    from . import keys as keyspace
+
+    meta = state.model._meta
+    sources: list[list[Any]] = []
+    for negated, conditions in state.groups:
+        if negated:
+            continue
+        for condition in conditions:
+            attribute = meta.fields[condition.field]
+            if condition.field == meta.pk_name and condition.op in ("eq", "in"):
+                sources.append(["ids", list(condition.values)])
+            elif attribute.unique and condition.op in ("eq", "in"):
+                key = keyspace.unique_key(meta.prefix, (condition.field,))
+                sources.append(["unique", keys.index(key), list(condition.values)])
+            elif attribute.index and condition.op == "isnull" and condition.values[0]:
+                sources.append(["null", keys.index(keyspace.null_key(meta.prefix,
+                                                                      condition.field))])
+            elif attribute.index and condition.op in INDEXABLE[attribute.index_kind or ""]:
+                key = keyspace.index_key(meta.prefix, condition.field)
+                sources.append(["index", keys.index(key), attribute.index_kind,
+                                attribute.family, condition.op, list(condition.values)])
+    return sources
+
+
+def _loaded_fields(state: QueryState) -> tuple[list[str] | None, dict[str, bool] | None]:
+    """The hash fields and streams to load (None: all), from only() / defer()."""
+    meta = state.model._meta
+    if state.only is None and not state.defer:
+        return None, None
+    wanted = set(state.only if state.only is not None else meta.fields) - set(state.defer)
+    wanted.add(meta.pk_name)
+    fields = [meta.pk_name] + [name for name, _ in meta.hash_fields
+                               if name in wanted and name != meta.pk_name]
+    return fields, {name: True for name in meta.stream_names if name in wanted}
+
+
+def compile_query(state: QueryState, mode: str, resume: Any = None,
+                  rows: tuple[Any, ...] = (), path: str = "") -> Call:
+    """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain')."""
+    model = state.model
+    meta = model._meta
+    keys = _Keys(meta.ids_key)
+    sources = _sources(state, keys)
+    order = [parse_order(model, spec) for spec in state.order]
+    stream: Any = False
+    if len(order) == 1 and order[0][0].index:
+        from . import keys as keyspace
+
+        name = order[0][0].name
+        stream = [keys.index(keyspace.index_key(meta.prefix, name)), order[0][0].index_kind,
+                  keys.index(keyspace.null_key(meta.prefix, name))]
+    fields, streams = _loaded_fields(state)
+    schema, models = operations.read_schema(model)
+    plan = [
+        int(meta.codec.is_envelope), meta.pk_name, sources,
+        [[int(negated), [[c.field, meta.fields[c.field].family, c.op, list(c.values)]
+                         for c in conditions]] for negated, conditions in state.groups],
+        [[attribute.name, attribute.family, int(descending)] for attribute, descending in order],
+        stream, state.offset, -1 if state.limit is None else state.limit, mode,
+        fields or False, streams if streams is not None else False, state.budget,
+        resume if resume is not None else False,
+    ]
+
+    def decode(reply: list[Any]) -> Any:
+        status = reply[0]
+        if status == b"done":
+            return _decode_done(state, mode, models, reply, fields)
+        if mode == "explain":
+            return reply
+        cursor = reply[1]
+        page_rows = rows + tuple(reply[2:])
+        kind = path or (cursor[0].decode() if cursor else "gather")
+        if cursor:
+            resume_at = [cursor[0].decode(), _text_or_int(cursor[1]), _text_or_int(cursor[2])]
+            return compile_query(state, mode, resume_at, page_rows, kind)
+        return _finish_pages(state, mode, page_rows, kind)
+
+    return Call("query", tuple(keys.keys),
+                (schema, operations.check_depth(state.depth), meta.prefix, operations.pack(plan)),
+                decode, meta.name)
+
+
+def _text_or_int(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode_done(state: QueryState, mode: str, models: list[type[ActiveRecord]],
+                 reply: list[Any], fields: list[str] | None) -> Any:
+    if mode == "count":
+        return int(reply[1])
+    count = int(reply[1])
+    if mode == "ids":
+        return [uuid.UUID(raw.decode("ascii")) for raw in reply[2:2 + count]]
+    if mode == "explain":
+        return reply
+    loaded = None
+    if fields is not None:
+        _, streams = _loaded_fields(state)
+        loaded = set(fields) | set(streams or ())
+    records = operations.hydrate(models, reply[2:], roots=count, root_fields=loaded)
+    return [record for record in records[:count] if record is not None]
+
+
+def row_key(state: QueryState) -> Callable[[Sequence[Any]], Any]:
+    """The sort key of rows ``(id, canonical order values...)``, as query.lua orders them:
+    typed values, None first, each field in its direction, ties by id in the first
+    field's direction."""
+    order = [parse_order(state.model, spec) for spec in state.order]
+
+    def typed(attribute: Attribute, raw: Any) -> Any:
+        return None if raw is None else attribute.sort_key(attribute.decode(raw))
+
+    def compare(a: Sequence[Any], b: Sequence[Any]) -> int:
+        for i, (attribute, descending) in enumerate(order):
+            x, y = typed(attribute, a[i + 1]), typed(attribute, b[i + 1])
+            if x != y:
+                smaller = y is not None and (x is None or x < y)
+                return (1 if smaller else -1) if descending else (-1 if smaller else 1)
+        if a[0] == b[0]:
+            return 0
+        first_descending = bool(order) and order[0][1]
+        return (1 if a[0] < b[0] else -1) if first_descending else (-1 if a[0] < b[0] else 1)
+
+    return functools.cmp_to_key(compare)
+
+
+def _finish_pages(state: QueryState, mode: str, rows: tuple[Any, ...], path: str) -> Any:
+    """The result of a query answered in pages: merge, order, slice, then hydrate."""
+    key = row_key(state) if path == "gather" and state.order else None
+    selected = merge.merge_rows([list(rows)], key, offset=state.offset, limit=state.limit)
+    ids = [uuid.UUID(row[0].decode("ascii")) for row in selected]
+    if mode == "count":
+        return merge.merge_counts([len(ids)])
+    if mode == "ids":
+        return ids
+    call = operations.compile_get_many(state.model, ids, state.depth)
+    return dataclasses.replace(
+        call, decode=lambda reply: [r for r in call.decode(reply) if r is not None])
+
+
+# -- the QuerySet --------------------------------------------------------------------------
+def _run(call: Call) -> Any:
+    return execute(configure.get_connection(), call)
+
+
+class QuerySet(ResultSet):
+    """A lazy, immutable query; a list of records once evaluated (iteration, ``len``,
+    indexing, comparison). Every method that refines it returns a new QuerySet."""
+
+    def __init__(self, model: type[ActiveRecord], state: QueryState | None = None):
+        super().__init__(model)
+        self.state = state or QueryState(model)
+        self._cache: list[ActiveRecord] | None = None
+
+    def _clone(self, **changes: Any) -> QuerySet:
+        return QuerySet(self.model, dataclasses.replace(self.state, **changes))
+
+    # -- refining ------------------------------------------------------------------------
+    def filter(self, *, pointer_depth: int | None = None, **lookups: Any) -> QuerySet:
+        return self._where(False, lookups, pointer_depth)
+
+    def exclude(self, **lookups: Any) -> QuerySet:
+        return self._where(True, lookups, None)
+
+    def _where(self, negated: bool, lookups: dict[str, Any], depth: int | None) -> QuerySet:
+        self._check_unsliced()
+        if depth is not None:
+            operations.check_depth(depth)
+        conditions = tuple(parse_lookup(self.model, k, v) for k, v in lookups.items())
+        groups = (*self.state.groups, (negated, conditions)) if conditions else self.state.groups
+        return self._clone(groups=groups, depth=self.state.depth if depth is None else depth)
+
+    def all(self) -> QuerySet:
+        return self._clone()
+
+    def order_by(self, *fields: str) -> ResultSet:
+        """Order on the server; a sliced queryset (a page) is fetched and its records
+        reordered in memory, as repocket 0.1's ResultSet did."""
+        for spec in fields:
+            parse_order(self.model, spec)
+        if self.state.offset or self.state.limit is not None:
+            return ResultSet(self.model, self._fetch()).order_by(*fields)
+        return self._clone(order=tuple(fields))
+
+    def only(self, *fields: str) -> QuerySet:
+        return self._clone(only=tuple(_field(self.model, f).name for f in fields), defer=())
+
+    def defer(self, *fields: str) -> QuerySet:
+        return self._clone(defer=self.state.defer + tuple(_field(self.model, f).name
+                                                          for f in fields))
+
+    def _check_unsliced(self) -> None:
+        if self.state.offset or self.state.limit is not None:
+            raise InvalidQuery("cannot filter a query once it is sliced")
+
+    # -- evaluating ------------------------------------------------------------------------
+    def _fetch(self) -> list[ActiveRecord]:
+        if self._cache is None:
+            self._cache = _run(compile_query(self.state, "records"))
+            list.clear(self)
+            list.extend(self, self._cache)
+        return self._cache
+
+    def __iter__(self) -> Iterator[ActiveRecord]:
+        return iter(self._fetch())
+
+    def __len__(self) -> int:
+        return len(self._fetch())
+
+    def __bool__(self) -> bool:
+        return bool(self._fetch())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._fetch()
+
+    def __eq__(self, other: object) -> bool:
+        return self._fetch() == (list(other) if isinstance(other, Sequence) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<QuerySet {self._fetch()!r}>"
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            if (index.step not in (None, 1) or (index.start or 0) < 0
+                    or (index.stop is not None and index.stop < 0)):
+                raise InvalidQuery("querysets take slices [start:stop] with no step and no "
+                                   "negative bound")
+            start = self.state.offset + (index.start or 0)
+            stop = None if index.stop is None else self.state.offset + index.stop
+            if self.state.limit is not None:
+                end = self.state.offset + self.state.limit
+                stop = end if stop is None else min(stop, end)
+            limit = None if stop is None else max(0, stop - start)
+            return self._clone(offset=start, limit=limit)
+        if not isinstance(index, int) or index < 0:
+            raise InvalidQuery("querysets take non-negative integer indexes")
+        if self._cache is not None:
+            return self._cache[index]
+        found = self[index:index + 1]._fetch()
+        if not found:
+            raise IndexError("queryset index out of range")
+        return found[0]
+
+    def count(self) -> int:  # type: ignore[override]  # list.count(x) has no meaning here
+        if self._cache is not None:
+            return len(self._cache)
+        return int(_run(compile_query(self.state, "count")))
+
+    def exists(self) -> bool:
+        return bool(_run(compile_query(self[:1].state, "ids")))
+
+    def get(self, **lookups: Any) -> ActiveRecord | None:
+        """The one matching record, None when there is none; MultipleObjectsReturned
+        when there are several. ``get(id=...)`` alone is one EVALSHA of get.lua."""
+        meta = self.model._meta
+        if not self.state.groups and len(lookups) == 1 and next(iter(lookups)) in (
+                "pk", meta.pk_name) and self.state.only is None and not self.state.defer:
+            attribute = meta.fields[meta.pk_name]
+            record_id = uuid.UUID(canonical(self.model, attribute,
+                                            next(iter(lookups.values()))).decode())
+            return _run(operations.compile_get(self.model, record_id,  # type: ignore[no-any-return]
+                                               self.state.depth))
+        found = self.filter(**lookups)[:2]._fetch()
+        if len(found) > 1:
+            raise MultipleObjectsReturned(f"{meta.name}.objects.get({lookups}) matched more "
+                                          "than one record")
+        return found[0] if found else None
+
+    def first(self) -> ActiveRecord | None:
+        ordered = self if self.state.order else self.order_by("pk")
+        found = ordered[:1]._fetch()
+        return found[0] if found else None
+
+    def last(self) -> ActiveRecord | None:
+        order = self.state.order or ("pk",)
+        flipped = tuple(spec[1:] if spec.startswith("-") else f"-{spec}" for spec in order)
+        found = self._clone(order=flipped)[:1]._fetch()
+        return found[0] if found else None
+
+    def ids(self) -> list[uuid.UUID]:
+        """The matching ids, in order (one round trip unless the scan pages)."""
+        return _run(compile_query(self.state, "ids"))  # type: ignore[no-any-return]
+
+    def iterator(self, chunk_size: int = 1000) -> Iterator[ActiveRecord]:
+        """The records, loaded ``chunk_size`` at a time (one round trip per chunk)."""
+        if chunk_size < 1:
+            raise InvalidQuery("chunk_size must be positive")
+        ids = self.ids()
+        for start in range(0, len(ids), chunk_size):
+            chunk = ids[start:start + chunk_size]
+            records = _run(operations.compile_get_many(self.model, chunk, self.state.depth))
+            yield from (record for record in records if record is not None)
+
+    def values(self, *fields: str) -> list[dict[str, Any]]:
+        names = self._value_fields(fields)
+        return [dict(zip(names, row)) for row in self._value_rows(names)]
+
+    def values_list(self, *fields: str, flat: bool = False) -> list[Any]:
+        names = self._value_fields(fields)
+        if flat and len(names) != 1:
+            raise InvalidQuery("values_list(flat=True) takes exactly one field")
+        rows = self._value_rows(names)
+        return [row[0] for row in rows] if flat else [tuple(row) for row in rows]
+
+    def _value_fields(self, fields: Sequence[str]) -> list[str]:
+        return [_field(self.model, f).name for f in fields] or list(self.model._meta.fields)
+
+    def _value_rows(self, names: list[str]) -> list[list[Any]]:
+        records = self._clone(only=tuple(names), defer=(), depth=0)._fetch()
+        meta = self.model._meta
+        return [[record._values[n] if n not in meta.pointer_names else record.to_dict()[n]
+                 for n in names] for record in records]
+
+    def delete(self) -> int:
+        """Delete every matching record (in atomic batches); return how many were deleted."""
+        ids = self.ids()
+        deleted = 0
+        for start in range(0, len(ids), DELETE_BATCH):
+            batch = ids[start:start + DELETE_BATCH]
+            records, _keys = _run(operations.compile_delete_many(self.model, batch))
+            deleted += records
+        self._cache = None
+        return deleted
+
+    def explain(self) -> dict[str, Any]:
+        """Which candidate sets the query can start from, which one the server chose
+        (the smallest) and how it orders: 'gather' (examine, then sort) or 'stream'
+        (walk the order field's index)."""
+        keys = _Keys(self.model._meta.ids_key)
+        sources = _sources(self.state, keys)
+        source_at, size, strategy = _run(compile_query(self.state, "explain"))
+        described = [_describe(source, keys.keys) for source in sources]
+        chosen = described[source_at - 1] if source_at else "scan of the id set (no usable index)"
+        return {"candidates": described, "chosen": chosen, "examined at most": int(size),
+                "strategy": strategy.decode(), "scans": source_at == 0,
+                "conditions": [f"{'NOT ' if negated else ''}"
+                               + " AND ".join(f"{c.field} {c.op}" for c in conditions)
+                               for negated, conditions in self.state.groups]}
+
+
+def _describe(source: list[Any], keys: list[str]) -> str:
+    kind = source[0]
+    if kind == "ids":
+        return f"{len(source[1])} id(s) given"
+    if kind == "index":
+        return f"index {keys[source[1] - 1]} ({source[2]}) for {source[4]}"
+    return f"{kind} {keys[source[1] - 1]}"
