@@ -143,9 +143,9 @@ local function candidates(source, cursor, count)
   end
   if kind == 'all' or kind == 'null' then
     local key = kind == 'all' and KEYS[1] or KEYS[source[2]]
+    -- SSCAN cursors stay strings: they may exceed what a Lua number holds exactly
     local reply = redis.call('SSCAN', key, cursor, 'COUNT', count)
-    local next_cursor = tonumber(reply[1])
-    return reply[2], next_cursor ~= 0 and next_cursor or false
+    return reply[2], reply[1] ~= '0' and reply[1] or false
   end
   -- index ranges: the cursor counts entries across the ranges in turn
   local ids, skipped = {}, 0

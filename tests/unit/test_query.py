@@ -1,0 +1,270 @@
+"""Queries compiled to query.lua calls, and their replies decoded, without Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+
+import msgpack
+import pytest
+
+from repocket import ActiveRecord, attributes, errors
+from repocket.merge import merge_counts, merge_rows
+from repocket.operations import Call
+from repocket.query import (
+    LOOKUPS,
+    Condition,
+    QuerySet,
+    QueryState,
+    compile_query,
+    parse_lookup,
+    row_key,
+)
+
+UID = "970773fa-4de1-11e5-86f4-6c4008a70392"
+TID = "40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8"
+
+
+class Team(ActiveRecord):
+    class Meta:
+        namespace = "unit.query"
+
+    name = attributes.Unicode(unique=True)
+
+
+class Player(ActiveRecord):
+    class Meta:
+        namespace = "unit.query"
+        codec = "compact"
+
+    name = attributes.Unicode(index=True)
+    nick = attributes.Unicode(null=True)
+    score = attributes.Integer(index=True)
+    rating = attributes.Float()
+    joined = attributes.DateTime(index=True, null=True)
+    team = attributes.Pointer(Team, null=True, index=True)
+    log = attributes.ByteStream()
+    data = attributes.JSON()
+
+
+PREFIX = "repocket:unit.query:Player"
+
+
+def plan_of(call: Call) -> list[object]:
+    return msgpack.unpackb(call.args[3], raw=False)  # type: ignore[no-any-return]
+
+
+# -- lookups ------------------------------------------------------------------------------
+def test_lookups_are_a_table_of_operators() -> None:
+    assert set(LOOKUPS) == {"exact", "in", "gt", "gte", "lt", "lte", "range", "startswith",
+                            "isnull"}
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("name", "Ann", Condition("name", "eq", (b"Ann",))),
+    ("name__exact", "Ann", Condition("name", "eq", (b"Ann",))),
+    ("name__startswith", "An", Condition("name", "startswith", (b"An",))),
+    ("score__gt", 5, Condition("score", "gt", (b"5",))),
+    ("score__lte", "7", Condition("score", "lte", (b"7",))),
+    ("score__in", [1, 2], Condition("score", "in", (b"1", b"2"))),
+    ("score__range", (1, 9), Condition("score", "range", (b"1", b"9"))),
+    ("nick", None, Condition("nick", "isnull", (True,))),
+    ("nick__isnull", False, Condition("nick", "isnull", (False,))),
+    ("team", uuid.UUID(TID), Condition("team", "eq", (TID.encode(),))),
+    ("team__id", TID, Condition("team", "eq", (TID.encode(),))),
+    ("team__pk__in", [TID], Condition("team", "in", (TID.encode(),))),
+    ("pk", UID.upper(), Condition("id", "eq", (UID.encode(),))),
+    ("joined__gte", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+     Condition("joined", "gte", (b"2026-01-01T00:00:00.000000+00:00",))),
+    ("data", {"b": 1, "a": [2]}, Condition("data", "eq", (b'{"a": [2], "b": 1}',))),
+])
+def test_parse_lookup(key: str, value: object, expected: Condition) -> None:
+    assert parse_lookup(Player, key, value) == expected
+
+
+def test_a_pointer_lookup_takes_an_instance_of_its_model() -> None:
+    team = Team(id=TID, name="t")
+    assert parse_lookup(Player, "team", team) == Condition("team", "eq", (TID.encode(),))
+    with pytest.raises(errors.ValidationError) as raised:
+        parse_lookup(Player, "team", Player(name="not a team"))
+    assert (raised.value.model, raised.value.field) == ("Player", "team")
+
+
+@pytest.mark.parametrize(("key", "value", "error", "mentions"), [
+    ("nope", 1, errors.UnknownField, "'name'"),
+    ("score__contains", 1, errors.InvalidQuery, "'gte'"),
+    ("data__gt", 1, errors.InvalidQuery, "['exact', 'in', 'isnull']"),
+    ("score__gt__lt", 1, errors.InvalidQuery, "valid lookups"),
+    ("log", b"x", errors.InvalidQuery, "ByteStream"),
+    ("nick__isnull", "yes", errors.InvalidQuery, "True or False"),
+    ("score__in", "123", errors.InvalidQuery, "a list"),
+    ("score__range", (1, 2, 3), errors.InvalidQuery, "(low, high)"),
+    ("score", "many", errors.ValidationError, "not an integer"),
+    ("id", "not-a-uuid", errors.InvalidId, "not a UUID"),
+])
+def test_bad_lookups_are_typed_errors(key: str, value: object, error: type[Exception],
+                                      mentions: str) -> None:
+    with pytest.raises(error) as raised:
+        parse_lookup(Player, key, value)
+    assert mentions in str(raised.value)
+    assert getattr(raised.value, "model", "Player") == "Player"
+
+
+# -- compiling -----------------------------------------------------------------------------
+def test_building_a_queryset_runs_nothing_and_returns_new_objects() -> None:
+    base = QuerySet(Player)
+    refined = base.filter(score__gt=1).exclude(name="x").order_by("-score")[10:20]
+    assert refined is not base and base.state == QueryState(Player)
+    assert refined.state.offset == 10 and refined.state.limit == 10
+    assert refined.state.groups == (
+        (False, (Condition("score", "gt", (b"1",)),)),
+        (True, (Condition("name", "eq", (b"x",)),)))
+    assert refined[5:].state.offset == 15 and refined[5:].state.limit == 5
+    assert refined[2:50].state.limit == 8  # a slice of a slice stays inside it
+    with pytest.raises(errors.InvalidQuery):
+        refined.filter(score=3)
+    with pytest.raises(errors.InvalidQuery):
+        base[-1:]
+    with pytest.raises(errors.InvalidQuery):
+        base[::2]
+
+
+def test_compile_sources_conditions_and_stream() -> None:
+    state = QuerySet(Player).filter(score__gte=3, name__startswith="A", nick="n",
+                                    team__isnull=True, data__isnull=False) \
+        .exclude(joined__lt="2020-01-01T00:00:00").order_by("score").state
+    call = compile_query(state, "records")
+    assert call.script == "query" and call.model == "Player"
+    assert call.keys == (f"{PREFIX}:ids", f"{PREFIX}:idx:score", f"{PREFIX}:idx:name",
+                         f"{PREFIX}:idx:team:null", f"{PREFIX}:idx:score:null")
+    assert call.args[1:3] == (1, PREFIX)
+    (is_envelope, pk, sources, groups, order, stream, offset, limit, mode, fields, streams,
+     budget, resume) = plan_of(call)
+    assert (is_envelope, pk, offset, limit, mode, fields, streams, resume) == (
+        0, "id", 0, -1, "records", False, False, False)
+    assert budget > 0
+    assert sources == [["index", 2, "score", "exact", "gte", ["3"]],
+                       ["index", 3, "lex", "text", "startswith", ["A"]],
+                       ["null", 4]]  # nick is not indexed; data__isnull=False is no source
+    assert groups[0][0] == 0 and groups[1] == [1, [["joined", "datetime", "lt",
+                                                   ["2020-01-01T00:00:00.000000"]]]]
+    assert order == [["score", "exact", 0]]
+    assert stream == [2, "score", 5]
+
+
+def test_pk_and_unique_lookups_are_the_cheapest_sources() -> None:
+    state = QuerySet(Player).filter(pk__in=[UID], team=TID).state
+    sources = plan_of(compile_query(state, "ids"))[2]
+    assert sources[0] == ["ids", [UID]]
+    assert sources[1][0] == "index"
+    team_state = QuerySet(Team).filter(name="x").state
+    team_call = compile_query(team_state, "count")
+    assert plan_of(team_call)[2] == [["unique", 2, ["x"]]]
+    assert team_call.keys[1] == "repocket:unit.query:Team:uniq:name"
+
+
+def test_only_and_defer_choose_fields_and_streams() -> None:
+    only = plan_of(compile_query(QuerySet(Player).only("name", "log").state, "records"))
+    assert only[9] == ["id", "name"] and only[10] == {"log": True}
+    deferred = plan_of(compile_query(QuerySet(Player).defer("log", "data").state, "records"))
+    assert "data" not in deferred[9] and deferred[9][0] == "id" and deferred[10] == {}
+
+
+def test_ordering_by_a_stream_or_json_is_refused() -> None:
+    for field in ("log", "data", "-data"):
+        with pytest.raises(errors.InvalidQuery):
+            QuerySet(Player).order_by(field)
+
+
+# -- decoding ------------------------------------------------------------------------------
+def test_done_replies_decode_per_mode() -> None:
+    state = QueryState(Player)
+    assert compile_query(state, "count").decode([b"done", 4]) == 4
+    ids = compile_query(state, "ids").decode([b"done", 2, UID.encode(), TID.encode()])
+    assert ids == [uuid.UUID(UID), uuid.UUID(TID)]
+    record = [1, UID.encode(), [b"id", UID.encode(), b"name", b"Ann", b"score", b"3"], [b"x"]]
+    (player,) = compile_query(state, "records").decode([b"done", 1, record])
+    assert (player.name, player.score, player.log, player.nick) == ("Ann", 3, b"x", None)
+
+
+def test_only_leaves_other_fields_deferred() -> None:
+    state = QuerySet(Player).only("name").state
+    record = [1, UID.encode(), [b"id", UID.encode(), b"name", b"Ann"], [False]]
+    (player,) = compile_query(state, "records").decode([b"done", 1, record])
+    assert player._values == {"id": uuid.UUID(UID), "name": "Ann"}
+
+
+def test_pages_continue_then_hydrate_with_get_many() -> None:
+    state = QuerySet(Player).order_by("-score")[1:3].state
+    first = compile_query(state, "records")
+    rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), str(i).encode()] for i in range(4)]
+    follow = first.decode([b"page", [b"gather", 0, b"17"], rows[0], rows[3]])
+    assert isinstance(follow, Call) and follow.script == "query"
+    assert plan_of(follow)[12] == ["gather", 0, "17"]  # resumes where the page stopped
+    final = follow.decode([b"page", None, rows[1], rows[2], rows[3]])  # a duplicate id too
+    assert isinstance(final, Call) and final.script == "get"
+    assert final.args[2:] == (rows[2][0].decode(), rows[1][0].decode())  # scores 2, 1
+    count = compile_query(state, "count").decode([b"page", None, *rows])
+    assert count == 2
+
+
+def test_stream_pages_keep_their_order() -> None:
+    state = QuerySet(Player).order_by("score")[0:3].state
+    call = compile_query(state, "ids")
+    rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), b"9"] for i in (5, 1, 3, 2)]
+    follow = call.decode([b"page", [b"stream", b"index", 500], rows[0], rows[1]])
+    ids = follow.decode([b"page", None, rows[2], rows[3]])
+    assert [str(i)[:8] for i in ids] == ["00000005", "00000001", "00000003"]
+
+
+# -- ordering rows and merging shards --------------------------------------------------------
+def _row(number: int, score: object, joined: object = None) -> list[object]:
+    raw_score = None if score is None else str(score).encode()
+    return [f"{number:08d}-0000-1000-8000-000000000000".encode(), raw_score, joined]
+
+
+def test_row_key_orders_typed_values_none_first_ties_by_id() -> None:
+    key = row_key(QuerySet(Player).order_by("score").state)
+    rows = [_row(1, 10), _row(2, 9), _row(3, None), _row(4, 10), _row(0, -(2**63))]
+    assert [r[0][:8] for r in sorted(rows, key=key)] == [
+        b"00000003", b"00000000", b"00000002", b"00000001", b"00000004"]
+    descending = row_key(QuerySet(Player).order_by("-score").state)
+    assert [r[0][:8] for r in sorted(rows, key=descending)] == [
+        b"00000004", b"00000001", b"00000002", b"00000000", b"00000003"]
+
+
+def test_row_key_mixed_directions_and_datetimes_across_offsets() -> None:
+    key = row_key(QuerySet(Player).order_by("score", "-joined").state)
+    early = b"2026-01-01T10:00:00.000000+02:00"  # 08:00 UTC
+    late = b"2026-01-01T09:00:00.000000"         # naive: 09:00 UTC
+    rows = [_row(1, 1, early), _row(2, 1, late), _row(3, 0, early)]
+    assert [r[0][:8] for r in sorted(rows, key=key)] == [b"00000003", b"00000002", b"00000001"]
+
+
+def test_merge_of_several_shards_orders_slices_and_dedupes() -> None:
+    key = row_key(QuerySet(Player).order_by("-score").state)
+    shard_a = [_row(1, 50), _row(2, 30), _row(3, 10)]
+    shard_b = [_row(4, 40), _row(5, 20)]
+    shard_c: list[list[object]] = []
+    merged = merge_rows([shard_a, shard_b, shard_c], key, offset=1, limit=3, presorted=True)
+    assert [r[1] for r in merged] == [b"40", b"30", b"20"]
+    unsorted = merge_rows([[_row(9, 1), _row(8, 2)], [_row(8, 2)]], key)
+    assert [r[0][:8] for r in unsorted] == [b"00000008", b"00000009"]
+    assert merge_rows([[_row(1, 1)], [_row(2, 2)]], None, offset=1) == [_row(2, 2)]
+    assert merge_counts([3, 0, 4]) == 7
+
+
+def test_exact_decimal_rows_sort_exactly() -> None:
+    class Money(ActiveRecord):
+        class Meta:
+            namespace = "unit.query"
+
+        amount = attributes.Decimal(index=True)
+
+    key = row_key(QuerySet(Money).order_by("amount").state)
+    values = ["0.10000000000000000001", "0.1", "1E+2", "-3", "99.999999999999999999"]
+    rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), v.encode()]
+            for i, v in enumerate(values)]
+    ordered = [decimal.Decimal(r[1].decode()) for r in sorted(rows, key=key)]
+    assert ordered == sorted(decimal.Decimal(v) for v in values)
