@@ -10,6 +10,7 @@ Everything here is pure: :class:`QuerySet` runs the calls.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import merge, operations
-from .attributes import Attribute, AutoUUID, Pointer, parse_uuid
+from .attributes import Attribute, AutoUUID, Integer, Pointer, parse_uuid
 from .connections import configure
 from .errors import (
     InvalidId,
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 
 ALL_FAMILIES = frozenset({"text", "exact", "float", "datetime", "json"})
 ORDERED_FAMILIES = frozenset({"text", "exact", "float", "datetime"})
-BUDGET = 5000  # candidates one script call may examine (a few ms of server time)
+BUDGET = 2000  # candidates one script call may examine (well under 50 ms of server time)
+EXACT_SCORE = 2**53  # beyond this, sorted-set scores (doubles) round
 DELETE_BATCH = 500
 
 
@@ -171,29 +173,54 @@ class _Keys:
         return self.keys.index(key) + 1
 
 
-def _sources(state: QueryState, keys: _Keys) -> list[list[Any]]:
+def _is_exact(attribute: Attribute, condition: Condition) -> bool:
+    """Whether the index entries in range are exactly the records satisfying the
+    condition, so the script need not check stored values (scores are doubles)."""
+    if attribute.index_kind == "lex" or condition.op == "isnull":
+        return True
+    if attribute.family == "float":
+        return True
+    if attribute.family == "datetime":
+        return all(abs(_micros(attribute.decode(v))) < EXACT_SCORE for v in condition.values)
+    if isinstance(attribute, Integer):
+        return all(abs(int(v)) < EXACT_SCORE for v in condition.values)
+    return False  # Decimal: many digits share one double
+
+
+def _micros(value: dt.datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _sources(state: QueryState, keys: _Keys) -> list[dict[str, Any]]:
     """Every candidate set a query could start from (query.lua picks the smallest)."""
     from . import keys as keyspace
 
     meta = state.model._meta
-    sources: list[list[Any]] = []
-    for negated, conditions in state.groups:
+    sources: list[dict[str, Any]] = []
+    for group_at, (negated, conditions) in enumerate(state.groups, start=1):
         if negated:
             continue
-        for condition in conditions:
+        for condition_at, condition in enumerate(conditions, start=1):
             attribute = meta.fields[condition.field]
+            values = list(dict.fromkeys(condition.values))
+            where = {"exact": _is_exact(attribute, condition),
+                     "condition": [group_at, condition_at]}
             if condition.field == meta.pk_name and condition.op in ("eq", "in"):
-                sources.append(["ids", list(condition.values)])
+                sources.append({"kind": "ids", "values": values})
             elif attribute.unique and condition.op in ("eq", "in"):
                 key = keyspace.unique_key(meta.prefix, (condition.field,))
-                sources.append(["unique", keys.index(key), list(condition.values)])
+                sources.append({"kind": "unique", "key": keys.index(key), "values": values})
             elif attribute.index and condition.op == "isnull" and condition.values[0]:
-                sources.append(["null", keys.index(keyspace.null_key(meta.prefix,
-                                                                      condition.field))])
+                key = keyspace.null_key(meta.prefix, condition.field)
+                sources.append({"kind": "null", "key": keys.index(key), **where})
             elif attribute.index and condition.op in INDEXABLE[attribute.index_kind or ""]:
                 key = keyspace.index_key(meta.prefix, condition.field)
-                sources.append(["index", keys.index(key), attribute.index_kind,
-                                attribute.family, condition.op, list(condition.values)])
+                sources.append({"kind": "index", "key": keys.index(key),
+                                "index": attribute.index_kind, "family": attribute.family,
+                                "op": condition.op, "values": values, **where})
     return sources
 
 
@@ -226,15 +253,17 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
                   keys.index(keyspace.null_key(meta.prefix, name))]
     fields, streams = _loaded_fields(state)
     schema, models = operations.read_schema(model)
-    plan = [
-        int(meta.codec.is_envelope), meta.pk_name, sources,
-        [[int(negated), [[c.field, meta.fields[c.field].family, c.op, list(c.values)]
-                         for c in conditions]] for negated, conditions in state.groups],
-        [[attribute.name, attribute.family, int(descending)] for attribute, descending in order],
-        stream, state.offset, -1 if state.limit is None else state.limit, mode,
-        fields or False, streams if streams is not None else False, state.budget,
-        resume if resume is not None else False,
-    ]
+    plan = {
+        "envelope": meta.codec.is_envelope, "pk": meta.pk_name, "sources": sources,
+        "groups": [[negated, [[c.field, meta.fields[c.field].family, c.op, list(c.values)]
+                              for c in conditions]] for negated, conditions in state.groups],
+        "order": [[attribute.name, attribute.family, descending]
+                  for attribute, descending in order],
+        "stream": stream, "offset": state.offset,
+        "limit": -1 if state.limit is None else state.limit, "mode": mode,
+        "fields": fields or False, "streams": streams if streams is not None else False,
+        "budget": state.budget, "resume": resume if resume is not None else False,
+    }
 
     def decode(reply: list[Any]) -> Any:
         status = reply[0]
@@ -245,7 +274,9 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
         cursor = reply[1]
         page_rows = rows + tuple(reply[2:])
         kind = path or (cursor[0].decode() if cursor else "gather")
-        if cursor:
+        enough = state.limit is not None and (kind == "stream" or not state.order) and len(
+            page_rows) >= state.offset + state.limit  # rows come in order, or any will do
+        if cursor and not enough:
             resume_at = [cursor[0].decode(), _text_or_int(cursor[1]), _text_or_int(cursor[2])]
             return compile_query(state, mode, resume_at, page_rows, kind)
         return _finish_pages(state, mode, page_rows, kind)

@@ -7,43 +7,46 @@
 -- ARGV[1]  msgpack read schema (_hydrate.lua); model 1 is the queried model
 -- ARGV[2]  how many Pointer levels to load
 -- ARGV[3]  the model's key prefix                          repocket:<ns>:<Class>
--- ARGV[4]  msgpack plan:
---   {is_envelope, pk field,
---    sources: candidate sets the script may start from; it takes the smallest:
---      {'ids', {id...}} | {'unique', key i, {value...}} | {'null', key i}
---      | {'index', key i, kind ('score'|'lex'), family, op, {value...}},
---    groups: {{negate (0|1), {{field, family, op, {value...}}, ...}}, ...}  ANDed,
---      a negated group excludes the records matching all its conditions,
---    order: {{field, family, desc (0|1)}, ...}; ties by id, in the first field's direction,
---    stream: {key i, kind, null set key i} when order is one indexed field, or false,
---    offset, limit (-1: none), mode ('records'|'ids'|'count'|'explain'),
---    fields (hash fields to load, or false: all), streams (set of names, or false: all),
---    budget (candidates one call may examine), resume (false, or a page cursor)}
---   ops: eq, in, gt, gte, lt, lte, range, startswith, isnull; values are canonical.
+-- ARGV[4]  msgpack plan, a map:
+--   envelope (bool), pk (the id field),
+--   sources  candidate sets the script may start from; it takes the smallest:
+--            {kind='ids', values} | {kind='unique', key, values} | {kind='null', key, ...}
+--            | {kind='index', key, index ('score'|'lex'), family, op, values, ...}
+--            with, when the set alone decides its condition: exact=true, condition={group, i}
+--   groups   {{negate (bool), {{field, family, op, values}, ...}}, ...}: ANDed; a
+--            negated group drops the records that match all its conditions
+--   order    {{field, family, desc (bool)}, ...}; ties by id, in the first field's direction
+--   stream   {key, index, null set key} when order is one indexed field, else false
+--   offset, limit (-1: none), mode ('records'|'ids'|'count'|'explain'),
+--   fields   hash fields to load (the id first), or false for all
+--   streams  set of ByteStream names to load, or false for all
+--   budget   how many candidates one call may examine
+--   resume   false, or the cursor of the previous page
+--   (ops: eq, in, gt, gte, lt, lte, range, startswith, isnull; values are canonical)
 --
 -- Reply: when the whole query fitted in the budget,
---   {'done', n, records (_hydrate.lua; the n selected ones first)}  mode 'records'
---   {'done', n, id...}                                                mode 'ids'
---   {'done', count}                                                   mode 'count'
+--   {'done', n, records (_hydrate.lua; the n selected ones first)}   mode 'records'
+--   {'done', n, id...}                                                 mode 'ids'
+--   {'done', count}                                                    mode 'count'
 -- otherwise one page of matching rows, which the caller merges, orders and slices:
---   {'page', next cursor (false at the end), {id, order value...}...}
---   where a cursor is {'gather', source position, position} or {'stream', phase, position}
--- mode 'explain': {chosen source position (0: the whole id set), its size, 'gather'|'stream'}
--- Errors: REPOCKET {"code": "wrongtype", ...}; REPOCKET {"code": "bad_plan", ...}
+--   {'page', next cursor or false, {id, order value...}...}, a cursor being
+--   {'gather', source position, position} or {'stream', phase, position}
+-- mode 'explain': {chosen source position (0: the whole id set), its size, strategy}
+-- Errors: REPOCKET {"code": "wrongtype", ...}
 
 -- @include _values
 -- @include _hydrate
 
 local prefix = ARGV[3]
 local plan = cmsgpack.unpack(ARGV[4])
-local is_envelope, pk_field = plan[1] == 1, plan[2]
-local sources, groups, order = plan[3], plan[4], plan[5]
-local stream, offset, limit, mode = plan[6], plan[7], plan[8], plan[9]
-local fields, wanted_streams, budget, resume = plan[10], plan[11], plan[12], plan[13]
-local desc = order[1] ~= nil and order[1][3] == 1
+local is_envelope, pk_field = plan.envelope, plan.pk
+local sources, groups, order, stream = plan.sources, plan.groups, plan.order, plan.stream
+local offset, limit, mode, budget = plan.offset, plan.limit, plan.mode, plan.budget
+local wanted = limit >= 0 and offset + limit or nil  -- rows needed before slicing
+local desc = order[1] ~= nil and order[1][3]
 local ID_LENGTH = 36
 
--- Candidate sources ----------------------------------------------------------------
+-- Candidate sources ----------------------------------------------------------------------
 local function esc(value) return (string.gsub(value, '%z', '\0\1')) end
 
 local function next_prefix(text)
@@ -52,13 +55,15 @@ local function next_prefix(text)
   return '(' .. string.sub(trimmed, 1, -2) .. string.char(string.byte(trimmed, -1) + 1)
 end
 
--- {min, max} pairs for ZRANGEBYSCORE / ZRANGEBYLEX covering every entry that may
--- satisfy `op` (a superset: each candidate is checked exactly afterwards).
-local function index_ranges(kind, family, op, values)
+-- {min, max} pairs for ZRANGEBYSCORE / ZRANGEBYLEX. For an exact source they hold
+-- exactly the entries satisfying the condition; otherwise a superset (scores are
+-- doubles), and every candidate is checked against the stored value.
+local function index_ranges(source)
+  local kind, op, values = source.index, source.op, source.values
   local ranges = {}
   local function bound(value)
     if kind == 'lex' then return esc(value) end
-    local score = score_of(family, value)
+    local score = score_of(source.family, value)
     return score and format_score(score) or nil
   end
   local function add(low, high) ranges[#ranges + 1] = {low, high} end
@@ -71,14 +76,16 @@ local function index_ranges(kind, family, op, values)
   elseif op == 'startswith' and kind == 'lex' then
     add('[' .. esc(values[1]), next_prefix(esc(values[1])))
   else
-    local low = (op == 'gt' or op == 'gte' or op == 'range') and bound(values[1])
-    local high = (op == 'lt' or op == 'lte') and bound(values[1])
-      or (op == 'range' and bound(values[2]))
+    local low = (op == 'gt' or op == 'gte' or op == 'range') and bound(values[1]) or nil
+    local high = ((op == 'lt' or op == 'lte') and bound(values[1]))
+      or (op == 'range' and bound(values[2])) or nil
     if kind == 'lex' then
       low = low and ('[' .. low .. (op == 'gt' and '\0\1' or '\0\0')) or '-'
       high = high and ('(' .. high .. (op == 'lt' and '\0\0' or '\0\1')) or '+'
     else
-      low, high = low or '-inf', high or '+inf'
+      local open = source.exact and '(' or ''
+      low = low and ((op == 'gt' and open or '') .. low) or '-inf'
+      high = high and ((op == 'lt' and open or '') .. high) or '+inf'
     end
     add(low, high)
   end
@@ -92,21 +99,21 @@ end
 
 -- How many candidates a source yields (an upper bound), or nil if unusable.
 local function estimate(source)
-  local kind = source[1]
-  if kind == 'ids' then return #source[2] end
-  if kind == 'unique' then return #source[3] end
-  if kind == 'null' then return redis.call('SCARD', KEYS[source[2]]) end
-  local ranges = index_ranges(source[3], source[4], source[5], source[6])
-  if not ranges then return nil end
-  source.ranges = ranges
+  if source.kind == 'ids' then return #source.values end
+  if source.kind == 'unique' then return #source.values end
+  if source.kind == 'null' then return redis.call('SCARD', KEYS[source.key]) end
+  source.ranges = index_ranges(source)
+  if not source.ranges then return nil end
   local total = 0
-  for _, range in ipairs(ranges) do total = total + zcount(source[3], KEYS[source[2]], range) end
+  for _, range in ipairs(source.ranges) do
+    total = total + zcount(source.index, KEYS[source.key], range)
+  end
   return total
 end
 
-local ALL = {'all'}
+local ALL = {kind = 'all'}
 
--- The smallest source, its position in `sources` (0 for the whole id set) and size.
+-- The smallest source, its position in `sources` (0: the whole id set) and size.
 local function choose_source()
   local best, best_at, best_count = nil, 0, nil
   for i, source in ipairs(sources) do
@@ -124,63 +131,57 @@ local function member_id(kind, member)
   return member
 end
 
--- Up to `count` candidate ids of `source` from `cursor` (a position), and the
--- next cursor (false at the end).
+-- Up to `count` candidate ids of `source` from `cursor`, and the next cursor
+-- (false at the end).
 local function candidates(source, cursor, count)
-  local kind = source[1]
+  local kind = source.kind
   if kind == 'ids' then
     local ids = {}
-    for i = cursor + 1, math.min(cursor + count, #source[2]) do ids[#ids + 1] = source[2][i] end
-    return ids, (cursor + count < #source[2]) and cursor + count or false
+    for i = cursor + 1, math.min(cursor + count, #source.values) do
+      ids[#ids + 1] = source.values[i]
+    end
+    return ids, (cursor + count < #source.values) and cursor + count or false
   end
   if kind == 'unique' then
     local ids = {}
-    for _, value in ipairs(source[3]) do
-      local owner = redis.call('HGET', KEYS[source[2]], value)
+    for _, value in ipairs(source.values) do
+      local owner = redis.call('HGET', KEYS[source.key], value)
       if owner then ids[#ids + 1] = owner end
     end
     return ids, false
   end
   if kind == 'all' or kind == 'null' then
-    local key = kind == 'all' and KEYS[1] or KEYS[source[2]]
     -- SSCAN cursors stay strings: they may exceed what a Lua number holds exactly
+    local key = kind == 'all' and KEYS[1] or KEYS[source.key]
     local reply = redis.call('SSCAN', key, cursor, 'COUNT', count)
     return reply[2], reply[1] ~= '0' and reply[1] or false
   end
   -- index ranges: the cursor counts entries across the ranges in turn
-  local ids, skipped = {}, 0
-  local zkind, key = source[3], KEYS[source[2]]
+  local ids, skipped, total = {}, 0, 0
+  local zkind, key = source.index, KEYS[source.key]
   for _, range in ipairs(source.ranges) do
     local size = zcount(zkind, key, range)
-    if cursor < skipped + size then
+    total = total + size
+    if #ids < count and cursor < skipped + size then
       local from = cursor - skipped
-      local members
-      if zkind == 'lex' then
-        members = redis.call('ZRANGEBYLEX', key, range[1], range[2], 'LIMIT', from, count - #ids)
-      else
-        members = redis.call('ZRANGEBYSCORE', key, range[1], range[2], 'LIMIT', from, count - #ids)
-      end
+      local command = zkind == 'lex' and 'ZRANGEBYLEX' or 'ZRANGEBYSCORE'
+      local members = redis.call(command, key, range[1], range[2], 'LIMIT', from, count - #ids)
       for _, member in ipairs(members) do ids[#ids + 1] = member_id(zkind, member) end
       cursor = cursor + #members
-      if #ids >= count then
-        local total = 0
-        for _, r in ipairs(source.ranges) do total = total + zcount(zkind, key, r) end
-        return ids, cursor < total and cursor or false
-      end
     end
     skipped = skipped + size
   end
-  return ids, false
+  return ids, cursor < total and cursor or false
 end
 
--- Conditions ------------------------------------------------------------------------
+-- Conditions ---------------------------------------------------------------------------------
 local function satisfies(value, family, op, values)
-  if op == 'isnull' then return (value == nil) == (values[1] == true or values[1] == 1) end
+  if op == 'isnull' then return (value == nil) == values[1] end
   if not value then return false end
   if op == 'startswith' then return string.sub(value, 1, #values[1]) == values[1] end
   if op == 'eq' or op == 'in' then
     for _, expected in ipairs(values) do
-      if compare(family, value, expected) == 0 then return true end
+      if value == expected or compare(family, value, expected) == 0 then return true end
     end
     return false
   end
@@ -191,19 +192,42 @@ local function satisfies(value, family, op, values)
   return false
 end
 
+-- The conditions left to check once a source is chosen: an exact source has
+-- already decided its own condition.
+local function checks_for(source)
+  local checks = {}
+  for g, group in ipairs(groups) do
+    local conditions = {}
+    for i, condition in ipairs(group[2]) do
+      local decided = source.exact and source.condition[1] == g and source.condition[2] == i
+      if not decided then conditions[#conditions + 1] = condition end
+    end
+    if #conditions > 0 then checks[#checks + 1] = {group[1], conditions} end
+  end
+  return checks
+end
+
+local checks, read_fields = {}, {}
+
 -- The fields a candidate is read for: the id (to know it exists), the
--- conditions' fields and the order fields.
-local read_fields, read_position = {pk_field}, {[pk_field] = 1}
-local function need(field)
-  if not read_position[field] then
-    read_fields[#read_fields + 1] = field
-    read_position[field] = #read_fields
+-- checked conditions' fields and the order fields.
+local function prepare(source, need_order_values)
+  checks = checks_for(source)
+  read_fields = {pk_field}
+  local listed = {[pk_field] = true}
+  local function need(field)
+    if not listed[field] then
+      listed[field] = true
+      read_fields[#read_fields + 1] = field
+    end
+  end
+  for _, group in ipairs(checks) do
+    for _, condition in ipairs(group[2]) do need(condition[1]) end
+  end
+  if need_order_values then
+    for _, spec in ipairs(order) do need(spec[1]) end
   end
 end
-for _, group in ipairs(groups) do
-  for _, condition in ipairs(group[2]) do need(condition[1]) end
-end
-for _, spec in ipairs(order) do need(spec[1]) end
 
 -- The candidate's row {id, order values...} when it exists and matches, else nil.
 local function examine(id)
@@ -214,7 +238,7 @@ local function examine(id)
   if not raw[1] then return nil end  -- a stale entry: the record is gone
   local values = {}
   for i, field in ipairs(read_fields) do values[field] = canonical(raw[i], is_envelope) end
-  for _, group in ipairs(groups) do
+  for _, group in ipairs(checks) do
     local all = true
     for _, condition in ipairs(group[2]) do
       if not satisfies(values[condition[1]], condition[2], condition[3], condition[4]) then
@@ -222,7 +246,7 @@ local function examine(id)
         break
       end
     end
-    if all == (group[1] == 1) then return nil end
+    if all == (group[1] == true) then return nil end
   end
   local row = {id}
   for i, spec in ipairs(order) do row[i + 1] = values[spec[1]] or false end
@@ -233,7 +257,7 @@ local function row_less(a, b)
   for i, spec in ipairs(order) do
     local c = compare(spec[2], a[i + 1] or nil, b[i + 1] or nil)
     if c ~= 0 then
-      if spec[3] == 1 then return c > 0 end
+      if spec[3] then return c > 0 end
       return c < 0
     end
   end
@@ -241,10 +265,11 @@ local function row_less(a, b)
   return a[1] < b[1]
 end
 
--- Finishing a query that fitted in one call ------------------------------------------
+-- Answering ----------------------------------------------------------------------------------
+-- The reply of a query that fitted in one call, from its rows in order.
 local function finish(rows)
   local first = offset + 1
-  local last = limit >= 0 and math.min(#rows, offset + limit) or #rows
+  local last = wanted and math.min(#rows, wanted) or #rows
   if mode == 'count' then return {'done', math.max(0, last - first + 1)} end
   if mode == 'ids' then
     local reply = {'done', 0}
@@ -254,11 +279,14 @@ local function finish(rows)
   end
   local roots = {}
   for i = first, last do
-    local key = prefix .. ':' .. rows[i][1]
-    seen[key] = true
-    local flat, err = load_record(1, rows[i][1], key, fields or nil, wanted_streams or nil)
-    if err then return err end
-    if flat then roots[#roots + 1] = flat end
+    local id = rows[i][1]
+    if string.match(id, UUID_PATTERN) then
+      local key = prefix .. ':' .. id
+      seen[key] = true
+      local flat, err = load_record(1, id, key, plan.fields or nil, plan.streams or nil)
+      if err then return err end
+      if flat then roots[#roots + 1] = flat else records[#records] = nil end
+    end
   end
   for _, flat in ipairs(roots) do follow_pointers(1, flat, 0) end
   local err = load_pointers()
@@ -274,74 +302,73 @@ local function page(rows, next_cursor)
   return reply
 end
 
--- Strategies --------------------------------------------------------------------------
--- gather: examine the candidates of the smallest source, then order in Lua.
-local function gather(source, source_at, cursor, first_call)
-  local rows = {}
-  local ids, next_cursor = candidates(source, cursor, budget)
-  local seen_ids = {}
+-- Examines `ids` into `rows`; stops early once `enough` rows match.
+local function collect(ids, rows, examine_them, enough)
   for _, id in ipairs(ids) do
-    if not seen_ids[id] then
-      seen_ids[id] = true
+    if enough and #rows >= enough then return nil end
+    if examine_them then
       local row, err = examine(id)
       if err then return err end
       if row then rows[#rows + 1] = row end
+    else
+      rows[#rows + 1] = {id}
     end
   end
-  if first_call and not next_cursor then
+  return nil
+end
+
+-- gather: examine the candidates of the smallest source, then order in Lua.
+local function gather(source, source_at, cursor, first_call)
+  local examine_them = #checks > 0 or #order > 0 or mode ~= 'records'
+  local enough = #order == 0 and wanted or nil  -- unordered: any `wanted` rows will do
+  local ids, next_cursor = candidates(source, cursor, budget)
+  local deduped, listed = {}, {}  -- an 'in' over several values may list an id twice
+  for _, id in ipairs(ids) do
+    if not listed[id] then
+      listed[id] = true
+      deduped[#deduped + 1] = id
+    end
+  end
+  local rows = {}
+  local err = collect(deduped, rows, examine_them, enough)
+  if err then return err end
+  local complete = not next_cursor or (enough and #rows >= enough)
+  if first_call and complete then
     if #order > 0 then table.sort(rows, row_less) end
     return finish(rows)
   end
-  return page(rows, next_cursor and {'gather', source_at, next_cursor} or false)
+  return page(rows, not complete and {'gather', source_at, next_cursor} or false)
 end
 
--- stream: walk the index of the order field in order, nulls first (ascending)
--- or last (descending), until enough rows match.
+-- stream: walk the order field's index in order (nulls first ascending, last
+-- descending) until `wanted` rows match.
 local function stream_walk(phase, position, first_call)
   local key, nulls = KEYS[stream[1]], KEYS[stream[3]]
-  local wanted = limit >= 0 and offset + limit or nil
   local rows, examined = {}, 0
+  local examine_them = #checks > 0
   local phases = desc and {'index', 'nulls'} or {'nulls', 'index'}
   local phase_at = phase == phases[1] and 1 or 2
   while phase_at <= 2 do
-    local current = phases[phase_at]
     local ids = {}
-    if current == 'nulls' then
-      if position == 0 then
-        ids = redis.call('SMEMBERS', nulls)
-        table.sort(ids)
-        if desc then
-          local reversed = {}
-          for i = #ids, 1, -1 do reversed[#reversed + 1] = ids[i] end
-          ids = reversed
-        end
-      end
+    if phases[phase_at] == 'nulls' then
+      ids = redis.call('SMEMBERS', nulls)
+      table.sort(ids, function(a, b) if desc then return a > b end return a < b end)
     else
-      local window = math.min(budget - examined, 500)
-      if window <= 0 then return page(rows, {'stream', current, position}) end
-      local members
-      if desc then
-        members = redis.call('ZREVRANGE', key, position, position + window - 1)
-      else
-        members = redis.call('ZRANGE', key, position, position + window - 1)
+      local window = math.max(16, math.min(budget - examined, 2 * ((wanted or 256) - #rows)))
+      local command = desc and 'ZREVRANGE' or 'ZRANGE'
+      for _, member in ipairs(redis.call(command, key, position, position + window - 1)) do
+        ids[#ids + 1] = member_id(stream[2], member)
       end
-      for _, member in ipairs(members) do ids[#ids + 1] = member_id(stream[2], member) end
     end
-    for _, id in ipairs(ids) do
-      local row, err = examine(id)
-      if err then return err end
-      if row then rows[#rows + 1] = row end
-    end
+    local err = collect(ids, rows, examine_them, wanted)
+    if err then return err end
     examined = examined + #ids
-    if current == 'index' and #ids > 0 then
+    if phases[phase_at] == 'index' and #ids > 0 then
       position = position + #ids
     else
       phase_at, position = phase_at + 1, 0
     end
-    if wanted and #rows >= wanted then
-      if first_call then return finish(rows) end
-      return page(rows, false)
-    end
+    if wanted and #rows >= wanted then break end
     if examined >= budget and phase_at <= 2 then
       return page(rows, {'stream', phases[phase_at], position})
     end
@@ -350,30 +377,37 @@ local function stream_walk(phase, position, first_call)
   return page(rows, false)
 end
 
-local err = nil
 local ids_type = redis.call('TYPE', KEYS[1])['ok']
 if ids_type ~= 'set' and ids_type ~= 'none' then
   return read_error(KEYS[1], {err = ids_type})
 end
 
-if resume then
-  if resume[1] == 'stream' then return stream_walk(resume[2], resume[3], false) end
+if plan.resume then
+  local resume = plan.resume
+  if resume[1] == 'stream' then
+    prepare(ALL, false)
+    return stream_walk(resume[2], resume[3], false)
+  end
   local source = resume[2] == 0 and ALL or sources[resume[2]]
-  if source[1] == 'index' then estimate(source) end  -- computes its ranges
+  if source.kind == 'index' then estimate(source) end  -- computes its ranges
+  prepare(source, #order > 0)
   return gather(source, resume[2], resume[3], false)
 end
+
 local source, source_at, size = choose_source()
-if mode == 'count' and #groups == 0 then
-  local total = redis.call('SCARD', KEYS[1])
-  local last = limit >= 0 and math.min(total, offset + limit) or total
+local use_stream = stream and (source == ALL or size > budget
+  or (wanted ~= nil and size > 4 * wanted))
+if mode == 'explain' then return {source_at, size, use_stream and 'stream' or 'gather'} end
+if use_stream then
+  prepare(ALL, false)
+else
+  prepare(source, #order > 0)
+end
+
+if mode == 'count' and #checks == 0 and (source == ALL or source.exact) then
+  -- the id set or an exact index alone knows the count
+  local last = wanted and math.min(size, wanted) or size
   return {'done', math.max(0, last - offset)}
 end
-local use_stream = stream and (source == ALL or size > budget
-  or (limit >= 0 and size > 4 * (offset + limit)))
-if mode == 'explain' then
-  return {source_at, size, use_stream and 'stream' or 'gather'}
-end
-if use_stream then
-  return stream_walk(desc and 'index' or 'nulls', 0, true)
-end
+if use_stream then return stream_walk(desc and 'index' or 'nulls', 0, true) end
 return gather(source, source_at, 0, true)

@@ -139,36 +139,43 @@ def test_compile_sources_conditions_and_stream() -> None:
     assert call.keys == (f"{PREFIX}:ids", f"{PREFIX}:idx:score", f"{PREFIX}:idx:name",
                          f"{PREFIX}:idx:team:null", f"{PREFIX}:idx:score:null")
     assert call.args[1:3] == (1, PREFIX)
-    (is_envelope, pk, sources, groups, order, stream, offset, limit, mode, fields, streams,
-     budget, resume) = plan_of(call)
-    assert (is_envelope, pk, offset, limit, mode, fields, streams, resume) == (
-        0, "id", 0, -1, "records", False, False, False)
-    assert budget > 0
-    assert sources == [["index", 2, "score", "exact", "gte", ["3"]],
-                       ["index", 3, "lex", "text", "startswith", ["A"]],
-                       ["null", 4]]  # nick is not indexed; data__isnull=False is no source
-    assert groups[0][0] == 0 and groups[1] == [1, [["joined", "datetime", "lt",
-                                                   ["2020-01-01T00:00:00.000000"]]]]
-    assert order == [["score", "exact", 0]]
-    assert stream == [2, "score", 5]
+    plan = plan_of(call)
+    assert {k: plan[k] for k in ("envelope", "pk", "offset", "limit", "mode", "fields",
+                                 "streams", "resume")} == {
+        "envelope": False, "pk": "id", "offset": 0, "limit": -1, "mode": "records",
+        "fields": False, "streams": False, "resume": False}
+    assert plan["budget"] > 0
+    assert plan["sources"] == [
+        {"kind": "index", "key": 2, "index": "score", "family": "exact", "op": "gte",
+         "values": ["3"], "exact": True, "condition": [1, 1]},
+        {"kind": "index", "key": 3, "index": "lex", "family": "text", "op": "startswith",
+         "values": ["A"], "exact": True, "condition": [1, 2]},
+        {"kind": "null", "key": 4, "exact": True, "condition": [1, 4]},
+    ]  # nick is not indexed; data__isnull=False is no source
+    groups = plan["groups"]
+    assert groups[0][0] is False and groups[1] == [True, [["joined", "datetime", "lt",
+                                                          ["2020-01-01T00:00:00.000000"]]]]
+    assert plan["order"] == [["score", "exact", False]]
+    assert plan["stream"] == [2, "score", 5]
 
 
 def test_pk_and_unique_lookups_are_the_cheapest_sources() -> None:
     state = QuerySet(Player).filter(pk__in=[UID], team=TID).state
-    sources = plan_of(compile_query(state, "ids"))[2]
-    assert sources[0] == ["ids", [UID]]
-    assert sources[1][0] == "index"
+    sources = plan_of(compile_query(state, "ids"))["sources"]
+    assert sources[0] == {"kind": "ids", "values": [UID]}
+    assert sources[1]["kind"] == "index"
     team_state = QuerySet(Team).filter(name="x").state
     team_call = compile_query(team_state, "count")
-    assert plan_of(team_call)[2] == [["unique", 2, ["x"]]]
+    assert plan_of(team_call)["sources"] == [{"kind": "unique", "key": 2, "values": ["x"]}]
     assert team_call.keys[1] == "repocket:unit.query:Team:uniq:name"
 
 
 def test_only_and_defer_choose_fields_and_streams() -> None:
     only = plan_of(compile_query(QuerySet(Player).only("name", "log").state, "records"))
-    assert only[9] == ["id", "name"] and only[10] == {"log": True}
+    assert only["fields"] == ["id", "name"] and only["streams"] == {"log": True}
     deferred = plan_of(compile_query(QuerySet(Player).defer("log", "data").state, "records"))
-    assert "data" not in deferred[9] and deferred[9][0] == "id" and deferred[10] == {}
+    assert "data" not in deferred["fields"] and deferred["fields"][0] == "id"
+    assert deferred["streams"] == {}
 
 
 def test_ordering_by_a_stream_or_json_is_refused() -> None:
@@ -201,12 +208,31 @@ def test_pages_continue_then_hydrate_with_get_many() -> None:
     rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), str(i).encode()] for i in range(4)]
     follow = first.decode([b"page", [b"gather", 0, b"17"], rows[0], rows[3]])
     assert isinstance(follow, Call) and follow.script == "query"
-    assert plan_of(follow)[12] == ["gather", 0, "17"]  # resumes where the page stopped
+    assert plan_of(follow)["resume"] == ["gather", 0, "17"]  # resumes where the page stopped
     final = follow.decode([b"page", None, rows[1], rows[2], rows[3]])  # a duplicate id too
     assert isinstance(final, Call) and final.script == "get"
     assert final.args[2:] == (rows[2][0].decode(), rows[1][0].decode())  # scores 2, 1
     count = compile_query(state, "count").decode([b"page", None, *rows])
     assert count == 2
+
+
+def test_inexact_sources_leave_their_condition_to_the_script() -> None:
+    class Money(ActiveRecord):
+        class Meta:
+            namespace = "unit.query"
+
+        amount = attributes.Decimal(index=True)
+        count = attributes.Integer(index=True)
+        at = attributes.DateTime(index=True)
+
+    def exact(**lookups: object) -> bool:
+        plan = plan_of(compile_query(QuerySet(Money).filter(**lookups).state, "ids"))
+        return plan["sources"][0]["exact"]  # type: ignore[no-any-return]
+
+    assert not exact(amount__gt=1)  # Decimals with many digits share one double
+    assert exact(count__gt=2**53 - 1) and not exact(count__gt=2**53)
+    assert exact(at__gte=dt.datetime(2200, 1, 1))
+    assert not exact(at__gte=dt.datetime(2300, 1, 1))  # beyond 2**53 microseconds
 
 
 def test_stream_pages_keep_their_order() -> None:
