@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import keys as keyspace
@@ -47,6 +49,8 @@ class Options:
             for key in (keyspace.index_key(self.prefix, name), keyspace.null_key(self.prefix, name))
         ) + tuple(keyspace.unique_key(self.prefix, group) for group in self.unique_together)
         self.schema_cache: dict[Any, bytes] = {}
+        self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
+                                                  Attribute]]] = {}
         self.manager = Manager(model)
 
     @property
@@ -65,6 +69,14 @@ class Options:
                        for j, group in enumerate(self.unique_together)]
             self.schema_cache[cache_key] = operations.pack([int(is_envelope), indexes, uniques])
         return self.schema_cache[cache_key]
+
+    def decoders(self, codec: Codec) -> list[tuple[str, bytes, Callable[[bytes], Any], Attribute]]:
+        """Per hash field but the id: name, name as bytes, the codec's decoder, the field."""
+        if codec.name not in self.decoder_cache:
+            self.decoder_cache[codec.name] = [
+                (name, name.encode(), functools.partial(codec.decode, attribute), attribute)
+                for name, attribute in self.hash_fields if name != self.pk_name]
+        return self.decoder_cache[codec.name]
 
     def record_key(self, record_id: Any) -> str:
         return keyspace.record_key(self.prefix, str(record_id))

@@ -317,9 +317,10 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
     meta = model._meta
     codec = meta.codec
     stored_by_name = dict(zip(flat[::2], flat[1::2], strict=True))
-    values: dict[str, Any] = {}
-    stored: dict[str, bytes | None] = {}
-    for name, name_bytes, attribute in meta.hash_field_specs:
+    # the key, not the stored id field, says which record this is
+    values: dict[str, Any] = {meta.pk_name: uuid.UUID(record_id.decode("ascii"))}
+    stored: dict[str, bytes | None] = {meta.pk_name: stored_by_name.get(meta.pk_name.encode())}
+    for name, name_bytes, decode, attribute in meta.decoders(codec):
         if fields is not None and name not in fields:
             continue
         raw = stored_by_name.get(name_bytes)
@@ -328,14 +329,13 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
             values[name] = None if attribute.null else attribute.initial_value()
             continue
         try:
-            values[name] = codec.decode(attribute, raw)
+            values[name] = decode(raw)
         except (CorruptValue, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
             key = meta.record_key(record_id.decode("ascii"))
             raise StoredDataError(
                 f"{meta.name}.{name} at {key!r} holds {raw[:80]!r}, which is not a "
                 f"{type(attribute).__name__} in the {codec.name} codec: {exc}",
                 model=meta.name, field=name, key=key, value=raw) from None
-    values[meta.pk_name] = uuid.UUID(record_id.decode("ascii"))
     for name, raw in zip(meta.stream_names, streams, strict=True):
         if fields is None or name in fields:
             values[name] = raw if raw is not None else (None if meta.fields[name].null else b"")

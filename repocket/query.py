@@ -546,10 +546,12 @@ class QuerySet(ResultSet):
                                for negated, conditions in self.state.groups]}
 
 
-def _describe(source: list[Any], keys: list[str]) -> str:
-    kind = source[0]
+def _describe(source: dict[str, Any], keys: list[str]) -> str:
+    kind = source["kind"]
     if kind == "ids":
-        return f"{len(source[1])} id(s) given"
+        return f"{len(source['values'])} id(s) given"
+    key = keys[source["key"] - 1]
     if kind == "index":
-        return f"index {keys[source[1] - 1]} ({source[2]}) for {source[4]}"
-    return f"{kind} {keys[source[1] - 1]}"
+        how = "exactly" if source["exact"] else "then checked value by value"
+        return f"{source['index']} index {key} for {source['op']} ({how})"
+    return f"{kind} {key}"
