@@ -546,6 +546,25 @@ class QuerySet(ResultSet):
                                for negated, conditions in self.state.groups]}
 
 
+def _evaluating(name: str) -> Callable[..., Any]:
+    """A list method that first evaluates the queryset (its records fill the list)."""
+    method = getattr(list, name)
+
+    @functools.wraps(method)
+    def evaluated(self: QuerySet, *args: Any) -> Any:
+        for queryset in (self, *args):
+            if isinstance(queryset, QuerySet):
+                queryset._fetch()
+        return method(self, *args)
+
+    return evaluated
+
+
+for _name in ("__reversed__", "index", "__add__", "__mul__", "__rmul__", "copy", "__lt__",
+              "__le__", "__gt__", "__ge__"):
+    setattr(QuerySet, _name, _evaluating(_name))
+
+
 def _describe(source: dict[str, Any], keys: list[str]) -> str:
     kind = source["kind"]
     if kind == "ids":

@@ -340,6 +340,58 @@ local function gather(source, source_at, cursor, first_call)
   return page(rows, not complete and {'gather', source_at, next_cursor} or false)
 end
 
+-- The ids of the order field's index from `position`, in order. Sorted-set
+-- scores are doubles: Integers beyond 2^53, long Decimals and far datetimes may
+-- share a score, so such runs are extended past the window and sorted by value.
+local function index_window(key, position, window)
+  local command = desc and 'ZREVRANGE' or 'ZRANGE'
+  local family = order[1][2]
+  if family ~= 'exact' and family ~= 'datetime' then
+    local ids = {}
+    for _, member in ipairs(redis.call(command, key, position, position + window - 1)) do
+      ids[#ids + 1] = member_id(stream[2], member)
+    end
+    return ids
+  end
+  local reply = redis.call(command, key, position, position + window - 1, 'WITHSCORES')
+  local ids, scores = {}, {}
+  for i = 1, #reply, 2 do
+    ids[#ids + 1], scores[#scores + 1] = reply[i], reply[i + 1]
+  end
+  while #ids > 0 do  -- extend while the next entries share the last score
+    local more = redis.call(command, key, position + #ids, position + #ids + 15, 'WITHSCORES')
+    local added = 0
+    for i = 1, #more, 2 do
+      if more[i + 1] ~= scores[#scores] then break end
+      ids[#ids + 1], scores[#scores + 1] = more[i], more[i + 1]
+      added = added + 1
+    end
+    if added < 16 then break end
+  end
+  local field = order[1][1]
+  local run_start = 1
+  for i = 2, #ids + 1 do
+    if i > #ids or scores[i] ~= scores[run_start] then
+      if i - run_start > 1 then
+        local run = {}
+        for j = run_start, i - 1 do
+          local raw = redis.call('HGET', prefix .. ':' .. ids[j], field)
+          run[#run + 1] = {ids[j], canonical(raw, is_envelope) or false}
+        end
+        table.sort(run, function(a, b)
+          local c = compare(family, a[2] or nil, b[2] or nil)
+          if c ~= 0 then if desc then return c > 0 end return c < 0 end
+          if desc then return a[1] > b[1] end
+          return a[1] < b[1]
+        end)
+        for j, entry in ipairs(run) do ids[run_start + j - 1] = entry[1] end
+      end
+      run_start = i
+    end
+  end
+  return ids
+end
+
 -- stream: walk the order field's index in order (nulls first ascending, last
 -- descending) until `wanted` rows match.
 local function stream_walk(phase, position, first_call)
@@ -355,10 +407,7 @@ local function stream_walk(phase, position, first_call)
       table.sort(ids, function(a, b) if desc then return a > b end return a < b end)
     else
       local window = math.max(16, math.min(budget - examined, 2 * ((wanted or 256) - #rows)))
-      local command = desc and 'ZREVRANGE' or 'ZRANGE'
-      for _, member in ipairs(redis.call(command, key, position, position + window - 1)) do
-        ids[#ids + 1] = member_id(stream[2], member)
-      end
+      ids = index_window(key, position, window)
     end
     local err = collect(ids, rows, examine_them, wanted)
     if err then return err end
