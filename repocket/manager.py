@@ -21,10 +21,12 @@ class ReindexReport:
 
     def __init__(self) -> None:
         self.indexed = 0
+        self.pruned = 0
         self.conflicts: list[tuple[list[str], bytes, str, str]] = []
 
     def __repr__(self) -> str:
-        return f"<ReindexReport indexed={self.indexed} conflicts={len(self.conflicts)}>"
+        return (f"<ReindexReport indexed={self.indexed} pruned={self.pruned} "
+                f"conflicts={len(self.conflicts)}>")
 
 
 class Manager:
@@ -82,14 +84,25 @@ class Manager:
 
     def reindex(self, batch_size: int = 1000) -> ReindexReport:
         """Build the indexes and unique claims of records saved before they were declared,
-        in batches (no script blocks Redis for long); safe while the application writes."""
+        then remove entries that no longer match their record (written by code that did
+        not maintain them), in batches: no script blocks Redis for long, and it is safe
+        while the application writes."""
         report = ReindexReport()
-        cursor: Any = b"0"
         client = configure.get_connection()
+        cursor: Any = b"0"
         while True:
             call = operations.compile_reindex(self.model, cursor, batch_size)
             cursor, indexed, conflicts = execute(client, call)
             report.indexed += indexed
             report.conflicts += conflicts
-            if cursor in (b"0", "0", 0):
-                return report
+            if cursor == b"0":
+                break
+        for key_index in range(2, 2 + len(self.model._meta.model_keys)):
+            cursor = b"0"
+            while True:
+                call = operations.compile_prune(self.model, key_index, cursor, batch_size)
+                cursor, pruned = execute(client, call)
+                report.pruned += pruned
+                if cursor == b"0":
+                    break
+        return report

@@ -65,7 +65,7 @@ class Options:
             first_unique = 2 + 2 * len(self.indexed)
             indexes = [[name, self.fields[name].family, self.fields[name].index_kind,
                         2 + 2 * i, 3 + 2 * i] for i, name in enumerate(self.indexed)]
-            uniques = [[list(group), first_unique + j]
+            uniques = [[list(group), first_unique + j, [self.fields[f].family for f in group]]
                        for j, group in enumerate(self.unique_together)]
             self.schema_cache[cache_key] = operations.pack([int(is_envelope), indexes, uniques])
         return self.schema_cache[cache_key]
@@ -151,6 +151,9 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
         if name.startswith("_") or name in reserved or name in appenders:
             raise _definition_error(model.__name__,
                                     f"the field name {name!r} collides with the model's API")
+        if attribute.index and getattr(attribute, "allow_nan", False):
+            raise _definition_error(model.__name__, f"Float field {name!r} cannot be indexed "
+                                    "with allow_nan=True: NaN has no place in an order")
         if attribute.index and attribute.index_kind is None:
             raise _definition_error(model.__name__, f"{type(attribute).__name__} field {name!r} "
                                     "cannot be indexed or unique")

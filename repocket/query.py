@@ -212,7 +212,8 @@ def _sources(state: QueryState, keys: _Keys) -> list[dict[str, Any]]:
                 sources.append({"kind": "ids", "values": values})
             elif attribute.unique and condition.op in ("eq", "in"):
                 key = keyspace.unique_key(meta.prefix, (condition.field,))
-                sources.append({"kind": "unique", "key": keys.index(key), "values": values})
+                sources.append({"kind": "unique", "key": keys.index(key), "values": values,
+                                "family": attribute.family})
             elif attribute.index and condition.op == "isnull" and condition.values[0]:
                 key = keyspace.null_key(meta.prefix, condition.field)
                 sources.append({"kind": "null", "key": keys.index(key), **where})
@@ -384,7 +385,7 @@ class QuerySet(ResultSet):
         reordered in memory, as repocket 0.1's ResultSet did."""
         for spec in fields:
             parse_order(self.model, spec)
-        if self.state.offset or self.state.limit is not None:
+        if self._is_sliced():
             return ResultSet(self.model, self._fetch()).order_by(*fields)
         return self._clone(order=tuple(fields))
 
@@ -395,8 +396,11 @@ class QuerySet(ResultSet):
         return self._clone(defer=self.state.defer + tuple(_field(self.model, f).name
                                                           for f in fields))
 
+    def _is_sliced(self) -> bool:
+        return bool(self.state.offset) or self.state.limit is not None
+
     def _check_unsliced(self) -> None:
-        if self.state.offset or self.state.limit is not None:
+        if self._is_sliced():
             raise InvalidQuery("cannot filter a query once it is sliced")
 
     # -- evaluating ------------------------------------------------------------------------
@@ -475,11 +479,17 @@ class QuerySet(ResultSet):
         return found[0] if found else None
 
     def first(self) -> ActiveRecord | None:
-        ordered = self if self.state.order else self.order_by("pk")
+        if self._is_sliced():
+            page = self._fetch()
+            return page[0] if page else None
+        ordered = self if self.state.order else self._clone(order=("pk",))
         found = ordered[:1]._fetch()
         return found[0] if found else None
 
     def last(self) -> ActiveRecord | None:
+        if self._is_sliced():
+            page = self._fetch()
+            return page[-1] if page else None
         order = self.state.order or ("pk",)
         flipped = tuple(spec[1:] if spec.startswith("-") else f"-{spec}" for spec in order)
         found = self._clone(order=flipped)[:1]._fetch()

@@ -23,7 +23,7 @@ from . import keys as keyspace
 from .operations import Call
 
 _INCLUDE = re.compile(r"^-- @include (_[a-z_]+)$", re.MULTILINE)
-SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex")
+SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,13 @@
 -- Needs _checks and _values. `wschema` (msgpack, ARGV[1]) describes one model:
 --   {is_envelope (1|0),
 --    {{field, family, kind ('score'|'lex'), sorted set KEYS index, null set KEYS index}, ...},
---    {{{field, ...}, hash KEYS index}, ...}}            -- unique constraints
+--    {{{field, ...}, hash KEYS index, {family, ...}}, ...}}   -- unique constraints
 -- Index entries, for a record <id>:
 --   score index  sorted set, member <id>, score = the value (numbers, datetimes)
 --   lex index    sorted set, score 0, member <value with \0 as \0\1> \0\0 <id>
 --   null set     the ids whose value is None (absent)
---   unique hash  field <value> (or msgpack of the values, for several fields) -> <id>
+--   unique hash  field <value> (or msgpack of the values, for several fields) -> <id>,
+--                each value in its normal form (_values.lua): equal values, one field
 
 local wschema = cmsgpack.unpack(ARGV[1])
 local is_envelope = wschema[1] == 1
@@ -45,13 +46,13 @@ local function stored_values(hash_key)
 end
 
 local function unique_value(unique, values)
-  local fields = unique[1]
-  if #fields == 1 then return values[fields[1]] end
+  local fields, families = unique[1], unique[3]
   local parts = {}
   for i, field in ipairs(fields) do
     if values[field] == nil then return nil end
-    parts[i] = values[field]
+    parts[i] = normal_form(families[i], values[field])
   end
+  if #fields == 1 then return parts[1] end
   return cmsgpack.pack(parts)
 end
 

@@ -4,7 +4,7 @@
 --   'text'     Unicode, Bytes, UUID, Pointer: bytewise
 --   'exact'    Integer, Decimal: exact decimal comparison (no rounding)
 --   'float'    Float: as doubles
---   'datetime' DateTime: microseconds since the epoch, naive values as UTC
+--   'datetime' DateTime: the instant (seconds, microseconds), naive values as UTC
 --   'json'     JSON: equality of the stored text only
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
@@ -98,30 +98,70 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
-local function datetime_micros(text)
+-- An instant as whole seconds since the epoch and microseconds, both exact
+-- (naive values are taken as UTC).
+local function datetime_parts(text)
   local y, mo, d, h, mi, s, us, rest = string.match(text,
     '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.?(%d*)(.*)$')
   if not y then return nil end
-  local micros = ((days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 24 + tonumber(h)) * 60
-    + tonumber(mi)) * 60 + tonumber(s)
-  micros = micros * 1000000 + (tonumber((us .. '000000'):sub(1, 6)) or 0)
+  local seconds = ((days_from_civil(tonumber(y), tonumber(mo), tonumber(d)) * 24 + tonumber(h))
+    * 60 + tonumber(mi)) * 60 + tonumber(s)
+  local micros = tonumber((us .. '000000'):sub(1, 6)) or 0
   local osign, oh, om, os = string.match(rest, '^([%-+])(%d%d):(%d%d):?(%d*)')
   if osign then
-    local offset = ((tonumber(oh) * 60 + tonumber(om)) * 60 + (tonumber(os) or 0)) * 1000000
-    micros = osign == '+' and micros - offset or micros + offset
+    local offset = (tonumber(oh) * 60 + tonumber(om)) * 60 + (tonumber(os) or 0)
+    seconds = osign == '+' and seconds - offset or seconds + offset
   end
-  return micros
+  return seconds, micros
 end
 
--- The sorted-set score of a canonical value (nil when it has none).
+-- The sorted-set score of a canonical value (nil when it has none); a double,
+-- so exact only within 2^53 (datetimes: microseconds within ~285 years of 1970).
 local function score_of(family, value)
-  if family == 'datetime' then return datetime_micros(value) end
+  if family == 'datetime' then
+    local seconds, micros = datetime_parts(value)
+    return seconds and seconds * 1000000 + micros
+  end
   return tonumber(value)
 end
 
 local function format_score(score)
   if score == math.huge then return '+inf' elseif score == -math.huge then return '-inf' end
   return string.format('%.17g', score)
+end
+
+local function number_cmp(x, y)
+  return x < y and -1 or (x > y and 1 or 0)
+end
+
+-- One text per value, whatever its stored form: what unique constraints hold.
+local function normal_form(family, value)
+  if family == 'float' then
+    local number = tonumber(value)
+    if number == nil then return value end
+    if number == 0 then return '0' end
+    return format_score(number)
+  elseif family == 'exact' then  -- plain decimal notation, no trailing zeros: 1.50 -> 1.5
+    local sign, digits, magnitude = decimal_parts(value)
+    if not sign then return value end
+    if sign == 0 then return '0' end
+    local text
+    if magnitude - #digits > 30 or magnitude < -30 then
+      text = digits .. 'e' .. (magnitude - #digits)
+    elseif magnitude >= #digits then
+      text = digits .. string.rep('0', magnitude - #digits)
+    elseif magnitude <= 0 then
+      text = '0.' .. string.rep('0', -magnitude) .. digits
+    else
+      text = string.sub(digits, 1, magnitude) .. '.' .. string.sub(digits, magnitude + 1)
+    end
+    return (sign < 0 and '-' or '') .. text
+  elseif family == 'datetime' then
+    local seconds, micros = datetime_parts(value)
+    if not seconds then return value end
+    return string.format('%.0f.%06d', seconds, micros)
+  end
+  return value
 end
 
 -- -1, 0 or 1 comparing two canonical values of one family (nil sorts first).
@@ -131,10 +171,17 @@ local function compare(family, a, b)
     return a == nil and -1 or 1
   end
   if family == 'exact' then return exact_cmp(a, b) end
-  if family == 'float' or family == 'datetime' then
-    local x, y = score_of(family, a), score_of(family, b)
+  if family == 'datetime' then
+    local sa, ua = datetime_parts(a)
+    local sb, ub = datetime_parts(b)
+    if sa == nil or sb == nil then return bytes_cmp(a, b) end
+    if sa ~= sb then return number_cmp(sa, sb) end
+    return number_cmp(ua, ub)
+  end
+  if family == 'float' then
+    local x, y = tonumber(a), tonumber(b)
     if x == nil or y == nil then return bytes_cmp(a, b) end
-    return x < y and -1 or (x > y and 1 or 0)
+    return number_cmp(x, y)
   end
   return bytes_cmp(a, b)
 end

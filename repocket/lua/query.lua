@@ -145,7 +145,7 @@ local function candidates(source, cursor, count)
   if kind == 'unique' then
     local ids = {}
     for _, value in ipairs(source.values) do
-      local owner = redis.call('HGET', KEYS[source.key], value)
+      local owner = redis.call('HGET', KEYS[source.key], normal_form(source.family, value))
       if owner then ids[#ids + 1] = owner end
     end
     return ids, false

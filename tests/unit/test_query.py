@@ -166,7 +166,8 @@ def test_pk_and_unique_lookups_are_the_cheapest_sources() -> None:
     assert sources[1]["kind"] == "index"
     team_state = QuerySet(Team).filter(name="x").state
     team_call = compile_query(team_state, "count")
-    assert plan_of(team_call)["sources"] == [{"kind": "unique", "key": 2, "values": ["x"]}]
+    assert plan_of(team_call)["sources"] == [{"kind": "unique", "key": 2, "values": ["x"],
+                                              "family": "text"}]
     assert team_call.keys[1] == "repocket:unit.query:Team:uniq:name"
 
 

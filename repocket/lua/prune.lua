@@ -1,0 +1,91 @@
+#!lua
+-- prune: remove, from one index key or unique hash of a model, the entries that
+-- no longer match their record's current value (records changed by code that
+-- did not maintain the index, or deleted); one batch per call. reindex() runs
+-- it over every key after adding entries.
+--
+-- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
+-- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
+-- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M
+-- ARGV[3]  which key to prune (its KEYS index)
+-- ARGV[4]  cursor (a rank for sorted sets, a SCAN cursor otherwise; '0' to start)
+-- ARGV[5]  how many entries to look at
+--
+-- Reply: {next cursor ('0' at the end), entries removed or corrected}
+-- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
+
+-- @include _checks
+-- @include _values
+-- @include _index
+
+local err = check_type(KEYS[1], 'set') or check_index_types()
+if err then return err end
+local target, cursor, count = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local key = KEYS[target]
+local prefix = string.sub(KEYS[1], 1, -5)  -- '<prefix>:ids' without ':ids'
+local ID_LENGTH = 36
+
+local function current(id) return stored_values(prefix .. ':' .. id) end
+
+local function prune_sorted_set(index)
+  local field, family, kind = index[1], index[2], index[3]
+  local start = tonumber(cursor)
+  local reply = redis.call('ZRANGE', key, start, start + count - 1, 'WITHSCORES')
+  local removed = 0
+  for i = 1, #reply, 2 do
+    local member, score = reply[i], tonumber(reply[i + 1])
+    local id = kind == 'lex' and string.sub(member, -ID_LENGTH) or member
+    local value = current(id)[field]
+    if kind == 'lex' then
+      local indexed = string.gsub(string.sub(member, 1, -(ID_LENGTH + 3)), '%z\1', '\0')
+      if value ~= indexed then
+        redis.call('ZREM', key, member)
+        removed = removed + 1
+      end
+    elseif value == nil then
+      redis.call('ZREM', key, member)
+      removed = removed + 1
+    elseif score ~= (score_of(family, value) or 0) then
+      redis.call('ZADD', key, format_score(score_of(family, value) or 0), member)
+      removed = removed + 1
+    end
+  end
+  local entries = #reply / 2
+  local next_cursor = entries < count and '0' or tostring(start + entries - removed)
+  return {next_cursor, removed}
+end
+
+local function prune_null_set(index)
+  local reply = redis.call('SSCAN', key, cursor, 'COUNT', count)
+  local removed = 0
+  for _, id in ipairs(reply[2]) do
+    local exists = redis.call('EXISTS', prefix .. ':' .. id) == 1
+    if not exists or current(id)[index[1]] ~= nil then
+      redis.call('SREM', key, id)
+      removed = removed + 1
+    end
+  end
+  return {reply[1], removed}
+end
+
+local function prune_unique_hash(unique)
+  local reply = redis.call('HSCAN', key, cursor, 'COUNT', count)
+  local removed = 0
+  for i = 1, #reply[2], 2 do
+    local value, id = reply[2][i], reply[2][i + 1]
+    if unique_value(unique, current(id)) ~= value then
+      redis.call('HDEL', key, value)
+      removed = removed + 1
+    end
+  end
+  return {reply[1], removed}
+end
+
+for _, index in ipairs(indexes) do
+  if index[4] == target then return prune_sorted_set(index) end
+  if index[5] == target then return prune_null_set(index) end
+end
+for _, unique in ipairs(uniques) do
+  if unique[2] == target then return prune_unique_hash(unique) end
+end
+return {'0', 0}
