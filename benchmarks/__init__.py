@@ -1,0 +1,1 @@
+"""The repocket benchmark suite: ``python -m benchmarks --help``."""

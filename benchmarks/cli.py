@@ -1,0 +1,226 @@
+"""``python -m benchmarks``: run the suite and write the table, JSON, Markdown and chart."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from . import meter, report
+from .data import BATCH, make_dataset
+from .harness import Runner
+from .systems import BASELINE_FOR, BASELINES, OPS, REGISTRY, System, load
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _csv(choices: tuple[str, ...] | list[str]) -> Any:
+    def parse(value: str) -> list[str]:
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in items if v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
+        return items
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark repocket against hand-written redis-py and peer libraries.")
+    p.add_argument("--url", help="an existing server (default: a throwaway redis-server on a "
+                   "free loopback port); only keys under repocket:bench_* and repocket-bench:* "
+                   "are written, and removed afterwards")
+    p.add_argument("--force", action="store_true",
+                   help="run even if the target database is not empty")
+    p.add_argument("--ops", type=_csv(OPS), default=list(OPS), help=",".join(OPS))
+    p.add_argument("--systems", type=_csv(list(REGISTRY)), default=list(REGISTRY),
+                   help=",".join(REGISTRY) + " (the baselines are always added)")
+    p.add_argument("--n", type=int, help="records per operation (default 1000, --quick 200)")
+    p.add_argument("--repeat", type=int, help="timed repeats (default 5, --quick 3)")
+    p.add_argument("--quick", action="store_true", help="a short run (tox -e bench)")
+    p.add_argument("--json", type=Path, default=RESULTS / "latest.json")
+    p.add_argument("--markdown", type=Path, default=RESULTS / "latest.md")
+    p.add_argument("--chart", type=Path, default=RESULTS / "latest.png")
+    p.add_argument("--profile", action="store_true",
+                   help="cProfile repocket's Python side (one extra pass per codec)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.n = args.n or (200 if args.quick else 1000)
+    args.repeat = args.repeat or (3 if args.quick else 5)
+    return args
+
+
+@contextmanager
+def _target(url: str | None) -> Iterator[tuple[str, bool]]:
+    if url:
+        yield url, False
+        return
+    from repocket.server import throwaway_redis
+
+    with throwaway_redis() as tmp_url:
+        yield tmp_url, True
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar: Any = None
+        self.done = 0
+        self.total = total
+        self.last = -1
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True)
+        except ImportError:
+            self.bar = None
+
+    def __call__(self, msg: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_description(msg.ljust(28))
+            self.bar.update(1)
+            return
+        tenth = 10 * self.done // max(1, self.total)
+        if tenth != self.last:  # without tqdm: a line every 10%
+            self.last = tenth
+            print(f"[{self.done}/{self.total}] {msg}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _load_systems(names: list[str], url: str) -> tuple[list[System], dict[str, str]]:
+    systems: list[System] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            system = load(name)
+        except ImportError as exc:
+            hint = "" if name.startswith("repocket") else " (pip install '.[peers]')"
+            skipped[name] = f"not installed: {exc}{hint}"
+            continue
+        try:
+            system.setup(url)
+        except Exception as exc:
+            skipped[name] = f"setup failed: {type(exc).__name__}: {exc}"
+            continue
+        systems.append(system)
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", file=sys.stderr)
+    return systems, skipped
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [n for n in REGISTRY if n in args.systems or n in BASELINES]
+    if any(BASELINE_FOR[op] not in args.systems for op in args.ops):
+        print(f"(the baselines {', '.join(BASELINES)} are always run)", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with _target(args.url) as (url, throwaway):
+            return _run(args, names, url, throwaway)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the benchmark keys were removed", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) -> int:
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    client = redis.Redis.from_url(url)
+    try:
+        size = client.dbsize()
+        if size and not args.force:
+            print(f"refusing: the target database holds {size} keys. Point --url at an empty "
+                  "database (e.g. redis://host:6379/15), or pass --force: the suite only writes "
+                  "and deletes keys matching repocket:bench_* and repocket-bench:*.",
+                  file=sys.stderr)
+            return 2
+        systems, skipped = _load_systems(names, url)
+        if not any(s.name in BASELINES for s in systems):
+            print("the hand-written baselines did not start", file=sys.stderr)
+            return 1
+        dataset = make_dataset(args.n)
+        runner = Runner(client, systems, dataset, args.ops, args.repeat, profile=args.profile)
+        progress = _Progress(runner.steps, enabled=not args.no_progress)
+        runner.progress = progress
+        try:
+            runs = runner.run()
+        finally:
+            progress.close()
+            for s in systems:
+                s.teardown()
+        info = client.info("server")
+        versions: dict[str, str] = {"python": platform.python_version(),
+                                    "redis-server": str(info.get("redis_version"))}
+        for dist in ("redis", "hiredis"):
+            if v := _version(dist):
+                versions[dist if dist != "redis" else "redis-py"] = v
+        for s in systems:
+            versions.update(s.versions())
+        meta = {
+            "command": " ".join(["python -m benchmarks", *args.argv]),
+            "started": started,
+            "machine": _machine(), "versions": versions,
+            "target": "throwaway redis-server" if throwaway else "user server (--url)",
+            "n": dataset.n, "repeat": args.repeat, "batch": BATCH,
+            "leftover_keys": len(meter.scan_keys(client, [p for s in systems for p in s.patterns])),
+        }
+        result = report.build(runs, meta, [op for op in OPS if op in args.ops], skipped)
+        if runner.profile_summary:
+            result["profile"] = runner.profile_summary
+        print(report.text(result))
+        for path in (args.json, args.markdown, args.chart):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        report.write_json(result, args.json)
+        args.markdown.write_text(report.markdown(result))
+        why = report.chart(result, args.chart)
+        print(f"\nwrote {args.json}, {args.markdown}"
+              + (f" and {args.chart}" if why is None else f" ({why})"))
+        for name, text in runner.profiles.items():
+            path = args.json.parent / f"profile-{name}.txt"
+            path.write_text(text)
+            print(f"\nWhere {name}'s time goes, µs per op (cProfile; full profile in {path}):")
+            print(report.profile_table(runner.profile_summary[name]))
+        return 0
+    finally:
+        client.close()

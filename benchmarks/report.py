@@ -1,0 +1,273 @@
+"""Turn a run into JSON, a text/Markdown table and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .harness import ROW_OPS, SystemRun
+from .systems import BASELINE_FOR, OPS, PEERS
+
+TARGETS = (  # (op, system, minimum ratio, against): the issue's acceptance targets
+    ("save", "repocket-compact", 0.9, "baseline"),
+    ("get", "repocket-compact", 0.9, "baseline"),
+    ("delete", "repocket-compact", 0.9, "baseline"),
+    ("filter", "repocket-compact", 1.0, "baseline"),
+    ("bulk_create", "repocket-compact", 0.9, "baseline"),
+    ("save", "repocket-compact", 2.0, "fastest peer"),
+    ("get", "repocket-compact", 2.0, "fastest peer"),
+)
+
+
+def build(runs: list[SystemRun], meta: dict[str, Any], ops: list[str],
+          skipped: dict[str, str]) -> dict[str, Any]:
+    systems: dict[str, Any] = {}
+    for run in runs:
+        s = run.system
+        cells: dict[str, Any] = {}
+        for op in ops:
+            cell = run.cells.get(op)
+            if cell is None:
+                continue
+            cells[op] = {
+                "ops_per_s": cell.summary(), "rows_per_s": cell.summary(per_row=True)
+                if op in ROW_OPS else None,
+                "ops": cell.ops, "rows": cell.rows, "seconds": cell.seconds,
+                "round_trips_per_op": cell.round_trips, "server_usec_per_op": cell.server_usec,
+                "na": cell.na, "error": cell.error, "check": cell.check,
+                "note": s.notes.get(op),
+            }
+        systems[s.name] = {"kind": s.kind, "status": "failed" if run.failed else "ok",
+                           "reason": run.failed, "bytes_per_record": run.bytes_per_record,
+                           "cells": cells}
+    for name, reason in skipped.items():
+        systems[name] = {"kind": "peer", "status": "skipped", "reason": reason, "cells": {}}
+    result = {"meta": meta, "ops": ops, "baseline_for": {op: BASELINE_FOR[op] for op in ops},
+              "systems": systems}
+    _ratios(result)
+    result["targets"] = _targets(result)
+    return result
+
+
+def _rate(result: dict[str, Any], system: str, op: str) -> float | None:
+    cell = result["systems"].get(system, {}).get("cells", {}).get(op)
+    if not cell or cell["error"] or cell["na"]:
+        return None
+    summary = cell["rows_per_s"] if op in ROW_OPS else cell["ops_per_s"]
+    return summary["median"] if summary else None
+
+
+def _paired(result: dict[str, Any], system: str, base: str, op: str) -> float | None:
+    """Median over repeats of the ratio within each repeat (the two ran seconds apart)."""
+    cells = [result["systems"].get(n, {}).get("cells", {}).get(op) for n in (system, base)]
+    if not all(c and c["seconds"] and not c["error"] and not c["na"] for c in cells):
+        return None
+    mine, ref = cells
+    if len(mine["seconds"]) != len(ref["seconds"]):
+        return None
+    count = "rows" if op in ROW_OPS else "ops"
+    ratios = [(mine[count] / a) / (ref[count] / b) if ref[count] else 0.0
+              for a, b in zip(mine["seconds"], ref["seconds"], strict=True)]
+    return statistics.median(ratios) if all(ratios) else None
+
+
+def _ratio(result: dict[str, Any], system: str, base: str, op: str) -> float | None:
+    paired = _paired(result, system, base, op)
+    if paired is not None:
+        return paired
+    mine, ref = _rate(result, system, op), _rate(result, base, op)
+    return mine / ref if mine and ref else None
+
+
+def _ratios(result: dict[str, Any]) -> None:
+    for name, sysres in result["systems"].items():
+        for op, cell in sysres["cells"].items():
+            cell["ratio"] = _ratio(result, name, result["baseline_for"][op], op)
+
+
+def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for op, system, minimum, against in TARGETS:
+        if op not in result["ops"]:
+            continue
+        if against == "baseline":
+            ref_name = result["baseline_for"][op]
+        else:
+            peers = [(r, p) for p in PEERS if (r := _rate(result, p, op))]
+            ref_name = max(peers)[1] if peers else "no peer ran"
+        ratio = _ratio(result, system, ref_name, op)
+        out.append({"op": op, "system": system, "against": f"{against} ({ref_name})",
+                    "minimum": minimum, "ratio": ratio,
+                    "status": "n/a" if ratio is None else
+                    ("PASS" if ratio >= minimum else "FAIL")})
+    return out
+
+
+# -- rendering -------------------------------------------------------------
+def _fmt(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def _rows(result: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
+    footnotes: list[str] = []
+
+    def mark(text: str) -> str:
+        if text not in footnotes:
+            footnotes.append(text)
+        return f"[{footnotes.index(text) + 1}]"
+
+    rows = []
+    for op in result["ops"]:
+        for name, sysres in result["systems"].items():
+            if sysres["status"] == "skipped":
+                continue
+            cell = sysres["cells"].get(op)
+            if cell is None:
+                continue
+            marks = ""
+            if cell["note"]:
+                marks += mark(f"{name} {op}: {cell['note']}")
+            if cell["check"]:
+                marks += mark(f"{name} {op}: CHECK {cell['check']}")
+            if cell["na"] or cell["error"]:
+                why = cell["na"] or f"error: {cell['error']}"
+                rows.append([op, name, "n/a " + mark(f"{name} {op}: {why}"),
+                             "", "", "", "", ""])
+                continue
+            per_row = op in ROW_OPS
+            s = cell["rows_per_s"] if per_row else cell["ops_per_s"]
+            rate = (f"{_fmt(s['median'])} ({_fmt(s['min'])}-{_fmt(s['max'])})"
+                    + (" rows/s" if per_row else "")) if s else "-"
+            ratio = f"{cell['ratio']:.2f}x" if cell["ratio"] else "-"
+            bpr = _fmt(sysres["bytes_per_record"]) if op == "save" else ""
+            rows.append([op, name + (" (baseline)" if result["baseline_for"][op] == name else ""),
+                         rate, ratio, _fmt(cell["round_trips_per_op"], 2),
+                         _fmt(cell["server_usec_per_op"], 1), bpr, marks])
+    return rows, footnotes
+
+
+HEADER = ["op", "system", "ops/s median (min-max)", "x baseline", "round trips/op",
+          "server µs/op", "bytes/record", "notes"]
+
+
+def _ratio_matrix(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    names = [n for n, s in result["systems"].items() if s["status"] != "skipped"]
+    rows = []
+    for op in result["ops"]:
+        row = [f"{op} (vs {result['baseline_for'][op]})"]
+        for n in names:
+            cell = result["systems"][n]["cells"].get(op)
+            row.append(f"{cell['ratio']:.2f}" if cell and cell.get("ratio") else "n/a")
+        rows.append(row)
+    return ["op", *names], rows
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _skipped(result: dict[str, Any]) -> list[str]:
+    return [f"{n}: {s['status']} ({s['reason']})" for n, s in result["systems"].items()
+            if s["status"] != "ok"]
+
+
+def _targets_lines(result: dict[str, Any]) -> list[str]:
+    return [f"{t['status']:4}  {t['system']} {t['op']} ≥ {t['minimum']}x {t['against']}: "
+            + (f"{t['ratio']:.3f}x" if t["ratio"] else "n/a") for t in result["targets"]]
+
+
+def text(result: dict[str, Any]) -> str:
+    rows, notes = _rows(result)
+    header, matrix = _ratio_matrix(result)
+    parts = ["Ratio to the hand-written baseline (median of per-repeat ratios; filter/range on "
+             "rows/s):",
+             _text_table(header, matrix), "", _text_table(HEADER, rows), ""]
+    parts += [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    parts += ["", *_skipped(result), "", "Targets:", *_targets_lines(result)]
+    return "\n".join(parts)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    rows, notes = _rows(result)
+    header, matrix = _ratio_matrix(result)
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    parts = [
+        "## Benchmarks", "",
+        f"`{meta['command']}` on {meta['machine']} ({meta['started']}); {versions}. "
+        f"n={meta['n']} records, {meta['repeat']} timed repeats, batches of {meta['batch']}. "
+        "Absolute numbers drift on shared machines: compare ratios from the same run.", "",
+        "Ratio to the hand-written redis-py baseline (median of the per-repeat ratios, each "
+        "between runs seconds apart; filter and range on rows/s):", "",
+        _md_table(header, matrix), "", _md_table(HEADER, rows), "",
+    ]
+    parts += [f"{i}. {n}" for i, n in enumerate(notes, 1)]
+    skipped = _skipped(result)
+    if skipped:
+        parts += ["", "Not run: " + "; ".join(skipped)]
+    parts += ["", "Targets:", "", *[f"- {line}" for line in _targets_lines(result)], ""]
+    return "\n".join(parts)
+
+
+def profile_table(summary: dict[str, dict[str, float]]) -> str:
+    cols = ["socket wait", "repocket", "redis-py", "other"]
+    rows = [[op, *(f"{split[c]:.1f}" for c in cols), f"{sum(split.values()):.1f}"]
+            for op, split in summary.items()]
+    return _text_table(["op", *cols, "total"], rows)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def chart(result: dict[str, Any], path: Path) -> str | None:
+    """Write a PNG bar chart; return why not if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib): no chart"
+    names = [n for n, s in result["systems"].items() if s["status"] == "ok"]
+    ops = result["ops"]
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(ops)), 5))
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        med, lo, hi = [], [], []
+        for op in ops:
+            cell = result["systems"][name]["cells"].get(op) or {}
+            s = cell.get("rows_per_s" if op in ROW_OPS else "ops_per_s")
+            m = s["median"] if s and not cell.get("error") else 0.0
+            med.append(m)
+            lo.append(m - s["min"] if s and m else 0.0)
+            hi.append(s["max"] - m if s and m else 0.0)
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(ops))]
+        ax.bar(xs, med, width, yerr=[lo, hi], label=name, capsize=2)
+    ax.set_xticks(range(len(ops)))
+    ax.set_xticklabels([op + (" (rows/s)" if op in ROW_OPS else "") for op in ops])
+    ax.set_yscale("log")
+    ax.set_ylabel("ops/s (median, min-max), log scale")
+    ax.set_title(f"repocket benchmarks, n={result['meta']['n']} ({result['meta']['machine']})")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+__all__ = ["OPS", "build", "chart", "markdown", "text", "write_json"]
