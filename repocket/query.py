@@ -207,7 +207,7 @@ def _sources(state: QueryState, keys: _Keys) -> list[dict[str, Any]]:
             attribute = meta.fields[condition.field]
             values = list(dict.fromkeys(condition.values))
             where = {"exact": _is_exact(attribute, condition),
-                     "condition": [group_at, condition_at]}
+                     "condition": [group_at, condition_at], "field": condition.field}
             if condition.field == meta.pk_name and condition.op in ("eq", "in"):
                 sources.append({"kind": "ids", "values": values})
             elif attribute.unique and condition.op in ("eq", "in"):

@@ -8,13 +8,12 @@
 --   'json'     JSON: equality of the stored text only
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
-local B64_VALUE = {}
-for i = 1, 64 do B64_VALUE[string.byte(B64, i)] = i - 1 end
 
 local function base64_decode(text)
   local out, bits, nbits = {}, 0, 0
   for i = 1, #text do
-    local v = B64_VALUE[string.byte(text, i)]
+    local found = string.find(B64, string.sub(text, i, i), 1, true)
+    local v = found and found - 1
     if v then
       bits, nbits = bits * 64 + v, nbits + 6
       if nbits >= 8 then

@@ -12,7 +12,8 @@
 --   sources  candidate sets the script may start from; it takes the smallest:
 --            {kind='ids', values} | {kind='unique', key, values} | {kind='null', key, ...}
 --            | {kind='index', key, index ('score'|'lex'), family, op, values, ...}
---            with, when the set alone decides its condition: exact=true, condition={group, i}
+--            with its condition {group, i} and field, and exact=true when the set alone
+--            decides that condition
 --   groups   {{negate (bool), {{field, family, op, values}, ...}}, ...}: ANDed; a
 --            negated group drops the records that match all its conditions
 --   order    {{field, family, desc (bool)}, ...}; ties by id, in the first field's direction
@@ -192,15 +193,18 @@ local function satisfies(value, family, op, values)
   return false
 end
 
--- The conditions left to check once a source is chosen: an exact source has
--- already decided its own condition.
-local function checks_for(source)
+-- The conditions left to check per candidate, given the sources whose
+-- entries are all that is examined: an exact one has decided its condition.
+local function checks_for(used)
+  local decided = {}
+  for _, source in ipairs(used) do
+    if source.exact then decided[source.condition[1] .. ':' .. source.condition[2]] = true end
+  end
   local checks = {}
   for g, group in ipairs(groups) do
     local conditions = {}
     for i, condition in ipairs(group[2]) do
-      local decided = source.exact and source.condition[1] == g and source.condition[2] == i
-      if not decided then conditions[#conditions + 1] = condition end
+      if not decided[g .. ':' .. i] then conditions[#conditions + 1] = condition end
     end
     if #conditions > 0 then checks[#checks + 1] = {group[1], conditions} end
   end
@@ -211,8 +215,8 @@ local checks, read_fields = {}, {}
 
 -- The fields a candidate is read for: the id (to know it exists), the
 -- checked conditions' fields and the order fields.
-local function prepare(source, need_order_values)
-  checks = checks_for(source)
+local function prepare(used, need_order_values)
+  checks = checks_for(used)
   read_fields = {pk_field}
   local listed = {[pk_field] = true}
   local function need(field)
@@ -340,26 +344,74 @@ local function gather(source, source_at, cursor, first_call)
   return page(rows, not complete and {'gather', source_at, next_cursor} or false)
 end
 
--- The ids of the order field's index from `position`, in order. Sorted-set
--- scores are doubles: Integers beyond 2^53, long Decimals and far datetimes may
--- share a score, so such runs are extended past the window and sorted by value.
+-- The walk of the order field's index: the range its own conditions allow
+-- (each an index range; the walk covers their intersection) and those sources.
+local walk_low, walk_high, walk_sources = nil, nil, {}
+
+local function parse_bound(kind, bound)
+  if kind == 'lex' then
+    if bound == '-' or bound == '+' then return bound, false end
+    return string.sub(bound, 2), string.sub(bound, 1, 1) == '('
+  end
+  local open = string.sub(bound, 1, 1) == '('
+  local text = open and string.sub(bound, 2) or bound
+  local value = text == '-inf' and -math.huge or (text == '+inf' and math.huge or tonumber(text))
+  return value, open
+end
+
+-- -1/0/1 comparing two parsed bounds' values ('-' and '+' are the lex ends).
+local function bound_cmp(kind, a, b)
+  if kind ~= 'lex' then return a < b and -1 or (a > b and 1 or 0) end
+  if a == b then return 0 end
+  if a == '-' or b == '+' then return -1 end
+  if a == '+' or b == '-' then return 1 end
+  return bytes_cmp(a, b)
+end
+
+local function plan_walk()
+  local kind = stream[2]
+  local low, high = kind == 'lex' and '-' or '-inf', kind == 'lex' and '+' or '+inf'
+  for _, source in ipairs(sources) do
+    if source.kind == 'index' and source.field == order[1][1] and estimate(source)
+        and #source.ranges == 1 then
+      local range = source.ranges[1]
+      local lv, lo = parse_bound(kind, range[1])
+      local cv, co = parse_bound(kind, low)
+      local c = bound_cmp(kind, lv, cv)
+      if c > 0 or (c == 0 and lo and not co) then low = range[1] end
+      local hv, ho = parse_bound(kind, range[2])
+      cv, co = parse_bound(kind, high)
+      c = bound_cmp(kind, hv, cv)
+      if c < 0 or (c == 0 and ho and not co) then high = range[2] end
+      walk_sources[#walk_sources + 1] = source
+    end
+  end
+  walk_low, walk_high = low, high
+end
+
+-- Up to `window` ids of the walk from `position`, in order. Sorted-set scores
+-- are doubles: Integers beyond 2^53, long Decimals and far datetimes may share
+-- a score, so such runs are extended past the window and sorted by value.
 local function index_window(key, position, window)
-  local command = desc and 'ZREVRANGE' or 'ZRANGE'
+  local lex = stream[2] == 'lex'
+  local command = (desc and 'ZREV' or 'Z') .. (lex and 'RANGEBYLEX' or 'RANGEBYSCORE')
+  local from, to = walk_low, walk_high
+  if desc then from, to = walk_high, walk_low end
   local family = order[1][2]
   if family ~= 'exact' and family ~= 'datetime' then
     local ids = {}
-    for _, member in ipairs(redis.call(command, key, position, position + window - 1)) do
+    for _, member in ipairs(redis.call(command, key, from, to, 'LIMIT', position, window)) do
       ids[#ids + 1] = member_id(stream[2], member)
     end
     return ids
   end
-  local reply = redis.call(command, key, position, position + window - 1, 'WITHSCORES')
+  local reply = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', position, window)
   local ids, scores = {}, {}
   for i = 1, #reply, 2 do
     ids[#ids + 1], scores[#scores + 1] = reply[i], reply[i + 1]
   end
   while #ids > 0 do  -- extend while the next entries share the last score
-    local more = redis.call(command, key, position + #ids, position + #ids + 15, 'WITHSCORES')
+    local more = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', position + #ids, 16)
     local added = 0
     for i = 1, #more, 2 do
       if more[i + 1] ~= scores[#scores] then break end
@@ -399,15 +451,16 @@ local function stream_walk(phase, position, first_call)
   local rows, examined = {}, 0
   local examine_them = #checks > 0
   local phases = desc and {'index', 'nulls'} or {'nulls', 'index'}
-  local phase_at = phase == phases[1] and 1 or 2
+  if #walk_sources > 0 then phases = {'index', 'none'} end  -- a bounded walk: no None
+  local phase_at = (phase == nil or phase == phases[1]) and 1 or 2
   while phase_at <= 2 do
     local ids = {}
-    if phases[phase_at] == 'nulls' then
-      ids = redis.call('SMEMBERS', nulls)
-      table.sort(ids, function(a, b) if desc then return a > b end return a < b end)
-    else
+    if phases[phase_at] == 'index' then
       local window = math.max(16, math.min(budget - examined, 2 * ((wanted or 256) - #rows)))
       ids = index_window(key, position, window)
+    elseif phases[phase_at] == 'nulls' and nulls then
+      ids = redis.call('SMEMBERS', nulls)
+      table.sort(ids, function(a, b) if desc then return a > b end return a < b end)
     end
     local err = collect(ids, rows, examine_them, wanted)
     if err then return err end
@@ -434,12 +487,13 @@ end
 if plan.resume then
   local resume = plan.resume
   if resume[1] == 'stream' then
-    prepare(ALL, false)
+    plan_walk()
+    prepare(walk_sources, false)
     return stream_walk(resume[2], resume[3], false)
   end
   local source = resume[2] == 0 and ALL or sources[resume[2]]
   if source.kind == 'index' then estimate(source) end  -- computes its ranges
-  prepare(source, #order > 0)
+  prepare({source}, #order > 0)
   return gather(source, resume[2], resume[3], false)
 end
 
@@ -448,15 +502,16 @@ local use_stream = stream and (source == ALL or size > budget
   or (wanted ~= nil and size > 4 * wanted))
 if mode == 'explain' then return {source_at, size, use_stream and 'stream' or 'gather'} end
 if use_stream then
-  prepare(ALL, false)
+  plan_walk()
+  prepare(walk_sources, false)
 else
-  prepare(source, #order > 0)
+  prepare({source}, #order > 0)
 end
 
-if mode == 'count' and #checks == 0 and (source == ALL or source.exact) then
+if not use_stream and mode == 'count' and #checks == 0 and (source == ALL or source.exact) then
   -- the id set or an exact index alone knows the count
   local last = wanted and math.min(size, wanted) or size
   return {'done', math.max(0, last - offset)}
 end
-if use_stream then return stream_walk(desc and 'index' or 'nulls', 0, true) end
+if use_stream then return stream_walk(nil, 0, true) end
 return gather(source, source_at, 0, true)

@@ -147,10 +147,10 @@ def test_compile_sources_conditions_and_stream() -> None:
     assert plan["budget"] > 0
     assert plan["sources"] == [
         {"kind": "index", "key": 2, "index": "score", "family": "exact", "op": "gte",
-         "values": ["3"], "exact": True, "condition": [1, 1]},
+         "values": ["3"], "exact": True, "condition": [1, 1], "field": "score"},
         {"kind": "index", "key": 3, "index": "lex", "family": "text", "op": "startswith",
-         "values": ["A"], "exact": True, "condition": [1, 2]},
-        {"kind": "null", "key": 4, "exact": True, "condition": [1, 4]},
+         "values": ["A"], "exact": True, "condition": [1, 2], "field": "name"},
+        {"kind": "null", "key": 4, "exact": True, "condition": [1, 4], "field": "team"},
     ]  # nick is not indexed; data__isnull=False is no source
     groups = plan["groups"]
     assert groups[0][0] is False and groups[1] == [True, [["joined", "datetime", "lt",
