@@ -160,6 +160,11 @@ class Attribute:
                 model=model, field=self.name, value=value,
             ) from None
 
+    @property
+    def nullable(self) -> bool:
+        """Whether the field can hold None (declared null=True, or None is its empty value)."""
+        return self.null or self.empty_value is None
+
     def initial_value(self) -> Any:
         """The value of a field that was never given one."""
         if self.default is not None:

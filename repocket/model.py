@@ -43,11 +43,16 @@ class Options:
             (name,) for name, f in fields.items() if f.unique
         ) + tuple(tuple(group) for group in getattr(meta, "unique_together", ()))
         # Keys every write script receives after the id set: per indexed field its
-        # sorted set and null set, then one hash per unique constraint.
-        self.model_keys = tuple(
-            key for name in self.indexed
-            for key in (keyspace.index_key(self.prefix, name), keyspace.null_key(self.prefix, name))
-        ) + tuple(keyspace.unique_key(self.prefix, group) for group in self.unique_together)
+        # sorted set (and null set, if it can hold None), then one hash per unique
+        # constraint; `key_position` gives each one's KEYS index.
+        keys = []
+        for name in self.indexed:
+            keys.append(keyspace.index_key(self.prefix, name))
+            if fields[name].nullable:
+                keys.append(keyspace.null_key(self.prefix, name))
+        keys += [keyspace.unique_key(self.prefix, group) for group in self.unique_together]
+        self.model_keys = tuple(keys)
+        self.key_position = {key: i + 2 for i, key in enumerate(keys)}
         self.schema_cache: dict[Any, bytes] = {}
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
@@ -62,11 +67,14 @@ class Options:
         is_envelope = self.codec.is_envelope
         cache_key = ("write", is_envelope)
         if cache_key not in self.schema_cache:
-            first_unique = 2 + 2 * len(self.indexed)
+            position = self.key_position
             indexes = [[name, self.fields[name].family, self.fields[name].index_kind,
-                        2 + 2 * i, 3 + 2 * i] for i, name in enumerate(self.indexed)]
-            uniques = [[list(group), first_unique + j, [self.fields[f].family for f in group]]
-                       for j, group in enumerate(self.unique_together)]
+                        position[keyspace.index_key(self.prefix, name)],
+                        position.get(keyspace.null_key(self.prefix, name), 0)]
+                       for name in self.indexed]
+            uniques = [[list(group), position[keyspace.unique_key(self.prefix, group)],
+                        [self.fields[f].family for f in group]]
+                       for group in self.unique_together]
             self.schema_cache[cache_key] = operations.pack([int(is_envelope), indexes, uniques])
         return self.schema_cache[cache_key]
 

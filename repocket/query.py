@@ -214,7 +214,8 @@ def _sources(state: QueryState, keys: _Keys) -> list[dict[str, Any]]:
                 key = keyspace.unique_key(meta.prefix, (condition.field,))
                 sources.append({"kind": "unique", "key": keys.index(key), "values": values,
                                 "family": attribute.family})
-            elif attribute.index and condition.op == "isnull" and condition.values[0]:
+            elif (attribute.index and attribute.nullable and condition.op == "isnull"
+                  and condition.values[0]):
                 key = keyspace.null_key(meta.prefix, condition.field)
                 sources.append({"kind": "null", "key": keys.index(key), **where})
             elif attribute.index and condition.op in INDEXABLE[attribute.index_kind or ""]:
@@ -249,9 +250,9 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
     if len(order) == 1 and order[0][0].index:
         from . import keys as keyspace
 
-        name = order[0][0].name
-        stream = [keys.index(keyspace.index_key(meta.prefix, name)), order[0][0].index_kind,
-                  keys.index(keyspace.null_key(meta.prefix, name))]
+        walked = order[0][0]
+        stream = [keys.index(keyspace.index_key(meta.prefix, walked.name)), walked.index_kind,
+                  walked.nullable and keys.index(keyspace.null_key(meta.prefix, walked.name))]
     fields, streams = _loaded_fields(state)
     schema, models = operations.read_schema(model)
     plan = {

@@ -1,7 +1,8 @@
 -- Shared by the scripts that write: secondary indexes and unique constraints.
 -- Needs _checks and _values. `wschema` (msgpack, ARGV[1]) describes one model:
 --   {is_envelope (1|0),
---    {{field, family, kind ('score'|'lex'), sorted set KEYS index, null set KEYS index}, ...},
+--    {{field, family, kind ('score'|'lex'), sorted set KEYS index,
+--      null set KEYS index (0 when the field cannot be None)}, ...},
 --    {{{field, ...}, hash KEYS index, {family, ...}}, ...}}   -- unique constraints
 -- Index entries, for a record <id>:
 --   score index  sorted set, member <id>, score = the value (numbers, datetimes)
@@ -79,7 +80,8 @@ end
 
 local function check_index_types()
   for _, index in ipairs(indexes) do
-    local err = check_type(KEYS[index[4]], 'zset') or check_type(KEYS[index[5]], 'set')
+    local err = check_type(KEYS[index[4]], 'zset')
+      or (index[5] > 0 and check_type(KEYS[index[5]], 'set')) or nil
     if err then return err end
   end
   for _, unique in ipairs(uniques) do
@@ -96,21 +98,22 @@ local function update_entries(id, old, new)
   old = old or {}
   for _, index in ipairs(indexes) do
     local field, family, kind = index[1], index[2], index[3]
-    local zset, nulls = KEYS[index[4]], KEYS[index[5]]
+    local zset, nulls = KEYS[index[4]], index[5] > 0 and KEYS[index[5]]
     local before, after = old[field], new and new[field]
     if kind == 'lex' and before ~= nil and before ~= after then
       redis.call('ZREM', zset, lex_member(before, id))
     end
     if after == nil then
       if kind == 'score' then redis.call('ZREM', zset, id) end
-      if new then redis.call('SADD', nulls, id) else redis.call('SREM', nulls, id) end
+      if nulls and new then redis.call('SADD', nulls, id)
+      elseif nulls then redis.call('SREM', nulls, id) end
     else
       if kind == 'score' then
         redis.call('ZADD', zset, format_score(score_of(family, after) or 0), id)
       else
         redis.call('ZADD', zset, 0, lex_member(after, id))
       end
-      redis.call('SREM', nulls, id)
+      if nulls then redis.call('SREM', nulls, id) end
     end
   end
   for _, unique in ipairs(uniques) do

@@ -137,7 +137,7 @@ def test_compile_sources_conditions_and_stream() -> None:
     call = compile_query(state, "records")
     assert call.script == "query" and call.model == "Player"
     assert call.keys == (f"{PREFIX}:ids", f"{PREFIX}:idx:score", f"{PREFIX}:idx:name",
-                         f"{PREFIX}:idx:team:null", f"{PREFIX}:idx:score:null")
+                         f"{PREFIX}:idx:team:null")  # score cannot be None: no null set
     assert call.args[1:3] == (1, PREFIX)
     plan = plan_of(call)
     assert {k: plan[k] for k in ("envelope", "pk", "offset", "limit", "mode", "fields",
@@ -156,7 +156,7 @@ def test_compile_sources_conditions_and_stream() -> None:
     assert groups[0][0] is False and groups[1] == [True, [["joined", "datetime", "lt",
                                                           ["2020-01-01T00:00:00.000000"]]]]
     assert plan["order"] == [["score", "exact", False]]
-    assert plan["stream"] == [2, "score", 5]
+    assert plan["stream"] == [2, "score", False]
 
 
 def test_pk_and_unique_lookups_are_the_cheapest_sources() -> None:
