@@ -64,6 +64,12 @@ def parse_uuid(value: Any) -> uuid.UUID:
     return uuid.UUID("".join(match.groups()))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def uuid_text(value: uuid.UUID) -> str:
+    """``str(value)``, remembered: a save formats its ids several times (keys, fields)."""
+    return str(value)
+
+
 def random_node_uuid1() -> uuid.UUID:
     """A version-1 UUID whose node is random (multicast bit set, per RFC 4122), not the MAC."""
     return uuid.uuid1(node=secrets.randbits(48) | (1 << 40))
@@ -404,7 +410,7 @@ class UUID(Attribute):
         return parse_uuid(value)
 
     def encode(self, value: uuid.UUID) -> bytes:
-        return str(value).encode("ascii")
+        return uuid_text(value).encode("ascii")
 
     def decode(self, raw: bytes) -> uuid.UUID:
         return uuid.UUID(raw.decode("ascii"))
@@ -488,7 +494,7 @@ class Pointer(Attribute):
         return parse_uuid(value)
 
     def encode(self, value: Any) -> bytes:
-        return str(self.target_id(value)).encode("ascii")
+        return uuid_text(self.target_id(value)).encode("ascii")
 
     def decode(self, raw: bytes) -> uuid.UUID:
         return uuid.UUID(raw.decode("ascii"))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import keys as keyspace
 from . import operations
-from .attributes import Attribute, AutoUUID, Pointer
+from .attributes import Attribute, AutoUUID, Pointer, uuid_text
 from .codecs import Codec, get_codec
 from .connections import configure
 from .errors import DoesNotExist, RepocketActiveRecordDefinitionError, UnknownField
@@ -87,7 +87,8 @@ class Options:
         return self.decoder_cache[codec.name]
 
     def record_key(self, record_id: Any) -> str:
-        return keyspace.record_key(self.prefix, str(record_id))
+        text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
+        return keyspace.record_key(self.prefix, text)
 
     def reachable_models(self) -> list[type[ActiveRecord]]:
         """This model, then every model its Pointers reach, each once (breadth first)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from . import keys as keyspace
+from .attributes import uuid_text
 from .codecs import CorruptValue
 from .errors import InvalidQuery, StoredDataError, UnsavedPointer, ValidationError
 
@@ -99,7 +100,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     return _SaveBlock(
         [hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names),
          *pointer_keys],
-        [str(record.pk), b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
+        [uuid_text(record.pk), b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
          len(pointer_keys), *to_set, *to_delete, *stream_ops],
         pointer_keys, apply)
 

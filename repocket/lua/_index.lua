@@ -91,29 +91,38 @@ local function check_index_types()
   return nil
 end
 
+-- Moves one index's entries for a record from `before` to `after` (nil: None);
+-- `deleting` removes them altogether.
+local function move_entry(index, id, before, after, deleting)
+  local family, kind = index[2], index[3]
+  local zset, nulls = KEYS[index[4]], index[5] > 0 and KEYS[index[5]]
+  if kind == 'lex' and before ~= nil and before ~= after then
+    redis.call('ZREM', zset, lex_member(before, id))
+  end
+  if after == nil then
+    if kind == 'score' then redis.call('ZREM', zset, id) end
+    if nulls and not deleting then redis.call('SADD', nulls, id)
+    elseif nulls then redis.call('SREM', nulls, id) end
+    return
+  end
+  if kind == 'score' then
+    redis.call('ZADD', zset, format_score(score_of(family, after) or 0), id)
+  else
+    redis.call('ZADD', zset, 0, lex_member(after, id))
+  end
+  if nulls then redis.call('SREM', nulls, id) end
+end
+
 -- Moves a record's entries from its `old` values to its `new` ones; `old` is
--- nil for a new record, `new` nil for a deleted one. Adding is idempotent, so a
--- save also repairs entries that are missing (an index declared after the data).
-local function update_entries(id, old, new)
+-- nil for a new record, `new` nil for a deleted one. With `known`, the record
+-- existed with `old` values and its entries are trusted: unchanged values are
+-- not rewritten. Otherwise adding is idempotent and also repairs missing entries.
+local function update_entries(id, old, new, known)
   old = old or {}
   for _, index in ipairs(indexes) do
-    local field, family, kind = index[1], index[2], index[3]
-    local zset, nulls = KEYS[index[4]], index[5] > 0 and KEYS[index[5]]
-    local before, after = old[field], new and new[field]
-    if kind == 'lex' and before ~= nil and before ~= after then
-      redis.call('ZREM', zset, lex_member(before, id))
-    end
-    if after == nil then
-      if kind == 'score' then redis.call('ZREM', zset, id) end
-      if nulls and new then redis.call('SADD', nulls, id)
-      elseif nulls then redis.call('SREM', nulls, id) end
-    else
-      if kind == 'score' then
-        redis.call('ZADD', zset, format_score(score_of(family, after) or 0), id)
-      else
-        redis.call('ZADD', zset, 0, lex_member(after, id))
-      end
-      if nulls then redis.call('SREM', nulls, id) end
+    local before, after = old[index[1]], new and new[index[1]]
+    if not (known and new and before == after) then
+      move_entry(index, id, before, after, new == nil)
     end
   end
   for _, unique in ipairs(uniques) do
@@ -122,6 +131,6 @@ local function update_entries(id, old, new)
     if before ~= nil and before ~= after and redis.call('HGET', key, before) == id then
       redis.call('HDEL', key, before)
     end
-    if after ~= nil then redis.call('HSET', key, after, id) end
+    if after ~= nil and not (known and before == after) then redis.call('HSET', key, after, id) end
   end
 end

@@ -89,7 +89,7 @@ local function write(record)
     elseif op == 'D' then redis.call('DEL', key)
     end
   end
-  update_entries(record.id, record.old, record.new)
+  update_entries(record.id, record.old, record.new, record.partial)
 end
 
 local err = check_type(KEYS[1], 'set') or check_index_types()
