@@ -90,6 +90,7 @@ class Options:
         text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
         return keyspace.record_key(self.prefix, text)
 
+    @functools.cached_property
     def reachable_models(self) -> list[type[ActiveRecord]]:
         """This model, then every model its Pointers reach, each once (breadth first)."""
         found: list[type[ActiveRecord]] = [self.model]
@@ -99,6 +100,11 @@ class Options:
                 if target not in found:
                     found.append(target)
         return found
+
+    @functools.cached_property
+    def model_numbers(self) -> dict[type[ActiveRecord], int]:
+        """Each reachable model's index in the read schema (1 for this model)."""
+        return {model: i + 1 for i, model in enumerate(self.reachable_models)}
 
 
 class _ManagerDescriptor:

@@ -222,8 +222,15 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
 # -- reads: get and filter --------------------------------------------------------------
 def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1) -> Call:
     """One record by id (None when missing), its Pointers loaded ``depth`` levels deep."""
-    call = compile_get_many(model, [record_id], depth)
-    return replace(call, decode=lambda reply: call.decode(reply)[0])
+    meta = model._meta
+    schema, models = read_schema(model)
+    text = uuid_text(record_id)
+
+    def decode(reply: list[Any]) -> ActiveRecord | None:
+        return hydrate(models, reply)[0]
+
+    return Call("get", (keyspace.record_key(meta.prefix, text),),
+                (schema, check_depth(depth), text), decode, meta.name)
 
 
 def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
@@ -276,11 +283,11 @@ def read_schema(model: type[ActiveRecord]) -> tuple[bytes, list[type[ActiveRecor
 
     Cached per model and codec choice; the codecs are part of the key because a
     model without ``Meta.codec`` follows the global default, which may change."""
-    models = model._meta.reachable_models()
+    models = model._meta.reachable_models
     codecs = tuple(m._meta.codec.is_envelope for m in models)
     cache = model._meta.schema_cache
     if codecs not in cache:
-        index = {m: i + 1 for i, m in enumerate(models)}
+        index = model._meta.model_numbers
         entries = [
             [m._meta.prefix, int(m._meta.codec.is_envelope), list(m._meta.stream_names),
              [[name, index[m._meta.fields[name].to_model]]  # type: ignore[attr-defined]
@@ -307,7 +314,7 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0
         instance = from_redis(model, record_id, flat, streams, fields) if flat else None
         loaded[(model_index, record_id)] = instance
         result.append(instance)
-    index = {m: i + 1 for i, m in enumerate(models)}
+    index = models[0]._meta.model_numbers
     for instance in result:
         if instance is None:
             continue

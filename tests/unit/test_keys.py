@@ -152,7 +152,7 @@ def test_append_methods_are_generated_per_stream() -> None:
 def test_pointer_self_resolves_to_the_model() -> None:
     assert Linked._meta.fields["me"].to_model is Linked
     assert Linked._meta.pointer_names == ("parent", "me")
-    assert Linked._meta.reachable_models() == [Linked, Parent]
+    assert Linked._meta.reachable_models == [Linked, Parent]
 
 
 def _define(body: dict, name: str = "Bad", meta: type | None = None) -> type:
