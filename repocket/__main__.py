@@ -1,13 +1,20 @@
-"""``repocket demo``: the tutorial, run against a throwaway redis-server (or ``--url``)."""
+"""The ``repocket`` command.
+
+``repocket demo``: the tutorial, run against a throwaway redis-server (or ``--url``).
+``repocket check [--url URL] [--repair] MODULE...``: the consistency checker over every
+model the modules define; exits 1 when problems remain.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from . import ActiveRecord, attributes, configure
+from . import ActiveRecord, attributes, check, configure
 from .server import throwaway_redis
 
 
@@ -65,12 +72,41 @@ def demo(url: str | None) -> int:
     return 0
 
 
+def check_models(url: str | None, module_names: Sequence[str], repair: bool) -> int:
+    sys.path.insert(0, os.getcwd())
+    models = [model for name in module_names
+              for model in check.models_in(importlib.import_module(name))]
+    if not models:
+        print(f"no ActiveRecord models in {', '.join(module_names)}", file=sys.stderr)
+        return 2
+    if url:
+        configure.connection_pool(url=url)
+    clean = True
+    for model in models:
+        report = model.objects.check(repair=repair)
+        print(f"{model.__module__}.{model.__name__}: {report.records} records, "
+              f"{len(report.problems)} problems" + (f", {report.repaired} repaired"
+                                                     if repair else ""))
+        for problem in report.problems:
+            print(f"  {problem}")
+        clean = clean and report.ok
+    return 0 if clean else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="repocket", description=__doc__)
+    parser = argparse.ArgumentParser(prog="repocket", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run the tutorial")
     demo_parser.add_argument("--url", help="an existing, empty Redis (default: start one)")
+    check_parser = commands.add_parser("check", help="verify records, indexes and streams")
+    check_parser.add_argument("modules", nargs="+", help="modules defining the models")
+    check_parser.add_argument("--url", help="the Redis to check (default: $REPOCKET_URL, "
+                              "else redis://localhost:6379/0)")
+    check_parser.add_argument("--repair", action="store_true", help="fix what can be fixed")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return check_models(args.url, args.modules, args.repair)
     return demo(args.url)
 
 

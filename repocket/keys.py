@@ -62,5 +62,30 @@ def unique_key(prefix: str, field_names: tuple[str, ...]) -> str:
     return f"{prefix}:uniq:{'+'.join(field_names)}"
 
 
+def unique_fields(key: str) -> list[str]:
+    """The fields of the unique constraint a unique hash enforces."""
+    return key.rsplit(":uniq:", 1)[-1].split("+")
+
+
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def scan_pattern(prefix: str) -> str:
+    """A SCAN MATCH pattern for every key of a model (name parts hold no glob characters)."""
+    return f"{prefix}:*"
+
+
+def parse_record_key(prefix: str, key: str) -> str | None:
+    """The id, when ``key`` is the hash key of one of the model's records."""
+    found = re.fullmatch(rf"{re.escape(prefix)}:({_UUID})", key)
+    return found.group(1) if found else None
+
+
+def parse_stream_key(prefix: str, key: str) -> tuple[str, str] | None:
+    """(record hash key, field), when ``key`` is a ByteStream key of the model."""
+    found = re.fullmatch(rf"({re.escape(prefix)}:{_UUID}):field:(.+)", key)
+    return (found.group(1), found.group(2)) if found else None
+
+
 def ids_key(prefix: str) -> str:
     return f"{prefix}:{IDS_SUFFIX}"

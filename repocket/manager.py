@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import operations
+from . import check, operations
+from .check import CheckReport
 from .connections import configure
 from .errors import InvalidQuery, RepocketError
 from .query import QuerySet, canonical
@@ -14,19 +15,6 @@ from .scripts import execute
 
 if TYPE_CHECKING:
     from .model import ActiveRecord
-
-
-class ReindexReport:
-    """What ``reindex()`` did: records indexed, and unique values held by two records."""
-
-    def __init__(self) -> None:
-        self.indexed = 0
-        self.pruned = 0
-        self.conflicts: list[tuple[list[str], bytes, str, str]] = []
-
-    def __repr__(self) -> str:
-        return (f"<ReindexReport indexed={self.indexed} pruned={self.pruned} "
-                f"conflicts={len(self.conflicts)}>")
 
 
 class Manager:
@@ -82,27 +70,18 @@ class Manager:
         call = operations.compile_get_many(self.model, parsed, pointer_depth)
         return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
 
-    def reindex(self, batch_size: int = 1000) -> ReindexReport:
-        """Build the indexes and unique claims of records saved before they were declared,
-        then remove entries that no longer match their record (written by code that did
-        not maintain them), in batches: no script blocks Redis for long, and it is safe
-        while the application writes."""
-        report = ReindexReport()
-        client = configure.get_connection()
-        cursor: Any = b"0"
-        while True:
-            call = operations.compile_reindex(self.model, cursor, batch_size)
-            cursor, indexed, conflicts = execute(client, call)
-            report.indexed += indexed
-            report.conflicts += conflicts
-            if cursor == b"0":
-                break
-        for key_index in range(2, 2 + len(self.model._meta.model_keys)):
-            cursor = b"0"
-            while True:
-                call = operations.compile_prune(self.model, key_index, cursor, batch_size)
-                cursor, pruned = execute(client, call)
-                report.pruned += pruned
-                if cursor == b"0":
-                    break
-        return report
+    def reindex(self, batch_size: int = 1000) -> CheckReport:
+        """Build the index entries and unique claims of records saved before they were
+        declared, and remove entries that no longer match their record (written by code
+        that did not maintain them), in batches: no script blocks Redis for long, and it
+        is safe while the application writes. Unique values held by two records are
+        reported in ``.conflicts``, never guessed at."""
+        return check.run(self.model, repair=True, batch_size=batch_size, keyspace_pass=False)
+
+    def check(self, repair: bool = False, batch_size: int = 1000) -> CheckReport:
+        """Verify the model's data: every id has its record, every record is in the id set
+        and its indexes, every index entry matches its record, unique values are held
+        once, no ByteStream outlives its record. ``.problems`` lists what was found;
+        with ``repair=True`` what can be fixed is fixed (``.ok`` then says nothing
+        unfixable remains)."""
+        return check.run(self.model, repair=repair, batch_size=batch_size)

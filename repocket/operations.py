@@ -247,31 +247,6 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
                 (schema, check_depth(depth), *ids), decode, meta.name)
 
 
-def compile_reindex(model: type[ActiveRecord], cursor: Any, count: int) -> Call:
-    """One batch of ``reindex``: decodes to (next cursor, records indexed, conflicts)."""
-    meta = model._meta
-
-    def decode(reply: list[Any]) -> tuple[bytes, int, list[Any]]:
-        conflicts = [([f.decode() for f in fields], value, holder.decode(), other.decode())
-                     for fields, value, holder, other in reply[2:]]
-        return reply[0], int(reply[1]), conflicts
-
-    return Call("reindex", (meta.ids_key, *meta.model_keys),
-                (meta.write_schema(), len(meta.model_keys), cursor, count), decode, meta.name)
-
-
-def compile_prune(model: type[ActiveRecord], key_index: int, cursor: Any, count: int) -> Call:
-    """One batch of pruning the model key at KEYS[key_index]: (next cursor, entries fixed)."""
-    meta = model._meta
-
-    def decode(reply: list[Any]) -> tuple[bytes, int]:
-        return reply[0], int(reply[1])
-
-    return Call("prune", (meta.ids_key, *meta.model_keys),
-                (meta.write_schema(), len(meta.model_keys), key_index, cursor, count), decode,
-                meta.name)
-
-
 def check_depth(depth: int) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
         raise InvalidQuery(f"pointer_depth must be an integer from 0 to {MAX_DEPTH}, not {depth!r}")

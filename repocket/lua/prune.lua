@@ -10,8 +10,11 @@
 -- ARGV[3]  which key to prune (its KEYS index)
 -- ARGV[4]  cursor (a rank for sorted sets, a SCAN cursor otherwise; '0' to start)
 -- ARGV[5]  how many entries to look at
+-- ARGV[6]  'check' (report only) or 'repair'
 --
--- Reply: {next cursor ('0' at the end), entries removed or corrected}
+-- Reply: {next cursor ('0' at the end), entries removed or corrected,
+--         {kind, key, detail, record id}...},
+--        kind 'stale-entry' (an entry for a value its record no longer has, or no record)
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 
 -- @include _checks
@@ -21,7 +24,15 @@
 local err = check_type(KEYS[1], 'set') or check_index_types()
 if err then return err end
 local target, cursor, count = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local repair = ARGV[6] == 'repair'
 local key = KEYS[target]
+local found = {}
+
+-- Records a stale entry; true when it is to be fixed.
+local function stale(detail, id)
+  found[#found + 1] = {'stale-entry', key, detail, id}
+  return repair
+end
 local prefix = string.sub(KEYS[1], 1, -5)  -- '<prefix>:ids' without ':ids'
 local ID_LENGTH = 36
 
@@ -38,54 +49,54 @@ local function prune_sorted_set(index)
     local value = current(id)[field]
     if kind == 'lex' then
       local indexed = string.gsub(string.sub(member, 1, -(ID_LENGTH + 3)), '%z\1', '\0')
-      if value ~= indexed then
+      if value ~= indexed and stale(field .. ' of ' .. id, id) then
         redis.call('ZREM', key, member)
         removed = removed + 1
       end
     elseif value == nil then
-      redis.call('ZREM', key, member)
-      removed = removed + 1
-    elseif score ~= (score_of(family, value) or 0) then
+      if stale(field .. ' of ' .. id, id) then
+        redis.call('ZREM', key, member)
+        removed = removed + 1
+      end
+    elseif score ~= (score_of(family, value) or 0) and stale(field .. ' of ' .. id, id) then
       redis.call('ZADD', key, format_score(score_of(family, value) or 0), member)
-      removed = removed + 1
     end
   end
   local entries = #reply / 2
   local next_cursor = entries < count and '0' or tostring(start + entries - removed)
-  return {next_cursor, removed}
+  return {next_cursor, #found}
 end
 
 local function prune_null_set(index)
   local reply = redis.call('SSCAN', key, cursor, 'COUNT', count)
-  local removed = 0
   for _, id in ipairs(reply[2]) do
     local exists = redis.call('EXISTS', prefix .. ':' .. id) == 1
-    if not exists or current(id)[index[1]] ~= nil then
+    if (not exists or current(id)[index[1]] ~= nil) and stale(index[1] .. ' of ' .. id, id) then
       redis.call('SREM', key, id)
-      removed = removed + 1
     end
   end
-  return {reply[1], removed}
+  return {reply[1], #found}
 end
 
 local function prune_unique_hash(unique)
   local reply = redis.call('HSCAN', key, cursor, 'COUNT', count)
-  local removed = 0
   for i = 1, #reply[2], 2 do
     local value, id = reply[2][i], reply[2][i + 1]
-    if unique_value(unique, current(id)) ~= value then
+    if unique_value(unique, current(id)) ~= value and stale(value .. ' -> ' .. id, id) then
       redis.call('HDEL', key, value)
-      removed = removed + 1
     end
   end
-  return {reply[1], removed}
+  return {reply[1], #found}
 end
 
+local result = {'0', 0}
 for _, index in ipairs(indexes) do
-  if index[4] == target then return prune_sorted_set(index) end
-  if index[5] == target then return prune_null_set(index) end
+  if index[4] == target then result = prune_sorted_set(index) end
+  if index[5] == target then result = prune_null_set(index) end
 end
 for _, unique in ipairs(uniques) do
-  if unique[2] == target then return prune_unique_hash(unique) end
+  if unique[2] == target then result = prune_unique_hash(unique) end
 end
-return {'0', 0}
+if not repair then result[2] = 0 end
+for _, problem in ipairs(found) do result[#result + 1] = problem end
+return result
