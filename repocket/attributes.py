@@ -70,6 +70,12 @@ def uuid_text(value: uuid.UUID) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def uuid_from_ascii(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(raw.decode())``, remembered: Pointers name the same records again and again."""
+    return uuid.UUID(raw.decode("ascii"))
+
+
 def random_node_uuid1() -> uuid.UUID:
     """A version-1 UUID whose node is random (multicast bit set, per RFC 4122), not the MAC."""
     return uuid.uuid1(node=secrets.randbits(48) | (1 << 40))
@@ -497,7 +503,7 @@ class Pointer(Attribute):
         return uuid_text(self.target_id(value)).encode("ascii")
 
     def decode(self, raw: bytes) -> uuid.UUID:
-        return uuid.UUID(raw.decode("ascii"))
+        return uuid_from_ascii(raw)
 
     def sort_key(self, value: Any) -> Any:
         return str(self.target_id(value))

@@ -34,6 +34,16 @@ class Manager:
         return getattr(self.get_queryset(), name)
 
     def get(self, *, pointer_depth: int = 1, **lookups: Any) -> ActiveRecord | None:
+        """The record with these lookups, None when there is none. ``get(id=...)`` is one
+        EVALSHA of get.lua, its Pointers loaded ``pointer_depth`` levels deep."""
+        meta = self.model._meta
+        if len(lookups) == 1:
+            (name, value), = lookups.items()
+            if name in ("pk", meta.pk_name):  # the hot path: no queryset to build
+                record_id = value if isinstance(value, uuid.UUID) else uuid.UUID(
+                    canonical(self.model, meta.fields[meta.pk_name], value).decode())
+                call = operations.compile_get(self.model, record_id, pointer_depth)
+                return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
         return self.get_queryset().filter(pointer_depth=pointer_depth).get(**lookups)
 
     def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> QuerySet:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from . import keys as keyspace
-from .attributes import uuid_text
+from .attributes import uuid_from_ascii, uuid_text
 from .codecs import CorruptValue
 from .errors import InvalidQuery, StoredDataError, UnsavedPointer, ValidationError
 
@@ -299,7 +299,7 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0
             if target_id is None:
                 continue
             target_model = meta.fields[name].to_model  # type: ignore[attr-defined]
-            target_key = (index[target_model], str(target_id).encode("ascii"))
+            target_key = (index[target_model], uuid_text(target_id).encode("ascii"))
             if target_key in loaded:
                 instance._values[name] = loaded[target_key]
     return result
@@ -313,7 +313,7 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
     codec = meta.codec
     stored_by_name = dict(zip(flat[::2], flat[1::2], strict=True))
     # the key, not the stored id field, says which record this is
-    values: dict[str, Any] = {meta.pk_name: uuid.UUID(record_id.decode("ascii"))}
+    values: dict[str, Any] = {meta.pk_name: uuid_from_ascii(record_id)}
     stored: dict[str, bytes | None] = {meta.pk_name: stored_by_name.get(meta.pk_name.encode())}
     for name, name_bytes, decode, attribute in meta.decoders(codec):
         if fields is not None and name not in fields:
