@@ -115,5 +115,9 @@ class OutOfMemory(RepocketError, redis.exceptions.OutOfMemoryError):
     """Redis refused the write because it is over ``maxmemory``; nothing was written."""
 
 
+class PermissionDenied(RepocketError, redis.exceptions.NoPermissionError):
+    """The Redis user may not run a command repocket needs (see the ACL rule in the README)."""
+
+
 class ReadOnly(RepocketError, redis.exceptions.ReadOnlyError):
     """The server is a read-only replica; nothing was written."""

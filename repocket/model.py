@@ -163,6 +163,9 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
     reserved = set(dir(ActiveRecord)) | {"pk", "objects", "Meta", "pointer_depth"}
     appenders = {f"append_{name}" for name, f in fields.items() if f.is_stream}
     for name, attribute in fields.items():
+        if not name.isidentifier() or not keyspace.is_valid_name_part(name):
+            raise _definition_error(model.__name__, f"the field name {name!r} must be a Python "
+                                    "identifier (it becomes part of key names)")
         if name.startswith("_") or name in reserved or name in appenders:
             raise _definition_error(model.__name__,
                                     f"the field name {name!r} collides with the model's API")

@@ -247,6 +247,22 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
                 (schema, check_depth(depth), *ids), decode, meta.name)
 
 
+GET_CHUNK = 500  # records one get call reads: a bounded script, a bounded reply
+
+
+def compile_get_chunked(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
+                        depth: int = 1, found: tuple[ActiveRecord | None, ...] = ()) -> Call:
+    """``compile_get_many`` in calls of at most GET_CHUNK ids, one after the other."""
+    chunk, rest = record_ids[:GET_CHUNK], record_ids[GET_CHUNK:]
+    call = compile_get_many(model, chunk, depth)
+
+    def decode(reply: list[Any]) -> Any:
+        records = found + tuple(call.decode(reply))
+        return compile_get_chunked(model, rest, depth, records) if rest else list(records)
+
+    return replace(call, decode=decode)
+
+
 def check_depth(depth: int) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
         raise InvalidQuery(f"pointer_depth must be an integer from 0 to {MAX_DEPTH}, not {depth!r}")

@@ -85,6 +85,9 @@ def translate_error(exc: rexc.RedisError, call: Call) -> errors.RepocketError:
         return errors.RepocketConnectionError(f"{where}: cannot reach Redis: {exc}")
     if isinstance(exc, rexc.OutOfMemoryError):
         return errors.OutOfMemory(f"{where}: Redis is over maxmemory, nothing written: {exc}")
+    if isinstance(exc, rexc.NoPermissionError) or str(exc).startswith("NOPERM") or (
+            "can't run this command" in str(exc)):
+        return errors.PermissionDenied(f"{where}: the Redis user lacks a permission: {exc}")
     if isinstance(exc, rexc.ReadOnlyError):
         return errors.ReadOnly(f"{where}: the server is read-only, nothing written: {exc}")
     if isinstance(exc, rexc.ResponseError) and str(exc).startswith("WRONGTYPE"):

@@ -17,7 +17,12 @@ local records = {}
 local seen = {}
 local pending = {}
 
+-- The error reply for a failed read: a key of another type becomes a typed
+-- 'wrongtype' error naming it; any other error (e.g. NOPERM) passes through.
 local function read_error(key, reply)
+  if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' and string.find(reply.err, ' ') then
+    return redis.error_reply(reply.err)
+  end
   return redis.error_reply('REPOCKET ' .. cjson.encode(
     {code = 'wrongtype', key = key, expected = 'hash or string', actual = reply.err}))
 end
