@@ -11,11 +11,19 @@ import threading
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .codecs import get_codec
 from .errors import ConfigurationError
 
 DEFAULT_URL = "redis://localhost:6379/0"
+
+
+def _no_retries() -> Retry:
+    # A write whose reply was lost may have run: resending it could append twice.
+    # repocket raises a typed, retriable error and leaves the retry to the caller.
+    return Retry(NoBackoff(), 0)
 
 
 class configure:
@@ -47,7 +55,9 @@ class configure:
         - ``url``: ``redis://``, ``rediss://`` (TLS) or ``unix://`` (a socket path);
         - ``client``: an existing ``redis.Redis`` (its pool is shared, not copied);
         - ``codec``: the default codec of models that do not choose one;
-        - any other keyword goes to ``redis.Redis``: ``password``, ``username``,
+        - any other keyword goes to ``redis.Redis``: ``password``, ``username``, ``retry``
+          (none by default: a resent write may run twice; pass ``client=`` likewise
+          without retries),
           ``socket_timeout``, ``socket_connect_timeout``, ``ssl``, ``ssl_ca_certs``,
           ``ssl_certfile``, ``ssl_keyfile``, ``unix_socket_path``, ``max_connections``...
         """
@@ -56,6 +66,7 @@ class configure:
         if not isinstance(db, int) or isinstance(db, bool) or db < 0:
             raise ConfigurationError(f"db must be a non-negative integer, not {db!r}")
         if client is None:
+            options.setdefault("retry", _no_retries())
             if url is not None:
                 client = redis.Redis.from_url(url, **options)
             else:
@@ -79,7 +90,8 @@ class configure:
         if client is None:
             with cls._lock:
                 if cls._client is None:
-                    cls._client = redis.Redis.from_url(os.environ.get("REPOCKET_URL", DEFAULT_URL))
+                    cls._client = redis.Redis.from_url(
+                        os.environ.get("REPOCKET_URL", DEFAULT_URL), retry=_no_retries())
                 client = cls._client
         return client
 

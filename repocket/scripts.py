@@ -47,12 +47,13 @@ SCRIPTS: dict[str, Script] = {name: load_script(name) for name in SCRIPT_NAMES}
 
 def evalsha(client: redis.Redis, script: Script, keys: tuple[Any, ...],
             args: tuple[Any, ...]) -> Any:
-    """EVALSHA, loading the script and retrying once if the server does not know it."""
+    """EVALSHA; if the server does not know the script (after SCRIPT FLUSH, a restart, a
+    failover), EVAL it instead, which runs it and caches it in one command: a flush
+    between a SCRIPT LOAD and a retry cannot get in the way."""
     try:
         return client.evalsha(script.sha, len(keys), *keys, *args)
     except rexc.NoScriptError:
-        client.script_load(script.source)
-        return client.evalsha(script.sha, len(keys), *keys, *args)
+        return client.eval(script.source, len(keys), *keys, *args)
 
 
 def execute(client: redis.Redis, call: Call) -> Any:

@@ -1,6 +1,7 @@
-#!lua
+#!lua flags=allow-oom
 -- delete: remove records with their ByteStreams, index entries, unique claims
--- and id-set entries, atomically.
+-- and id-set entries, atomically. It only frees memory, so it runs even over
+-- maxmemory (allow-oom), where it is how an application makes room.
 --
 -- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
