@@ -338,11 +338,11 @@ class Float(Attribute):
     def encode(self, value: float) -> bytes:
         return repr(value).encode("ascii")
 
+    def sort_key(self, value: Any) -> Any:
+        return (math.isnan(value), 0.0 if math.isnan(value) else value)  # NaN last
+
     def decode(self, raw: bytes) -> float:
         return float(raw)
-
-    def sort_key(self, value: Any) -> Any:
-        return value
 
 
 class Decimal(Attribute):
@@ -387,9 +387,12 @@ class DateTime(Attribute):
 
     def coerce(self, value: Any) -> _dt.datetime:
         if isinstance(value, str):
-            return _dateparser.isoparse(value)
+            value = _dateparser.isoparse(value)
         if not isinstance(value, _dt.datetime):
             raise TypeError(f"expected datetime, not {type(value).__name__}")
+        offset = value.utcoffset()
+        if offset is not None and offset.microseconds:
+            raise ValueError("UTC offsets with fractions of a second cannot be stored")
         return value
 
     def encode(self, value: _dt.datetime) -> bytes:

@@ -87,7 +87,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
     for name in meta.stream_names:
         if name in values:
-            stream_ops += _stream_op(values[name], synced.get(name))
+            stream_ops += _stream_op(values[name], synced.get(name), meta.fields[name].null)
         else:
             stream_ops += (b"", b"")  # deferred: untouched
 
@@ -158,19 +158,23 @@ def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
     return target_model._meta.record_key(pointer.target_id(value))  # type: ignore
 
 
-def _stream_op(current: bytes | None, synced: bytes | None) -> tuple[bytes, bytes]:
+def _stream_op(current: bytes | None, synced: bytes | None,
+               nullable: bool = False) -> tuple[bytes, bytes]:
     """What a save writes to one ByteStream.
 
     ``synced`` is what this instance knows Redis holds (None: nothing known, as
     for a new instance). A value that extends it is APPENDed, so bytes other
-    processes appended meanwhile survive; any other value replaces the stream,
-    and an empty one deletes its key."""
+    processes appended meanwhile survive; any other value replaces the stream.
+    No key means None for a ``null=True`` stream and b'' otherwise, so an empty
+    value deletes the key only when the stream cannot be None."""
     if synced is not None and current is not None and current.startswith(synced):
         added = current[len(synced):]
         return (b"A", added) if added else (b"", b"")
     if synced == current:  # both None: the field is null and so is the stream
         return b"", b""
-    return (b"S", current) if current else (b"D", b"")
+    if current is None or (not current and not nullable):
+        return b"D", b""
+    return b"S", current
 
 
 # -- delete ---------------------------------------------------------------------------

@@ -97,8 +97,13 @@ def _field(model: type[ActiveRecord], name: str, value: Any = None) -> Attribute
 
 
 def canonical(model: type[ActiveRecord], attribute: Attribute, value: Any) -> bytes:
-    """The canonical bytes of a lookup value, as the field stores it."""
+    """The canonical bytes of a lookup value, as the field stores it (never None: that
+    is what ``isnull`` asks about)."""
     meta = model._meta
+    if value is None and not isinstance(attribute, AutoUUID):  # a None id is an InvalidId
+        raise InvalidQuery(f"{meta.name}.{attribute.name}: None is no value to compare with; "
+                           f"use {attribute.name}__isnull=True", model=meta.name,
+                           field=attribute.name, value=None)
     try:
         if isinstance(attribute, Pointer):
             return str(attribute.lookup_id(value)).encode("ascii")
@@ -205,7 +210,9 @@ def _sources(state: QueryState, keys: _Keys) -> list[dict[str, Any]]:
             continue
         for condition_at, condition in enumerate(conditions, start=1):
             attribute = meta.fields[condition.field]
-            values = list(dict.fromkeys(condition.values))
+            values = list(condition.values)
+            if condition.op in ("eq", "in"):
+                values = list(dict.fromkeys(values))  # each value one range
             where = {"exact": _is_exact(attribute, condition),
                      "condition": [group_at, condition_at], "field": condition.field}
             if condition.field == meta.pk_name and condition.op in ("eq", "in"):

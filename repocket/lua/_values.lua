@@ -163,6 +163,48 @@ local function normal_form(family, value)
   return value
 end
 
+-- JSON values compared as decoded data: numbers by value (as doubles), objects
+-- key by key; 0 when equal, else 1 (JSON values have no order).
+local function json_equal(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= 'table' then return a == b end
+  for key, value in pairs(a) do
+    if not json_equal(value, b[key]) then return false end
+  end
+  for key in pairs(b) do
+    if a[key] == nil then return false end
+  end
+  return true
+end
+
+-- The brackets of a JSON text outside its strings: cjson decodes [] and {} alike,
+-- this tells arrays from objects (keys are sorted, so equal objects align).
+local function json_skeleton(text)
+  local out, in_string, i = {}, false, 1
+  while i <= #text do
+    local c = string.sub(text, i, i)
+    if in_string then
+      if c == '\\' then i = i + 1 elseif c == '"' then in_string = false end
+    elseif c == '"' then
+      in_string = true
+    elseif c == '[' or c == ']' or c == '{' or c == '}' then
+      out[#out + 1] = c
+    end
+    i = i + 1
+  end
+  return table.concat(out)
+end
+
+local function json_cmp(a, b)
+  if a == b then return 0 end
+  local ok_a, x = pcall(cjson.decode, a)
+  local ok_b, y = pcall(cjson.decode, b)
+  if ok_a and ok_b and json_equal(x, y) and json_skeleton(a) == json_skeleton(b) then
+    return 0
+  end
+  return 1
+end
+
 -- -1, 0 or 1 comparing two canonical values of one family (nil sorts first).
 local function compare(family, a, b)
   if a == nil or b == nil then
@@ -180,7 +222,11 @@ local function compare(family, a, b)
   if family == 'float' then
     local x, y = tonumber(a), tonumber(b)
     if x == nil or y == nil then return bytes_cmp(a, b) end
+    if x ~= x or y ~= y then  -- NaN (Float(allow_nan=True)) orders after every number
+      return (x ~= x and 1 or 0) - (y ~= y and 1 or 0)
+    end
     return number_cmp(x, y)
   end
+  if family == 'json' then return json_cmp(a, b) end
   return bytes_cmp(a, b)
 end

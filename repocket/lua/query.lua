@@ -179,13 +179,16 @@ end
 local function satisfies(value, family, op, values)
   if op == 'isnull' then return (value == nil) == values[1] end
   if not value then return false end
+  local function is_nan(v) return family == 'float' and tonumber(v) ~= tonumber(v) end
+  if is_nan(value) then return false end  -- NaN equals nothing, orders with nothing
   if op == 'startswith' then return string.sub(value, 1, #values[1]) == values[1] end
   if op == 'eq' or op == 'in' then
     for _, expected in ipairs(values) do
-      if value == expected or compare(family, value, expected) == 0 then return true end
+      if not is_nan(expected) and compare(family, value, expected) == 0 then return true end
     end
     return false
   end
+  if is_nan(values[1]) or is_nan(values[2]) then return false end
   local c = compare(family, value, values[1])
   if op == 'gt' then return c > 0 elseif op == 'gte' then return c >= 0
   elseif op == 'lt' then return c < 0 elseif op == 'lte' then return c <= 0
@@ -323,9 +326,11 @@ end
 
 -- gather: examine the candidates of the smallest source, then order in Lua.
 local function gather(source, source_at, cursor, first_call)
-  local examine_them = #checks > 0 or #order > 0 or mode ~= 'records'
+  -- Candidates with nothing left to check are taken as they are (the index is kept
+  -- in step with the records by every write), ten times as many per call.
+  local examine_them = #checks > 0 or #order > 0
   local enough = #order == 0 and wanted or nil  -- unordered: any `wanted` rows will do
-  local ids, next_cursor = candidates(source, cursor, budget)
+  local ids, next_cursor = candidates(source, cursor, examine_them and budget or 10 * budget)
   local deduped, listed = {}, {}  -- an 'in' over several values may list an id twice
   for _, id in ipairs(ids) do
     if not listed[id] then

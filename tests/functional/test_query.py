@@ -421,7 +421,7 @@ def test_values_and_values_list(teams: tuple[Team, Team], players: list[Player])
     assert qs[1:3].values_list("pk", flat=True) == [players[0].id, players[1].id]
     full = Player.objects.filter(name="ann").values()
     assert full == [{"id": players[0].id, "name": "ann", "score": 10, "level": 1, "nick": "a",
-                     "team": red.id, "bio": None, "meta": None}]
+                     "team": red.id, "bio": b"", "meta": None}]  # an empty stream, not None
     with pytest.raises(errors.InvalidQuery):
         qs.values_list("name", "score", flat=True)
 

@@ -152,17 +152,19 @@ class StandIn:
             raise answer
         return answer
 
-    def script_load(self, source: str) -> str:
+    def eval(self, source: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """EVAL runs the script and caches it: what a NOSCRIPT is answered with."""
         self.loaded.append(source)
-        return "sha"
+        return self.evalsha("(eval)", numkeys, *keys_and_args)
 
 
-def test_execute_reloads_on_noscript_and_retries_once() -> None:
+def test_execute_answers_noscript_with_eval() -> None:
     client = StandIn(rexc.NoScriptError("NOSCRIPT"), b"ok")
     c = Call("get", ("k1", "k2"), ("a1",), lambda reply: ("decoded", reply), "Build")
     assert execute(client, c) == ("decoded", b"ok")  # type: ignore[arg-type]
     assert client.loaded == [SCRIPTS["get"].source]
-    assert client.sent == [(SCRIPTS["get"].sha, 2, "k1", "k2", "a1")] * 2
+    assert client.sent == [(SCRIPTS["get"].sha, 2, "k1", "k2", "a1"),
+                           ("(eval)", 2, "k1", "k2", "a1")]
 
 
 def test_execute_runs_follow_up_calls() -> None:
@@ -181,8 +183,8 @@ def test_execute_translates_and_chains_the_cause() -> None:
     assert raised.value.__cause__ is original
 
 
-def test_execute_second_noscript_is_an_error() -> None:
-    client = StandIn(rexc.NoScriptError("NOSCRIPT"), rexc.NoScriptError("NOSCRIPT"))
+def test_an_error_from_the_eval_fallback_is_typed() -> None:
+    client = StandIn(rexc.NoScriptError("NOSCRIPT"), rexc.ResponseError("ERR boom"))
     with pytest.raises(errors.ScriptError):
         execute(client, call("get"))  # type: ignore[arg-type]
     assert len(client.loaded) == 1

@@ -104,7 +104,9 @@ def test_first_save_sends_every_field_and_hdels_nones() -> None:
     assert parts["set"] == {"id": enc(Rec, "id", uuid.UUID(UID)), "name": enc(Rec, "name", "a"),
                             "n": enc(Rec, "n", 3)}
     assert parts["del"] == ["note", "target"]
-    assert parts["streams"] == [(b"D", b""), (b"D", b"")]  # a new record clears old streams
+    # a new record replaces old streams: `out` (never None) empty is no key; `err`
+    # (null=True) empty is an empty key, distinct from None
+    assert parts["streams"] == [(b"D", b""), (b"S", b"")]
     assert parts["tail"] == []
     assert call.key_fields == {}
     assert call.decode(b"saved") == {"hash": HASH, "strings": {"out": OUT, "err": ERR}}

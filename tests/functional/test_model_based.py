@@ -1,0 +1,527 @@
+"""Model-based testing: a hypothesis state machine drives random sequences of create,
+save, partial save of loaded (possibly stale) instances, delete, append, bulk_create,
+filter/exclude/order_by/slicing/count, get by unique field and QuerySet.delete against
+repocket on a real server and against a plain in-memory model, and requires identical
+observable results.
+
+Profiles: ``REPOCKET_HYPOTHESIS_PROFILE=soak`` runs 10,000 examples per test (the
+default, ``ci``, a short run). The examples run are written to the terminal summary
+(``[hypothesis] ... examples``) and to ``.hypothesis/repocket-examples.txt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+import redis
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from repocket import ActiveRecord, attributes, errors
+
+D = decimal.Decimal
+UTC = dt.timezone.utc
+
+_COMMON = {"deadline": None, "suppress_health_check": list(HealthCheck), "print_blob": True}
+# CI: no shrinking (a failure is reported as found, within the time budget); soak shrinks.
+_CI_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+settings.register_profile("repocket-ci", phases=_CI_PHASES, max_examples=60, stateful_step_count=30,
+                          **_COMMON)
+settings.register_profile("repocket-soak", max_examples=10_000, stateful_step_count=50,
+                          **_COMMON)
+PROFILE = settings.get_profile(
+    f"repocket-{os.environ.get('REPOCKET_HYPOTHESIS_PROFILE', 'ci')}")
+EXAMPLES: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_examples(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    lines = [f"[hypothesis] {request.module.__name__}::{name}: {n} examples"
+             for name, n in EXAMPLES.items()]
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line)
+    Path(".hypothesis").mkdir(exist_ok=True)
+    with open(".hypothesis/repocket-examples.txt", "a", encoding="utf-8") as out:
+        out.write("".join(f"{line}\n" for line in lines))
+
+
+# -- the models under test -----------------------------------------------------------------
+class Target(ActiveRecord):
+    class Meta:
+        namespace = "mbt"
+
+    name = attributes.Unicode()
+
+
+class Item(ActiveRecord):
+    class Meta:
+        namespace = "mbt"
+
+    n = attributes.Integer(index=True, null=True)
+    n_plain = attributes.Integer()
+    s = attributes.Unicode(index=True)
+    s_plain = attributes.Unicode(null=True)
+    at = attributes.DateTime(index=True, null=True)  # aware and naive values mixed
+    at_plain = attributes.DateTime(null=True)
+    dec = attributes.Decimal(index=True)
+    dec_plain = attributes.Decimal(null=True)
+    fl = attributes.Float(index=True, null=True)
+    fl_plain = attributes.Float()
+    email = attributes.Unicode(unique=True, null=True)
+    ptr = attributes.Pointer(Target, null=True, index=True)
+    log = attributes.ByteStream()
+
+
+class CompactItem(Item):
+    class Meta:
+        namespace = "mbt"
+        codec = "compact"
+
+
+TARGET_IDS = [uuid.UUID(int=(i + 1) << 64 | 0x8000_0000_0000_1000) for i in range(3)]
+
+# -- value domains: small, so that ties, equal instants and unique clashes are common -------
+ZONES = [None, UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)),
+         dt.timezone(-dt.timedelta(hours=1, minutes=1, seconds=1))]
+INSTANTS = [dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2020, 1, 1, 5, 30, tzinfo=UTC),
+            dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            dt.datetime(2300, 1, 1, tzinfo=UTC), dt.datetime(2300, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+            dt.datetime(1, 1, 2, tzinfo=UTC)]
+
+
+def _in_zone(instant: dt.datetime, zone: dt.tzinfo | None) -> dt.datetime:
+    return instant.replace(tzinfo=None) if zone is None else instant.astimezone(zone)
+
+
+INTS = st.sampled_from([-2**63, -5, -1, 0, 1, 2, 5, 2**53 - 1, 2**53, 2**53 + 1, 2**63 - 1])
+DECIMALS = st.sampled_from([D(t) for t in (
+    "-1E+2", "-1", "-0", "0", "0.0", "0.001", "1", "1.0", "1.50", "1.5", "1E+2", "100",
+    "9007199254740993", "9007199254740993.5", "-9007199254740993")])
+FLOATS = st.sampled_from([float("-inf"), -1e300, -1.5, -0.0, 0.0, 0.1, 1.5, 2.0**53,
+                          2.0**53 + 2, 1e300, float("inf")]) | st.floats(allow_nan=False)
+TEXTS = st.text(alphabet="ab\x00\x7fé\U0001f600", max_size=3)
+DATETIMES = st.builds(_in_zone, st.sampled_from(INSTANTS), st.sampled_from(ZONES))
+EMAILS = st.sampled_from(["a", "b", "c", "a\x00", ""])
+POINTERS = st.sampled_from(TARGET_IDS)
+NULLABLE = {"n", "s_plain", "at", "at_plain", "dec_plain", "fl", "email", "ptr"}
+BASE = {"n": INTS, "n_plain": INTS, "s": TEXTS, "s_plain": TEXTS, "at": DATETIMES,
+        "at_plain": DATETIMES, "dec": DECIMALS, "dec_plain": DECIMALS, "fl": FLOATS,
+        "fl_plain": FLOATS, "email": EMAILS, "ptr": POINTERS}
+VALUES = {name: (st.none() | strategy) if name in NULLABLE else strategy
+          for name, strategy in BASE.items()}
+HASH_FIELDS = sorted(BASE)
+ORDERABLE = HASH_FIELDS
+# what a field never given a value holds: its type's empty value, even when null=True
+EMPTY = {"n": 0, "n_plain": 0, "s": "", "s_plain": "", "dec": D(0), "dec_plain": D(0),
+         "fl": 0.0, "fl_plain": 0.0, "email": ""}
+
+RECORDS = st.fixed_dictionaries(
+    {"email": VALUES["email"]},
+    optional={k: v for k, v in {**VALUES, "log": st.binary(max_size=4)}.items() if k != "email"})
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(st.sampled_from([*HASH_FIELDS, "log"]), min_size=1, max_size=3,
+                          unique=True))
+    return {name: draw(VALUES[name]) if name != "log" else draw(st.binary(max_size=4))
+            for name in names}
+
+
+def _ops(name: str) -> list[str]:
+    ops = ["exact", "in", "gt", "gte", "lt", "lte", "range", "isnull"]
+    return [*ops, "startswith"] if name in ("s", "s_plain", "email") else ops
+
+
+@st.composite
+def lookups(draw: st.DrawFn) -> tuple[str, Any]:
+    name = draw(st.sampled_from(HASH_FIELDS))
+    op = draw(st.sampled_from(_ops(name)))
+    value: Any
+    if op == "isnull":
+        value = draw(st.booleans())
+    elif op == "in":
+        value = draw(st.lists(BASE[name], max_size=3))
+    elif op == "range":  # often one value twice: an inclusive range of a single value
+        low = draw(BASE[name])
+        value = (low, low if draw(st.booleans()) else draw(BASE[name]))
+    elif op == "exact":
+        value = draw(VALUES[name])  # None: isnull
+    else:
+        value = draw(BASE[name])
+    if name == "ptr" and op != "isnull" and draw(st.booleans()):  # an id as text, or an instance
+        as_text = draw(st.booleans())
+        convert = (lambda v: str(v)) if as_text else (lambda v: Target(id=v, name="x"))
+        value = ([convert(v) for v in value] if op == "in" else
+                 tuple(convert(v) for v in value) if op == "range" else
+                 value if value is None else convert(value))
+    return (name if op == "exact" and draw(st.booleans()) else f"{name}__{op}"), value
+
+
+ORDERS = st.lists(st.sampled_from(ORDERABLE), min_size=1, max_size=2, unique=True).flatmap(
+    lambda names: st.tuples(*[st.sampled_from([n, f"-{n}"]) for n in names]))
+WINDOWS = st.none() | st.tuples(st.integers(0, 4), st.none() | st.integers(0, 6))
+
+
+# -- the in-memory model -------------------------------------------------------------------
+def typed(name: str, value: Any) -> Any:
+    """A stored value as it compares: instants (naive taken as UTC), ids as their text."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if name == "ptr" or isinstance(value, ActiveRecord):
+        return str(value.pk if isinstance(value, ActiveRecord) else uuid.UUID(str(value)))
+    return value
+
+
+def rep(value: Any) -> Any:
+    """What a value is stored as: two values with one rep are one stored value."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        return f"datetime:{value.isoformat()}"
+    if isinstance(value, D):
+        return f"decimal:{value}"
+    return (type(value).__name__, value)
+
+
+def holds(key: str, lookup: Any, record: dict[str, Any]) -> bool:
+    name, _, op = key.partition("__")
+    op = op or "exact"
+    stored = typed(name, record[name])
+    if op == "isnull" or (op == "exact" and lookup is None):
+        return (stored is None) == (True if lookup is None else lookup)
+    if stored is None:
+        return False
+    if op == "in":
+        return any(stored == typed(name, v) for v in lookup)
+    if op == "range":
+        return typed(name, lookup[0]) <= stored <= typed(name, lookup[1])
+    value = typed(name, lookup)
+    return {"exact": stored == value, "gt": stored > value, "gte": stored >= value,
+            "lt": stored < value, "lte": stored <= value,
+            "startswith": op == "startswith" and stored.startswith(value)}[op]
+
+
+def expected_order(db: dict[uuid.UUID, dict[str, Any]], ids: list[uuid.UUID],
+                   specs: tuple[str, ...]) -> list[uuid.UUID]:
+    """README: typed values, None first, each field in its direction; ties by id text in
+    the first field's direction."""
+    def compare(a: uuid.UUID, b: uuid.UUID) -> int:
+        for spec in specs:
+            name = spec.lstrip("-")
+            x, y = typed(name, db[a][name]), typed(name, db[b][name])
+            if x == y:
+                continue
+            less = x is None or (y is not None and x < y)
+            return (1 if less else -1) if spec.startswith("-") else (-1 if less else 1)
+        first_desc = specs[0].startswith("-")
+        less = str(a) < str(b)
+        return (1 if less else -1) if first_desc else (-1 if less else 1)
+
+    return sorted(ids, key=functools.cmp_to_key(compare))
+
+
+@dataclasses.dataclass
+class Handle:
+    """One Python instance, and what the model says it knows."""
+
+    instance: ActiveRecord
+    values: dict[str, Any]  # field -> value (Pointer: target id), 'log' -> bytes
+    persisted: bool = False
+    known: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> rep last synced
+    synced: bytes | None = None  # the ByteStream as this instance last synced it
+
+
+def _full(values: dict[str, Any]) -> dict[str, Any]:
+    full = {name: values.get(name, EMPTY.get(name)) for name in HASH_FIELDS}
+    full["log"] = values.get("log", b"")
+    return full
+
+
+class ItemMachine(RuleBasedStateMachine):
+    model: type[Item] = Item
+
+    def __init__(self) -> None:
+        super().__init__()
+        CLIENT.flushdb()
+        for i, target_id in enumerate(TARGET_IDS):
+            Target.create(id=target_id, name=f"t{i}")
+        self.db: dict[uuid.UUID, dict[str, Any]] = {}  # id -> field values, 'log': bytes|None
+        self.handles: list[Handle] = []
+        self.steps = 0
+
+    # -- model helpers ----------------------------------------------------------------------
+    def _email_taken(self, email: Any, owner: uuid.UUID, claimed: set[str]) -> bool:
+        if email is None:
+            return False
+        return email in claimed or any(
+            record["email"] == email for rid, record in self.db.items() if rid != owner)
+
+    def _plan_save(self, handle: Handle) -> tuple[dict[str, Any], bool]:
+        """The record a save of ``handle`` would store, and whether it is a partial save."""
+        rid = handle.instance.pk
+        if handle.persisted and rid in self.db:
+            new = dict(self.db[rid])
+            for name in HASH_FIELDS:
+                if rep(handle.values[name]) != handle.known.get(name):
+                    new[name] = handle.values[name]
+            current, synced = handle.values["log"], handle.synced
+            if synced is not None and current.startswith(synced):
+                added = current[len(synced):]
+                if added:
+                    new["log"] = (new["log"] or b"") + added
+            elif synced != current:
+                new["log"] = current or None
+            return new, True
+        new = {name: handle.values[name] for name in HASH_FIELDS}
+        new["log"] = handle.values["log"] or None
+        return new, False
+
+    def _synced(self, handle: Handle) -> None:
+        handle.persisted = True
+        handle.known = {name: rep(handle.values[name]) for name in HASH_FIELDS}
+        handle.synced = handle.values["log"]
+
+    def _check_record(self, record: ActiveRecord | None, rid: uuid.UUID) -> None:
+        expected = self.db.get(rid)
+        if expected is None:
+            assert record is None, f"{rid} should not exist"
+            return
+        assert record is not None, f"{rid} is missing"
+        got = record.to_dict()
+        for name in HASH_FIELDS:
+            assert rep(got[name]) == rep(expected[name]), (name, got[name], expected[name])
+        assert got["log"] == (expected["log"] or b"")
+        if expected["ptr"] is not None:
+            assert isinstance(record._values["ptr"], Target)
+
+    def _handle(self, at: int) -> Handle:
+        return self.handles[at % len(self.handles)]
+
+    def _expect_write(self, action: Any, violation: bool) -> Any:
+        if violation:
+            with_error: Any = None
+            try:
+                action()
+            except errors.UniqueViolation as exc:
+                with_error = exc
+            assert with_error is not None, "the email is taken: UniqueViolation expected"
+            assert with_error.field == "email"
+            return None
+        return action()
+
+    # -- rules ----------------------------------------------------------------------------------
+    @rule(values=RECORDS, reuse=st.none() | st.integers(0, 99))
+    def create(self, values: dict[str, Any], reuse: int | None) -> None:
+        """A new instance, saved; with ``reuse``, it takes an existing record's id (a whole
+        overwrite of that record)."""
+        given = dict(values)
+        if reuse is not None and self.db:
+            given["id"] = sorted(self.db)[reuse % len(self.db)]
+        instance = self.model(**given)
+        handle = Handle(instance, _full(values))
+        new, _ = self._plan_save(handle)
+        violation = self._email_taken(new["email"], instance.pk, set())
+        self._expect_write(instance.save, violation)
+        self.handles.append(handle)
+        if not violation:
+            self.db[instance.pk] = new
+            self._synced(handle)
+
+    @precondition(lambda self: self.handles)
+    @rule(at=st.integers(0, 99), change=changes())
+    def modify(self, at: int, change: dict[str, Any]) -> None:
+        handle = self._handle(at)
+        for name, value in change.items():
+            setattr(handle.instance, name, value)
+            handle.values[name] = value
+
+    @precondition(lambda self: self.handles)
+    @rule(at=st.integers(0, 99), extend=st.binary(min_size=1, max_size=3))
+    def extend_log(self, at: int, extend: bytes) -> None:
+        """Assign a value that extends the stream: the save APPENDs the difference."""
+        handle = self._handle(at)
+        handle.values["log"] = handle.values["log"] + extend
+        handle.instance.log = handle.values["log"]
+
+    @precondition(lambda self: self.handles)
+    @rule(at=st.integers(0, 99))
+    def save(self, at: int) -> None:
+        handle = self._handle(at)
+        rid = handle.instance.pk
+        new, _ = self._plan_save(handle)
+        violation = self._email_taken(new["email"], rid, set())
+        reply = self._expect_write(handle.instance.save, violation)
+        if not violation:
+            key = f"repocket:mbt:{self.model.__name__}:{rid}"
+            assert reply == {"hash": key, "strings": {"log": f"{key}:field:log"}}
+            self.db[rid] = new
+            self._synced(handle)
+
+    @rule(at=st.integers(0, 99), missing=st.booleans())
+    def load(self, at: int, missing: bool) -> None:
+        rid = uuid.uuid4() if missing or not self.db else sorted(self.db)[at % len(self.db)]
+        record = self.model.objects.get(id=rid if at % 2 else str(rid))
+        self._check_record(record, rid)
+        if record is not None:
+            handle = Handle(record, {**{n: self.db[rid][n] for n in HASH_FIELDS},
+                                     "log": self.db[rid]["log"] or b""})
+            self._synced(handle)
+            self.handles.append(handle)
+
+    @precondition(lambda self: self.handles)
+    @rule(at=st.integers(0, 99))
+    def delete(self, at: int) -> None:
+        handle = self._handle(at)
+        rid = handle.instance.pk
+        record = self.db.pop(rid, None)
+        expected = 0 if record is None else 1 + (record["log"] is not None)
+        assert handle.instance.delete() == expected
+        handle.persisted, handle.known, handle.synced = False, {}, None
+
+    @precondition(lambda self: self.handles)
+    @rule(at=st.integers(0, 99), data=st.binary(max_size=3))
+    def append(self, at: int, data: bytes) -> None:
+        handle = self._handle(at)
+        rid = handle.instance.pk
+        if handle.persisted and rid not in self.db:
+            with pytest.raises(errors.DoesNotExist):
+                handle.instance.append_log(data)
+            return
+        length = handle.instance.append_log(data)
+        handle.values["log"] += data
+        if handle.persisted:
+            self.db[rid]["log"] = (self.db[rid]["log"] or b"") + data
+            handle.synced = (handle.synced or b"") + data
+            assert length == len(self.db[rid]["log"])
+        else:
+            assert length == len(handle.values["log"])
+
+    @rule(batch=st.lists(RECORDS, min_size=1, max_size=3))
+    def bulk_create(self, batch: list[dict[str, Any]]) -> None:
+        handles = [Handle(self.model(**values), _full(values)) for values in batch]
+        claimed: set[str] = set()
+        violation = False
+        for handle in handles:
+            email = handle.values["email"]
+            violation = violation or self._email_taken(email, handle.instance.pk, claimed)
+            if email is not None:
+                claimed.add(email)
+        self._expect_write(
+            lambda: self.model.objects.bulk_create([h.instance for h in handles],
+                                                   batch_size=len(handles)), violation)
+        if not violation:
+            for handle in handles:
+                self.db[handle.instance.pk] = self._plan_save(handle)[0]
+                self._synced(handle)
+        self.handles += handles
+
+    def _matching(self, filters: dict[str, Any], excludes: dict[str, Any]) -> list[uuid.UUID]:
+        return [rid for rid, record in self.db.items()
+                if all(holds(k, v, record) for k, v in filters.items())
+                and not (excludes and all(holds(k, v, record) for k, v in excludes.items()))]
+
+    @rule(filters=st.lists(lookups(), max_size=2), excludes=st.lists(lookups(), max_size=1),
+          order=st.none() | ORDERS, window=WINDOWS, as_ids=st.booleans())
+    def query(self, filters: list[tuple[str, Any]], excludes: list[tuple[str, Any]],
+              order: tuple[str, ...] | None, window: tuple[int, int | None] | None,
+              as_ids: bool) -> None:
+        f, e = dict(filters), dict(excludes)
+        expected = self._matching(f, e)
+        qs = self.model.objects.filter(**f)
+        if e:
+            qs = qs.exclude(**e)
+        assert qs.count() == len(expected)
+        if order:
+            qs = qs.order_by(*order)
+            expected = expected_order(self.db, expected, order)
+        size = len(expected)
+        if window is not None:
+            start, stop = window
+            qs = qs[start:stop]
+            size = len(expected[start:stop])
+            expected = expected[start:stop] if order else expected
+        got = qs.ids() if as_ids else [record.pk for record in qs]
+        assert len(got) == size
+        if order:
+            assert got == expected, (order, window)
+        else:
+            assert len(set(got)) == len(got) and set(got) <= set(expected)
+        if window is not None:
+            assert qs.count() == size
+        else:
+            assert qs.exists() == bool(expected)
+            if order:
+                first, last = qs.first(), qs.last()
+                assert (first.pk if first else None) == (expected[0] if expected else None)
+                assert (last.pk if last else None) == (expected[-1] if expected else None)
+
+    @rule(email=EMAILS)
+    def get_unique(self, email: str) -> None:
+        owners = [rid for rid, record in self.db.items() if record["email"] == email]
+        assert len(owners) <= 1
+        found = self.model.objects.get(email=email)
+        assert (found.pk if found else None) == (owners[0] if owners else None)
+        if found is not None:
+            self._check_record(found, found.pk)
+
+    @rule(lookup=lookups())
+    def queryset_delete(self, lookup: tuple[str, Any]) -> None:
+        doomed = self._matching(dict([lookup]), {})
+        assert self.model.objects.filter(**dict([lookup])).delete() == len(doomed)
+        for rid in doomed:
+            del self.db[rid]
+
+    @invariant()
+    def counts_agree(self) -> None:
+        self.steps += 1
+        assert self.model.objects.count() == len(self.db)
+
+    def teardown(self) -> None:
+        ids = sorted(self.db)
+        assert set(self.model.objects.all().ids()) == set(ids)
+        for rid, record in zip(ids, self.model.objects.get_many(ids)):
+            self._check_record(record, rid)
+        if hasattr(self.model.objects, "check"):
+            report = self.model.objects.check(repair=False)
+            assert report.ok, report.problems
+        EXAMPLES[self.model.__name__] = EXAMPLES.get(self.model.__name__, 0) + 1
+
+
+class CompactItemMachine(ItemMachine):
+    model = CompactItem
+
+
+CLIENT: redis.Redis
+
+
+@pytest.mark.parametrize("machine", [ItemMachine, CompactItemMachine],
+                         ids=["envelope", "compact"])
+def test_model_based(client: redis.Redis, machine: type[ItemMachine]) -> None:
+    global CLIENT
+    CLIENT = client
+    run_state_machine_as_test(machine, settings=PROFILE)
+    assert EXAMPLES.get(machine.model.__name__, 0) > 0
