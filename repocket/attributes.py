@@ -86,6 +86,12 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
 
 
+def mark_dangling(instance: ActiveRecord, name: str) -> None:
+    """The Pointer ``name`` reads None because its target is gone; its stored id stays
+    until the field is assigned (a save must not take the missing target for a change)."""
+    instance.__dict__.setdefault("_dangling", set()).add(name)
+
+
 class _HybridMethod:
     """``Attr.cast(v)`` works on the class (with default settings) and on a configured field."""
 
@@ -277,7 +283,8 @@ class JSON(Attribute):
         return value
 
     def encode(self, value: Any) -> bytes:
-        # sorted keys: one text per value, so the server can compare JSON by its bytes
+        # sorted keys: one text per value (the server compares decoded values, and uses
+        # the text's brackets to tell arrays from objects)
         return json.dumps(value, ensure_ascii=False, allow_nan=False,
                           sort_keys=True).encode("utf-8")
 
@@ -465,7 +472,13 @@ class Pointer(Attribute):
         value = instance._values[self.name]
         if isinstance(value, uuid.UUID):  # not loaded yet (beyond the get's depth)
             value = instance._values[self.name] = self.to_model.objects.get(id=value)
+            if value is None:
+                mark_dangling(instance, self.name)
         return value
+
+    def __set__(self, instance: ActiveRecord, value: Any) -> None:
+        super().__set__(instance, value)
+        instance.__dict__.get("_dangling", set()).discard(self.name)
 
     def coerce(self, value: Any) -> Any:
         if isinstance(value, self.to_model):

@@ -34,6 +34,7 @@ class configure:
     """
 
     _client: redis.Redis | None = None
+    _owned = False  # repocket built the client (and so closes it when replaced)
     _default_codec: str = "envelope"
     _lock = threading.Lock()
 
@@ -53,7 +54,9 @@ class configure:
 
         - ``hostname``/``port``/``db`` as in repocket 0.1;
         - ``url``: ``redis://``, ``rediss://`` (TLS) or ``unix://`` (a socket path);
-        - ``client``: an existing ``redis.Redis`` (its pool is shared, not copied);
+        - ``client``: an existing ``redis.Redis`` (its pool is shared, not copied, and
+          never closed by repocket; give it ``retry=Retry(NoBackoff(), 0)``: redis-py's
+          default retries may run a write twice after a lost reply);
         - ``codec``: the default codec of models that do not choose one;
         - any other keyword goes to ``redis.Redis``: ``password``, ``username``, ``retry``
           (none by default: a resent write may run twice; pass ``client=`` likewise
@@ -65,6 +68,7 @@ class configure:
             raise ConfigurationError("pass either an existing client or connection settings")
         if not isinstance(db, int) or isinstance(db, bool) or db < 0:
             raise ConfigurationError(f"db must be a non-negative integer, not {db!r}")
+        owned = client is None
         if client is None:
             options.setdefault("retry", _no_retries())
             if url is not None:
@@ -78,8 +82,9 @@ class configure:
         if codec is not None:
             cls.default_codec(codec)
         with cls._lock:
-            previous, cls._client = cls._client, client
-        if previous is not None and previous is not client:
+            previous, previous_owned = cls._client, cls._owned
+            cls._client, cls._owned = client, owned
+        if previous is not None and previous is not client and previous_owned:
             previous.close()
         return client
 
@@ -92,6 +97,7 @@ class configure:
                 if cls._client is None:
                     cls._client = redis.Redis.from_url(
                         os.environ.get("REPOCKET_URL", DEFAULT_URL), retry=_no_retries())
+                    cls._owned = True
                 client = cls._client
         return client
 
@@ -108,9 +114,11 @@ class configure:
 
     @classmethod
     def reset(cls) -> None:
-        """Forget the configured client (closing its pool) and restore the defaults."""
+        """Forget the configured client (closing it if repocket built it) and restore the
+        defaults."""
         with cls._lock:
-            previous, cls._client = cls._client, None
+            previous, owned = cls._client, cls._owned
+            cls._client, cls._owned = None, False
             cls._default_codec = "envelope"
-        if previous is not None:
+        if previous is not None and owned:
             previous.close()

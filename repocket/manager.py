@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from . import check, operations
 from .check import CheckReport
 from .connections import configure
-from .errors import InvalidQuery, RepocketError
+from .errors import InvalidQuery, RepocketError, ValidationError
 from .query import QuerySet, canonical
 from .scripts import execute
 
@@ -62,10 +62,16 @@ class Manager:
         if batch_size < 1:
             raise InvalidQuery("batch_size must be positive")
         records = list(records)
+        seen: set[uuid.UUID] = set()
         for record in records:
             if not isinstance(record, self.model):
                 raise RepocketError(f"bulk_create of {self.model.__name__} got a "
                                     f"{type(record).__name__}")
+            if record.pk in seen:
+                raise ValidationError(f"bulk_create got two {self.model.__name__} records "
+                                      f"with the id {record.pk}", model=self.model.__name__,
+                                      field=self.model._meta.pk_name, value=record.pk)
+            seen.add(record.pk)
         client = configure.get_connection()
         for start in range(0, len(records), batch_size):
             batch = records[start:start + batch_size]

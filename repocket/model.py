@@ -35,7 +35,6 @@ class Options:
         self.stream_names = tuple(name for name, f in fields.items() if f.is_stream)
         self.pointer_names = tuple(name for name, f in fields.items() if isinstance(f, Pointer))
         self.hash_fields = tuple((name, f) for name, f in fields.items() if not f.is_stream)
-        self.hash_field_specs = tuple((name, name.encode(), f) for name, f in self.hash_fields)
         self.prefix = keyspace.model_prefix(self.namespace, self.name)
         self.ids_key = keyspace.ids_key(self.prefix)
         self.indexed = tuple(name for name, f in fields.items() if f.index)
@@ -315,7 +314,8 @@ class ActiveRecord(metaclass=ModelBase):
         for name, expected in kw.items():
             self._check_field(name)
             attribute = self._meta.fields[name]
-            actual = self._values[name]
+            # a loaded value as it is (a Pointer not yet fetched is its id); a deferred one loads
+            actual = self._values[name] if name in self._values else getattr(self, name)
             if isinstance(attribute, Pointer):
                 actual = None if actual is None else attribute.target_id(actual)
                 expected = None if expected is None else attribute.target_id(expected)

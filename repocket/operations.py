@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from . import keys as keyspace
-from .attributes import uuid_from_ascii, uuid_text
+from .attributes import mark_dangling, uuid_from_ascii, uuid_text
 from .codecs import CorruptValue
 from .errors import InvalidQuery, StoredDataError, UnsavedPointer, ValidationError
 
@@ -63,9 +63,10 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     to_delete: list[str] = []
     new_stored: dict[str, bytes | None] = {}
     pointer_keys: dict[str, str] = {}
+    dangling = record.__dict__.get("_dangling", ())
     for name, attribute in meta.hash_fields:
-        if name not in values:
-            continue  # deferred and never loaded: leave it as stored
+        if name not in values or (partial and name in dangling):
+            continue  # deferred and never loaded, or a Pointer to a gone record: as stored
         value = values[name]
         if value is None:
             new_stored[name] = None
@@ -214,9 +215,9 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
     stream_key = keyspace.stream_key(hash_key, name)
 
     def decode(reply: int) -> int:
-        current = record._values[name] or b""
-        record._values[name] = current + data
-        record._synced_streams[name] = (record._synced_streams.get(name) or b"") + data
+        if name in record._values:  # a deferred stream stays deferred
+            record._values[name] = (record._values[name] or b"") + data
+            record._synced_streams[name] = (record._synced_streams.get(name) or b"") + data
         return int(reply)
 
     return Call("append", (hash_key, stream_key), (data,), decode, meta.name,
@@ -322,6 +323,8 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0
             target_key = (index[target_model], uuid_text(target_id).encode("ascii"))
             if target_key in loaded:
                 instance._values[name] = loaded[target_key]
+                if loaded[target_key] is None:
+                    mark_dangling(instance, name)
     return result
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import merge, operations
-from .attributes import Attribute, AutoUUID, Integer, Pointer, parse_uuid
+from .attributes import Attribute, AutoUUID, Integer, Pointer, parse_uuid, uuid_text
 from .connections import configure
 from .errors import (
     InvalidId,
@@ -246,7 +246,7 @@ def _loaded_fields(state: QueryState) -> tuple[list[str] | None, dict[str, bool]
 
 
 def compile_query(state: QueryState, mode: str, resume: Any = None,
-                  rows: tuple[Any, ...] = (), path: str = "") -> Call:
+                  rows: list[Any] | None = None, path: str = "") -> Call:
     """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain')."""
     model = state.model
     meta = model._meta
@@ -274,6 +274,8 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
         "budget": state.budget, "resume": resume if resume is not None else False,
     }
 
+    rows = [] if rows is None else rows
+
     def decode(reply: list[Any]) -> Any:
         status = reply[0]
         if status == b"done":
@@ -281,7 +283,8 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
         if mode == "explain":
             return reply
         cursor = reply[1]
-        page_rows = rows + tuple(reply[2:])
+        page_rows = rows
+        page_rows.extend(reply[2:])  # one list carried through the pages
         kind = path or (cursor[0].decode() if cursor else "gather")
         enough = state.limit is not None and (kind == "stream" or not state.order) and len(
             page_rows) >= state.offset + state.limit  # rows come in order, or any will do
@@ -339,10 +342,10 @@ def row_key(state: QueryState) -> Callable[[Sequence[Any]], Any]:
     return functools.cmp_to_key(compare)
 
 
-def _finish_pages(state: QueryState, mode: str, rows: tuple[Any, ...], path: str) -> Any:
+def _finish_pages(state: QueryState, mode: str, rows: list[Any], path: str) -> Any:
     """The result of a query answered in pages: merge, order, slice, then hydrate."""
     key = row_key(state) if path == "gather" and state.order else None
-    selected = merge.merge_rows([list(rows)], key, offset=state.offset, limit=state.limit)
+    selected = merge.merge_rows([rows], key, offset=state.offset, limit=state.limit)
     ids = [uuid.UUID(row[0].decode("ascii")) for row in selected]
     if mode == "count":
         return merge.merge_counts([len(ids)])
@@ -523,10 +526,13 @@ class QuerySet(ResultSet):
         if chunk_size < 1:
             raise InvalidQuery("chunk_size must be positive")
         ids = self.ids()
+        pk = self.model._meta.pk_name
         for start in range(0, len(ids), chunk_size):
-            chunk = ids[start:start + chunk_size]
-            records = _run(operations.compile_get_many(self.model, chunk, self.state.depth))
-            yield from (record for record in records if record is not None)
+            chunk = [uuid_text(i).encode("ascii") for i in ids[start:start + chunk_size]]
+            # the chunk's records, in the query's order, with its only()/defer()
+            page = dataclasses.replace(self.state, groups=((False, (
+                Condition(pk, "in", tuple(chunk)),)),), offset=0, limit=None)
+            yield from QuerySet(self.model, page)._fetch()
 
     def values(self, *fields: str) -> list[dict[str, Any]]:
         names = self._value_fields(fields)
@@ -550,6 +556,8 @@ class QuerySet(ResultSet):
 
     def delete(self) -> int:
         """Delete every matching record (in atomic batches); return how many were deleted."""
+        if self._is_sliced():
+            raise InvalidQuery("cannot delete a sliced queryset (as in Django): filter it")
         ids = self.ids()
         deleted = 0
         for start in range(0, len(ids), DELETE_BATCH):
@@ -590,7 +598,9 @@ def _evaluating(name: str) -> Callable[..., Any]:
 
 
 for _name in ("__reversed__", "index", "__add__", "__mul__", "__rmul__", "copy", "__lt__",
-              "__le__", "__gt__", "__ge__"):
+              "__le__", "__gt__", "__ge__", "__ne__", "__iadd__", "__imul__", "__setitem__",
+              "__delitem__", "append", "extend", "insert", "pop", "remove", "clear", "sort",
+              "reverse"):
     setattr(QuerySet, _name, _evaluating(_name))
 
 

@@ -28,7 +28,8 @@ class ResultSet(list):  # type: ignore[type-arg]
             attribute, descending = parse_order(self.model, spec)
 
             def key(record: ActiveRecord, attribute: Any = attribute) -> Any:
-                value = record._values[attribute.name]
+                name = attribute.name  # a deferred field loads; a loaded one is used as it is
+                value = record._values[name] if name in record._values else getattr(record, name)
                 return (0, 0) if value is None else (1, attribute.sort_key(value))
 
             ordered.sort(key=key, reverse=descending)

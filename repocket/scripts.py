@@ -1,9 +1,10 @@
 """The script registry and the executor that runs compiled operations.
 
 Scripts are read once from ``repocket/lua/<verb>.lua`` (``-- @include _name``
-lines pull in a shared ``_name.lua``), run with EVALSHA, and reloaded with
-SCRIPT LOAD when the server answers NOSCRIPT (after SCRIPT FLUSH, a restart or
-a failover), then retried once. Errors are mapped to ``repocket.errors``.
+lines pull in a shared ``_name.lua``) and run with EVALSHA; when the server
+answers NOSCRIPT (after SCRIPT FLUSH, a restart or a failover) the call is made
+again with EVAL, which runs the script and caches it. Errors are mapped to
+``repocket.errors``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ local function read_error(key, reply)
     return redis.error_reply(reply.err)
   end
   return redis.error_reply('REPOCKET ' .. cjson.encode(
-    {code = 'wrongtype', key = key, expected = 'hash or string', actual = reply.err}))
+    {code = 'wrongtype', key = key, expected = 'hash or string',
+     actual = redis.call('TYPE', key)['ok']}))
 end
 
 -- Appends the record at `key` to `records`; returns its flat hash (nil if

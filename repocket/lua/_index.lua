@@ -31,7 +31,7 @@ do
 end
 
 local function lex_member(value, id)
-  return (string.gsub(value, '%z', '\0\1')) .. '\0\0' .. id
+  return lex_escape(value) .. '\0\0' .. id
 end
 
 -- field -> canonical value (or nil) of the tracked fields stored at `hash_key`.

@@ -5,7 +5,7 @@
 --   'exact'    Integer, Decimal: exact decimal comparison (no rounding)
 --   'float'    Float: as doubles
 --   'datetime' DateTime: the instant (seconds, microseconds), naive values as UTC
---   'json'     JSON: equality of the stored text only
+--   'json'     JSON: equality of the decoded values (no order)
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 
@@ -37,6 +37,10 @@ local function canonical(raw, is_envelope)
   if envelope.encoding == 'base64' then return base64_decode(envelope.value) end
   return envelope.value
 end
+
+-- A value as it is written into a lex index member: a NUL becomes \0\1, so that
+-- \0\0 can separate the value from the id and order is kept.
+local function lex_escape(value) return (string.gsub(value, '%z', '\0\1')) end
 
 -- -1, 0 or 1 comparing two strings byte by byte (Lua's < follows the locale).
 local function bytes_cmp(a, b)
@@ -163,8 +167,8 @@ local function normal_form(family, value)
   return value
 end
 
--- JSON values compared as decoded data: numbers by value (as doubles), objects
--- key by key; 0 when equal, else 1 (JSON values have no order).
+-- Whether two decoded JSON values are equal: numbers by value (as doubles),
+-- tables key by key (json_cmp also tells arrays from objects).
 local function json_equal(a, b)
   if type(a) ~= type(b) then return false end
   if type(a) ~= 'table' then return a == b end

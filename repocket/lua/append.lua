@@ -11,8 +11,9 @@
 
 -- @include _checks
 
-local record_type = redis.call('TYPE', KEYS[1])['ok']
-if record_type == 'none' then return fail('record_missing', {key = KEYS[1], stream = KEYS[2]}) end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return fail('record_missing', {key = KEYS[1], stream = KEYS[2]})
+end
 local err = check_type(KEYS[1], 'hash') or check_type(KEYS[2], 'string')
 if err then return err end
 return redis.call('APPEND', KEYS[2], ARGV[1])

@@ -48,7 +48,7 @@ local desc = order[1] ~= nil and order[1][3]
 local ID_LENGTH = 36
 
 -- Candidate sources ----------------------------------------------------------------------
-local function esc(value) return (string.gsub(value, '%z', '\0\1')) end
+local esc = lex_escape
 
 local function next_prefix(text)
   local trimmed = string.gsub(text, '\255+$', '')
@@ -69,10 +69,15 @@ local function index_ranges(source)
   end
   local function add(low, high) ranges[#ranges + 1] = {low, high} end
   if op == 'eq' or op == 'in' then
+    local seen_bound = {}  -- equal values spelled differently (0.0, -0.0) share one range
     for _, value in ipairs(values) do
       local b = bound(value)
       if b == nil then return nil end
-      if kind == 'lex' then add('[' .. b .. '\0\0', '(' .. b .. '\0\1') else add(b, b) end
+      local same = kind == 'lex' and b or tonumber(b)
+      if not seen_bound[same] then
+        seen_bound[same] = true
+        if kind == 'lex' then add('[' .. b .. '\0\0', '(' .. b .. '\0\1') else add(b, b) end
+      end
     end
   elseif op == 'startswith' and kind == 'lex' then
     add('[' .. esc(values[1]), next_prefix(esc(values[1])))

@@ -63,8 +63,10 @@ local function check(record, claimed)
     if err then return err end
   end
   for i = record.first_pointer, record.first_pointer + record.n_ptr - 1 do
-    if redis.call('TYPE', KEYS[i])['ok'] ~= 'hash' then
-      return fail('pointer_missing', {key = KEYS[i]})
+    local target = redis.call('TYPE', KEYS[i])['ok']
+    if target == 'none' then return fail('pointer_missing', {key = KEYS[i]}) end
+    if target ~= 'hash' then
+      return fail('wrongtype', {key = KEYS[i], expected = 'hash', actual = target})
     end
   end
   if record.partial and redis.call('EXISTS', record.hash) == 0 then return 'gone' end

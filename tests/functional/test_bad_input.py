@@ -349,8 +349,9 @@ def test_wrong_type_under_a_pointer_target_key(world: World) -> None:
     with pytest.raises(errors.WrongKeyType) as raised:
         Build.objects.get(id=world.build.id)
     assert raised.value.key == target_key
-    with pytest.raises(errors.PointerTargetMissing):
+    with pytest.raises(errors.WrongKeyType) as refused:  # a list is there, not a record
         Build(project=world.project).save()
+    assert refused.value.key == target_key and refused.value.field == "project"
     assert snapshot(world.client) == before
 
 
