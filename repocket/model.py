@@ -81,7 +81,8 @@ class Options:
         """Per hash field but the id: name, name as bytes, the codec's decoder, the field."""
         if codec.name not in self.decoder_cache:
             self.decoder_cache[codec.name] = [
-                (name, name.encode(), functools.partial(codec.decode, attribute), attribute)
+                (name, name.encode(), attribute.decode if not codec.is_envelope
+                 else functools.partial(codec.decode, attribute), attribute)
                 for name, attribute in self.hash_fields if name != self.pk_name]
         return self.decoder_cache[codec.name]
 

@@ -354,13 +354,12 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
                 f"{meta.name}.{name} at {key!r} holds {raw[:80]!r}, which is not a "
                 f"{type(attribute).__name__} in the {codec.name} codec: {exc}",
                 model=meta.name, field=name, key=key, value=raw) from None
+    synced: dict[str, bytes | None] = {}
     for name, raw in zip(meta.stream_names, streams, strict=True):
         if fields is None or name in fields:
-            values[name] = raw if raw is not None else (None if meta.fields[name].null else b"")
+            value = raw if raw is not None else (None if meta.fields[name].null else b"")
+            values[name] = synced[name] = value
     instance = model.__new__(model)
-    instance._values = values
-    instance._stored = stored
-    instance._synced_streams = {name: values[name] for name in meta.stream_names
-                                if name in values}
-    instance._persisted = True
+    instance.__dict__.update(_values=values, _stored=stored, _synced_streams=synced,
+                             _persisted=True)
     return instance
