@@ -55,6 +55,7 @@ class Options:
         self.schema_cache: dict[Any, bytes] = {}
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
+        self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}
         self.manager = Manager(model)
 
     @property
@@ -76,6 +77,22 @@ class Options:
                        for group in self.unique_together]
             self.schema_cache[cache_key] = operations.pack([int(is_envelope), indexes, uniques])
         return self.schema_cache[cache_key]
+
+    @functools.cached_property
+    def pre_savers(self) -> tuple[Attribute, ...]:
+        """The fields whose ``pre_save`` hook does something (``DateTime(auto_now=True)``)."""
+        return tuple(f for f in self.fields.values()
+                     if type(f).pre_save is not Attribute.pre_save)
+
+    def encoders(self, codec: Codec) -> list[tuple[str, Callable[[Any], bytes], Attribute]]:
+        """Per hash field: name, the codec's encoder, the field."""
+        key = "encode:" + codec.name
+        if key not in self.encoder_cache:
+            self.encoder_cache[key] = [
+                (name, attribute.encode if not codec.is_envelope
+                 else functools.partial(codec.encode, attribute), attribute)
+                for name, attribute in self.hash_fields]
+        return self.encoder_cache[key]
 
     def decoders(self, codec: Codec) -> list[tuple[str, bytes, Callable[[bytes], Any], Attribute]]:
         """Per hash field but the id: name, name as bytes, the codec's decoder, the field."""

@@ -55,7 +55,7 @@ class _SaveBlock:
 
 def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     meta = type(record)._meta
-    for attribute in meta.fields.values():
+    for attribute in meta.pre_savers:
         attribute.pre_save(record)
     partial = record._persisted and not whole
     values, stored, codec = record._values, record._stored, meta.codec
@@ -64,7 +64,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     new_stored: dict[str, bytes | None] = {}
     pointer_keys: dict[str, str] = {}
     dangling = record.__dict__.get("_dangling", ())
-    for name, attribute in meta.hash_fields:
+    for name, encode, _attribute in meta.encoders(codec):
         if name not in values or (partial and name in dangling):
             continue  # deferred and never loaded, or a Pointer to a gone record: as stored
         value = values[name]
@@ -74,7 +74,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
                 to_delete.append(name)
             continue
         try:
-            raw = codec.encode(attribute, value)
+            raw = encode(value)
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise ValidationError(f"{meta.name}.{name}: cannot encode {value!r:.80}: {exc}",
                                   model=meta.name, field=name, value=value) from None
