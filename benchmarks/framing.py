@@ -16,7 +16,7 @@ import time
 import msgpack
 import redis
 
-from repocket.server import throwaway_redis
+from repocket.server import given_or_throwaway
 
 BUILD = """
 local n = tonumber(ARGV[1])
@@ -62,11 +62,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    if args.url:
-        run(args.url, args.records, args.repeat)
-    else:
-        with throwaway_redis() as url:
-            run(url, args.records, args.repeat)
+    with given_or_throwaway(args.url) as url:
+        run(url, args.records, args.repeat)
 
 
 if __name__ == "__main__":

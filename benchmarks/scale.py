@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from repocket import ActiveRecord, attributes, configure
-from repocket.server import throwaway_redis
+from repocket.server import given_or_throwaway
 
 
 class Event(ActiveRecord):
@@ -144,13 +144,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--json")
     args = parser.parse_args()
-    if args.url:
-        if redis.Redis.from_url(args.url).dbsize():
-            sys.exit(f"{args.url} is not empty: this benchmark fills and keeps a model's data")
-        run(args.url, args.sizes, args.queries, args.json)
-    else:
-        with throwaway_redis() as url:
-            run(url, args.sizes, args.queries, args.json)
+    if args.url and redis.Redis.from_url(args.url).dbsize():
+        sys.exit(f"{args.url} is not empty: this benchmark fills and keeps a model's data")
+    with given_or_throwaway(args.url) as url:
+        run(url, args.sizes, args.queries, args.json)
 
 
 if __name__ == "__main__":

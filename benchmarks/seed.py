@@ -17,7 +17,7 @@ from collections.abc import Callable
 import redis
 
 from repocket import ActiveRecord, attributes, configure
-from repocket.server import throwaway_redis
+from repocket.server import given_or_throwaway
 
 
 class User(ActiveRecord):
@@ -66,11 +66,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--codec", choices=["compact", "envelope"], default="compact")
     args = parser.parse_args()
-    if args.url:
-        run(args.url, args.n, args.codec)
-    else:
-        with throwaway_redis() as url:
-            run(url, args.n, args.codec)
+    with given_or_throwaway(args.url) as url:
+        run(url, args.n, args.codec)
 
 
 if __name__ == "__main__":

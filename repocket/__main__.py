@@ -8,14 +8,13 @@ model the modules define; exits 1 when problems remain.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from . import ActiveRecord, attributes, check, configure
-from .server import throwaway_redis
+from .server import given_or_throwaway
 
 
 class User(ActiveRecord):
@@ -29,22 +28,15 @@ class User(ActiveRecord):
     metadata = attributes.JSON()
 
 
-@contextlib.contextmanager
-def _server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-    else:
-        with throwaway_redis() as started:
-            print(f"started a throwaway redis-server at {started}")
-            yield started
-
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def demo(url: str | None) -> int:
-    with _server(url) as server_url:
+    with given_or_throwaway(url) as server_url:
+        if not url:
+            print(f"started a throwaway redis-server at {server_url}")
         client = configure.connection_pool(url=server_url)
         if url and client.dbsize():
             print(f"{url} is not empty; the demo only runs on an empty database", file=sys.stderr)

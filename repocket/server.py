@@ -49,6 +49,16 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float
 
 
 @contextmanager
+def given_or_throwaway(url: str | None) -> Iterator[str]:
+    """``url`` when given, else a throwaway server's, for as long as the block runs."""
+    if url:
+        yield url
+    else:
+        with throwaway_redis() as started:
+            yield started
+
+
+@contextmanager
 def throwaway_redis(
     executable: str = "redis-server", *extra_args: str, timeout: float = 10.0
 ) -> Iterator[str]:
