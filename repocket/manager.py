@@ -10,7 +10,7 @@ from . import check, operations
 from .check import CheckReport
 from .connections import configure
 from .errors import InvalidQuery, RepocketError, ValidationError
-from .query import QuerySet, canonical
+from .query import QuerySet, canonical, id_lookup
 from .scripts import execute
 
 if TYPE_CHECKING:
@@ -36,14 +36,10 @@ class Manager:
     def get(self, *, pointer_depth: int = 1, **lookups: Any) -> ActiveRecord | None:
         """The record with these lookups, None when there is none. ``get(id=...)`` is one
         EVALSHA of get.lua, its Pointers loaded ``pointer_depth`` levels deep."""
-        meta = self.model._meta
-        if len(lookups) == 1:
-            (name, value), = lookups.items()
-            if name in ("pk", meta.pk_name):  # the hot path: no queryset to build
-                record_id = value if isinstance(value, uuid.UUID) else uuid.UUID(
-                    canonical(self.model, meta.fields[meta.pk_name], value).decode())
-                call = operations.compile_get(self.model, record_id, pointer_depth)
-                return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
+        record_id = id_lookup(self.model, lookups)
+        if record_id is not None:  # the hot path: no queryset to build
+            call = operations.compile_get(self.model, record_id, pointer_depth)
+            return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
         return self.get_queryset().filter(pointer_depth=pointer_depth).get(**lookups)
 
     def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> QuerySet:

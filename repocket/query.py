@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import keys as keyspace
 from . import merge, operations
 from .attributes import Attribute, AutoUUID, Integer, Pointer, parse_uuid, uuid_text
 from .connections import configure
@@ -201,8 +202,6 @@ def _micros(value: dt.datetime) -> int:
 
 def _sources(state: QueryState, keys: _Keys) -> list[dict[str, Any]]:
     """Every candidate set a query could start from (query.lua picks the smallest)."""
-    from . import keys as keyspace
-
     meta = state.model._meta
     sources: list[dict[str, Any]] = []
     for group_at, (negated, conditions) in enumerate(state.groups, start=1):
@@ -255,8 +254,6 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
     order = [parse_order(model, spec) for spec in state.order]
     stream: Any = False
     if len(order) == 1 and order[0][0].index:
-        from . import keys as keyspace
-
         walked = order[0][0]
         stream = [keys.index(keyspace.index_key(meta.prefix, walked.name)), walked.index_kind,
                   walked.nullable and keys.index(keyspace.null_key(meta.prefix, walked.name))]
@@ -365,6 +362,19 @@ def _present(call: Call) -> Call:
         return [record for record in result if record is not None]
 
     return dataclasses.replace(call, decode=decode)
+
+
+def id_lookup(model: type[ActiveRecord], lookups: dict[str, Any]) -> uuid.UUID | None:
+    """The id when ``lookups`` is exactly ``id=...`` (or ``pk=...``): get.lua answers it alone."""
+    meta = model._meta
+    if len(lookups) != 1:
+        return None
+    (name, value), = lookups.items()
+    if name not in ("pk", meta.pk_name):
+        return None
+    if isinstance(value, uuid.UUID):
+        return value
+    return uuid.UUID(canonical(model, meta.fields[meta.pk_name], value).decode())
 
 
 # -- the QuerySet --------------------------------------------------------------------------
@@ -487,11 +497,9 @@ class QuerySet(ResultSet):
         """The one matching record, None when there is none; MultipleObjectsReturned
         when there are several. ``get(id=...)`` alone is one EVALSHA of get.lua."""
         meta = self.model._meta
-        if not self.state.groups and len(lookups) == 1 and next(iter(lookups)) in (
-                "pk", meta.pk_name) and self.state.only is None and not self.state.defer:
-            attribute = meta.fields[meta.pk_name]
-            record_id = uuid.UUID(canonical(self.model, attribute,
-                                            next(iter(lookups.values()))).decode())
+        plain = not self.state.groups and self.state.only is None and not self.state.defer
+        record_id = id_lookup(self.model, lookups) if plain else None
+        if record_id is not None:
             return _run(operations.compile_get(self.model, record_id,  # type: ignore[no-any-return]
                                                self.state.depth))
         found = self.filter(**lookups)[:2]._fetch()

@@ -30,6 +30,9 @@ do
   end
 end
 
+-- The prefix of the model's record keys: KEYS[1] is '<prefix>:ids'.
+local function records_prefix() return (string.gsub(KEYS[1], ':ids$', '')) end
+
 local function lex_member(value, id)
   return lex_escape(value) .. '\0\0' .. id
 end

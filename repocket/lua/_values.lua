@@ -42,6 +42,14 @@ end
 -- \0\0 can separate the value from the id and order is kept.
 local function lex_escape(value) return (string.gsub(value, '%z', '\0\1')) end
 
+-- The id and the value of a lex index member <escaped value>\0\0<id> (ids are
+-- 36-character UUIDs).
+local ID_LENGTH = 36
+local function lex_member_id(member) return string.sub(member, -ID_LENGTH) end
+local function lex_member_value(member)
+  return (string.gsub(string.sub(member, 1, -(ID_LENGTH + 3)), '%z\1', '\0'))
+end
+
 -- -1, 0 or 1 comparing two strings byte by byte (Lua's < follows the locale).
 local function bytes_cmp(a, b)
   if a == b then return 0 end

@@ -33,8 +33,7 @@ local function stale(detail, id)
   found[#found + 1] = {'stale-entry', key, detail, id}
   return repair
 end
-local prefix = string.sub(KEYS[1], 1, -5)  -- '<prefix>:ids' without ':ids'
-local ID_LENGTH = 36
+local prefix = records_prefix()
 
 local function current(id) return stored_values(prefix .. ':' .. id) end
 
@@ -45,10 +44,10 @@ local function prune_sorted_set(index)
   local removed = 0
   for i = 1, #reply, 2 do
     local member, score = reply[i], tonumber(reply[i + 1])
-    local id = kind == 'lex' and string.sub(member, -ID_LENGTH) or member
+    local id = kind == 'lex' and lex_member_id(member) or member
     local value = current(id)[field]
     if kind == 'lex' then
-      local indexed = string.gsub(string.sub(member, 1, -(ID_LENGTH + 3)), '%z\1', '\0')
+      local indexed = lex_member_value(member)
       if value ~= indexed and stale(field .. ' of ' .. id, id) then
         redis.call('ZREM', key, member)
         removed = removed + 1

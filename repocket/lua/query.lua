@@ -45,7 +45,6 @@ local sources, groups, order, stream = plan.sources, plan.groups, plan.order, pl
 local offset, limit, mode, budget = plan.offset, plan.limit, plan.mode, plan.budget
 local wanted = limit >= 0 and offset + limit or nil  -- rows needed before slicing
 local desc = order[1] ~= nil and order[1][3]
-local ID_LENGTH = 36
 
 -- Candidate sources ----------------------------------------------------------------------
 local esc = lex_escape
@@ -133,7 +132,7 @@ local function choose_source()
 end
 
 local function member_id(kind, member)
-  if kind == 'lex' then return string.sub(member, -ID_LENGTH) end
+  if kind == 'lex' then return lex_member_id(member) end
   return member
 end
 

@@ -26,7 +26,7 @@ local err = check_type(KEYS[1], 'set') or check_index_types()
 if err then return err end
 local repair = ARGV[5] == 'repair'
 local scan = redis.call('SSCAN', KEYS[1], ARGV[3], 'COUNT', tonumber(ARGV[4]))
-local prefix = string.sub(KEYS[1], 1, -5)  -- '<prefix>:ids' without ':ids'
+local prefix = records_prefix()
 local reply = {scan[1], 0, 0}
 
 local function problem(kind, key, detail, fixed, id, value, holder)
