@@ -17,52 +17,34 @@ import decimal
 import functools
 import json
 import math
-import os
 import re
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
 import redis
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 
 from repocket import ActiveRecord, attributes, errors
 from repocket.model import ModelBase
 from repocket.query import canonical
 from tests.conftest import snapshot
 
+from .hypothesis_support import example_reporter, profile
+
 D = decimal.Decimal
 UTC = dt.timezone.utc
 
-_COMMON = {"deadline": None, "suppress_health_check": list(HealthCheck), "print_blob": True}
-# CI: no shrinking (a failure is reported as found, within the time budget); soak shrinks.
-_CI_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
-settings.register_profile("repocket-fuzz-ci", phases=_CI_PHASES, max_examples=100, **_COMMON)
-settings.register_profile("repocket-fuzz-soak", max_examples=10_000, **_COMMON)
-PROFILE = settings.get_profile(
-    f"repocket-fuzz-{os.environ.get('REPOCKET_HYPOTHESIS_PROFILE', 'ci')}")
+PROFILE = profile("repocket-fuzz", ci={"max_examples": 100}, soak={"max_examples": 10_000})
 EXAMPLES: dict[str, int] = {}
+_report_examples = example_reporter(EXAMPLES)
 
 
 def _count(name: str) -> None:
     EXAMPLES[name] = EXAMPLES.get(name, 0) + 1
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_examples(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    lines = [f"[hypothesis] {request.module.__name__}::{name}: {n} examples"
-             for name, n in EXAMPLES.items()]
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for line in lines:
-        if reporter is not None:
-            reporter.write_line(line)
-    Path(".hypothesis").mkdir(exist_ok=True)
-    with open(".hypothesis/repocket-examples.txt", "a", encoding="utf-8") as out:
-        out.write("".join(f"{line}\n" for line in lines))
 
 
 # -- models --------------------------------------------------------------------------------

@@ -15,16 +15,12 @@ import dataclasses
 import datetime as dt
 import decimal
 import functools
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
 import redis
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
@@ -35,33 +31,17 @@ from hypothesis.stateful import (
 
 from repocket import ActiveRecord, attributes, errors
 
+from .hypothesis_support import example_reporter, profile
+
 D = decimal.Decimal
 UTC = dt.timezone.utc
 
-_COMMON = {"deadline": None, "suppress_health_check": list(HealthCheck), "print_blob": True}
-# CI: no shrinking (a failure is reported as found, within the time budget); soak shrinks.
-_CI_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
-settings.register_profile("repocket-ci", phases=_CI_PHASES, max_examples=60, stateful_step_count=30,
-                          **_COMMON)
-settings.register_profile("repocket-soak", max_examples=10_000, stateful_step_count=50,
-                          **_COMMON)
-PROFILE = settings.get_profile(
-    f"repocket-{os.environ.get('REPOCKET_HYPOTHESIS_PROFILE', 'ci')}")
+PROFILE = profile("repocket", ci={"max_examples": 60, "stateful_step_count": 30},
+                  soak={"max_examples": 10_000, "stateful_step_count": 50})
 EXAMPLES: dict[str, int] = {}
+_report_examples = example_reporter(EXAMPLES)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report_examples(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    lines = [f"[hypothesis] {request.module.__name__}::{name}: {n} examples"
-             for name, n in EXAMPLES.items()]
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    for line in lines:
-        if reporter is not None:
-            reporter.write_line(line)
-    Path(".hypothesis").mkdir(exist_ok=True)
-    with open(".hypothesis/repocket-examples.txt", "a", encoding="utf-8") as out:
-        out.write("".join(f"{line}\n" for line in lines))
 
 
 # -- the models under test -----------------------------------------------------------------
