@@ -67,7 +67,7 @@ def _target(url: str | None) -> Iterator[tuple[str, bool]]:
     if url:
         yield url, False
         return
-    from repocket.server import throwaway_redis
+    from repocket.tools.server import throwaway_redis
 
     with throwaway_redis() as tmp_url:
         yield tmp_url, True

@@ -16,7 +16,7 @@ import time
 import msgpack
 import redis
 
-from repocket.server import given_or_throwaway
+from repocket.tools.server import given_or_throwaway
 
 BUILD = """
 local n = tonumber(ARGV[1])

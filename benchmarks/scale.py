@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from repocket import ActiveRecord, attributes, configure
-from repocket.server import given_or_throwaway
+from repocket.tools.server import given_or_throwaway
 
 
 class Event(ActiveRecord):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import redis
 
 from repocket import ActiveRecord, attributes, configure
-from repocket.server import given_or_throwaway
+from repocket.tools.server import given_or_throwaway
 
 
 class User(ActiveRecord):

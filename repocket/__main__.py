@@ -13,8 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import ActiveRecord, attributes, check, configure
-from .server import given_or_throwaway
+from . import ActiveRecord, attributes, configure
+from .tools import check
+from .tools.server import given_or_throwaway
 
 
 class User(ActiveRecord):

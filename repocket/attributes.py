@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from dateutil import parser as _dateparser
 
-from . import codecs
+from .core import codecs
 from .errors import InvalidId, PointerTargetMissing, ValidationError
 
 if TYPE_CHECKING:
-    from .model import ActiveRecord
+    from .api.model import ActiveRecord
 
 __all__ = [
     "JSON",

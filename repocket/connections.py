@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .codecs import get_codec
+from .core.codecs import get_codec
 from .errors import ConfigurationError
 
 DEFAULT_URL = "redis://localhost:6379/0"

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
-from repocket import keys as keyspace
+from repocket.core import keys as keyspace
 
 PROCESSES = int(os.environ.get("REPOCKET_SOAK_PROCESSES", "4"))
 OPS = int(os.environ.get("REPOCKET_SOAK_OPS", "1200"))  # per process

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from repocket import configure, errors
-from repocket import keys as keyspace
+from repocket.core import keys as keyspace
 from tests.conftest import snapshot
 
 from .test_concurrency import Account, Ticket, assert_consistent

@@ -27,8 +27,8 @@ import redis
 from hypothesis import example, given, settings
 
 from repocket import ActiveRecord, attributes, errors
-from repocket.model import ModelBase
-from repocket.query import canonical
+from repocket.api.model import ModelBase
+from repocket.core.query import canonical
 from tests.conftest import snapshot
 
 from .hypothesis_support import example_reporter, profile

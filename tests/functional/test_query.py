@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from repocket import ActiveRecord, attributes, errors
-from repocket.query import QuerySet
-from repocket.result import ResultSet
+from repocket.api.queryset import QuerySet
+from repocket.api.result import ResultSet
 from tests.conftest import RoundTrips
 
 D = decimal.Decimal

@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
-from repocket.scripts import SCRIPTS
-from repocket.server import throwaway_redis
+from repocket.exec.scripts import SCRIPTS
+from repocket.tools.server import throwaway_redis
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-app"

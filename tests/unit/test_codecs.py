@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from repocket import ActiveRecord, attributes, configure, errors
-from repocket.codecs import CODECS, CompactCodec, CorruptValue, EnvelopeCodec, get_codec
+from repocket.core.codecs import CODECS, CompactCodec, CorruptValue, EnvelopeCodec, get_codec
 
 UID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 ENVELOPE, COMPACT = EnvelopeCodec(), CompactCodec()

@@ -10,8 +10,8 @@ import pytest
 import redis.exceptions as rexc
 
 from repocket import errors
-from repocket.operations import Call
-from repocket.scripts import SCRIPTS, execute, translate_error
+from repocket.core.plan import Call
+from repocket.exec.scripts import SCRIPTS, execute, translate_error
 
 HASH = "repocket:ns:Build:970773fa-4de1-11e5-86f4-6c4008a70392"
 STREAM = HASH + ":field:stdout"

@@ -9,8 +9,9 @@ import uuid
 import pytest
 
 import repocket
-from repocket import ActiveRecord, attributes, errors, keys
-from repocket.operations import compile_append, compile_delete, compile_save
+from repocket import ActiveRecord, attributes, errors
+from repocket.core import keys
+from repocket.core.ops import compile_append, compile_delete, compile_save
 
 UID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 

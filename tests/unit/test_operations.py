@@ -10,19 +10,18 @@ import msgpack
 import pytest
 
 from repocket import ActiveRecord, attributes, errors
-from repocket.codecs import CompactCodec, EnvelopeCodec
-from repocket.operations import (
+from repocket.core.codecs import CompactCodec, EnvelopeCodec
+from repocket.core.hydrate import from_redis, hydrate
+from repocket.core.ops import (
     MAX_DEPTH,
-    Call,
     compile_append,
     compile_delete,
     compile_get,
     compile_save,
-    from_redis,
-    hydrate,
     read_schema,
 )
-from repocket.scripts import SCRIPT_NAMES, SCRIPTS, load_script
+from repocket.core.plan import Call
+from repocket.exec.scripts import SCRIPT_NAMES, SCRIPTS, load_script
 
 UID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 TID = "40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8"

@@ -10,12 +10,12 @@ import msgpack
 import pytest
 
 from repocket import ActiveRecord, attributes, errors
-from repocket.merge import merge_counts, merge_rows
-from repocket.operations import Call
-from repocket.query import (
+from repocket.api.queryset import QuerySet
+from repocket.core.merge import merge_counts, merge_rows
+from repocket.core.plan import Call
+from repocket.core.query import (
     LOOKUPS,
     Condition,
-    QuerySet,
     QueryState,
     compile_query,
     parse_lookup,

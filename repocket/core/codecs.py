@@ -22,7 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .attributes import Attribute
+    from ..attributes import Attribute
 
 
 class Codec(Protocol):

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import redis
 
-from .errors import RepocketError
+from ..errors import RepocketError
 
 
 class ServerStartError(RepocketError):

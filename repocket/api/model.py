@@ -2,126 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from . import keys as keyspace
-from . import operations
-from .attributes import Attribute, AutoUUID, Pointer, uuid_text
-from .codecs import Codec, get_codec
-from .connections import configure
-from .errors import DoesNotExist, RepocketActiveRecordDefinitionError, UnknownField
+from ..attributes import Attribute, AutoUUID, Pointer
+from ..connections import configure
+from ..core import keys as keyspace
+from ..core import ops as operations
+from ..core.codecs import get_codec
+from ..core.schema import Options
+from ..errors import DoesNotExist, RepocketActiveRecordDefinitionError, UnknownField
+from ..exec.scripts import execute
 from .manager import Manager
 from .result import ResultSet
-from .scripts import execute
 
 __all__ = ["ActiveRecord", "ResultSet"]
 
 _Record = TypeVar("_Record", bound="ActiveRecord")
-
-
-class Options:
-    """A model's ``_meta``: its fields, keys and codec, computed once at class creation."""
-
-    def __init__(self, model: type[ActiveRecord], fields: dict[str, Attribute], meta: Any):
-        self.model = model
-        self.name = model.__name__
-        self.namespace: str = getattr(meta, "namespace", None) or model.__module__
-        self.codec_name: str | None = getattr(meta, "codec", None)
-        self.fields = fields
-        self.pk_name = next(name for name, f in fields.items() if isinstance(f, AutoUUID))
-        self.stream_names = tuple(name for name, f in fields.items() if f.is_stream)
-        self.pointer_names = tuple(name for name, f in fields.items() if isinstance(f, Pointer))
-        self.hash_fields = tuple((name, f) for name, f in fields.items() if not f.is_stream)
-        self.prefix = keyspace.model_prefix(self.namespace, self.name)
-        self.ids_key = keyspace.ids_key(self.prefix)
-        self.indexed = tuple(name for name, f in fields.items() if f.index)
-        self.unique_together: tuple[tuple[str, ...], ...] = tuple(
-            (name,) for name, f in fields.items() if f.unique
-        ) + tuple(tuple(group) for group in getattr(meta, "unique_together", ()))
-        # Keys every write script receives after the id set: per indexed field its
-        # sorted set (and null set, if it can hold None), then one hash per unique
-        # constraint; `key_position` gives each one's KEYS index.
-        keys = []
-        for name in self.indexed:
-            keys.append(keyspace.index_key(self.prefix, name))
-            if fields[name].nullable:
-                keys.append(keyspace.null_key(self.prefix, name))
-        keys += [keyspace.unique_key(self.prefix, group) for group in self.unique_together]
-        self.model_keys = tuple(keys)
-        self.key_position = {key: i + 2 for i, key in enumerate(keys)}
-        self.schema_cache: dict[Any, bytes] = {}
-        self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
-                                                  Attribute]]] = {}
-        self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}
-        self.manager = Manager(model)
-
-    @property
-    def codec(self) -> Codec:
-        return get_codec(self.codec_name or configure.default_codec())
-
-    def write_schema(self) -> bytes:
-        """The msgpack schema of lua/_index.lua: codec, indexes and unique constraints."""
-        is_envelope = self.codec.is_envelope
-        cache_key = ("write", is_envelope)
-        if cache_key not in self.schema_cache:
-            position = self.key_position
-            indexes = [[name, self.fields[name].family, self.fields[name].index_kind,
-                        position[keyspace.index_key(self.prefix, name)],
-                        position.get(keyspace.null_key(self.prefix, name), 0)]
-                       for name in self.indexed]
-            uniques = [[list(group), position[keyspace.unique_key(self.prefix, group)],
-                        [self.fields[f].family for f in group]]
-                       for group in self.unique_together]
-            self.schema_cache[cache_key] = operations.pack([int(is_envelope), indexes, uniques])
-        return self.schema_cache[cache_key]
-
-    @functools.cached_property
-    def pre_savers(self) -> tuple[Attribute, ...]:
-        """The fields whose ``pre_save`` hook does something (``DateTime(auto_now=True)``)."""
-        return tuple(f for f in self.fields.values()
-                     if type(f).pre_save is not Attribute.pre_save)
-
-    def encoders(self, codec: Codec) -> list[tuple[str, Callable[[Any], bytes], Attribute]]:
-        """Per hash field: name, the codec's encoder, the field."""
-        key = "encode:" + codec.name
-        if key not in self.encoder_cache:
-            self.encoder_cache[key] = [
-                (name, attribute.encode if not codec.is_envelope
-                 else functools.partial(codec.encode, attribute), attribute)
-                for name, attribute in self.hash_fields]
-        return self.encoder_cache[key]
-
-    def decoders(self, codec: Codec) -> list[tuple[str, bytes, Callable[[bytes], Any], Attribute]]:
-        """Per hash field but the id: name, name as bytes, the codec's decoder, the field."""
-        if codec.name not in self.decoder_cache:
-            self.decoder_cache[codec.name] = [
-                (name, name.encode(), attribute.decode if not codec.is_envelope
-                 else functools.partial(codec.decode, attribute), attribute)
-                for name, attribute in self.hash_fields if name != self.pk_name]
-        return self.decoder_cache[codec.name]
-
-    def record_key(self, record_id: Any) -> str:
-        text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
-        return keyspace.record_key(self.prefix, text)
-
-    @functools.cached_property
-    def reachable_models(self) -> list[type[ActiveRecord]]:
-        """This model, then every model its Pointers reach, each once (breadth first)."""
-        found: list[type[ActiveRecord]] = [self.model]
-        for model in found:
-            for name in model._meta.pointer_names:
-                target = model._meta.fields[name].to_model  # type: ignore[attr-defined]
-                if target not in found:
-                    found.append(target)
-        return found
-
-    @functools.cached_property
-    def model_numbers(self) -> dict[type[ActiveRecord], int]:
-        """Each reachable model's index in the read schema (1 for this model)."""
-        return {model: i + 1 for i, model in enumerate(self.reachable_models)}
 
 
 class _ManagerDescriptor:
@@ -147,6 +44,7 @@ class ModelBase(type):
         meta = getattr(model, "Meta", None)
         _check_definition(model, fields, meta)
         model._meta = Options(model, fields, meta)
+        model._meta.manager = Manager(model)
         for stream in model._meta.stream_names:
             setattr(model, f"append_{stream}", _appender(stream))
         return cls

@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import check, operations
-from .check import CheckReport
-from .connections import configure
-from .errors import InvalidQuery, RepocketError, ValidationError
-from .query import QuerySet, canonical, id_lookup
-from .scripts import execute
+from ..connections import configure
+from ..core import ops as operations
+from ..core.query import canonical, id_lookup
+from ..errors import InvalidQuery, RepocketError, ValidationError
+from ..exec.scripts import execute
+from ..tools import check
+from ..tools.check import CheckReport
+from .queryset import QuerySet
 
 if TYPE_CHECKING:
     from .model import ActiveRecord

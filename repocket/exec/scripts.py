@@ -19,9 +19,9 @@ from typing import Any
 import redis
 import redis.exceptions as rexc
 
-from . import errors
-from . import keys as keyspace
-from .operations import Call
+from .. import errors
+from ..core import keys as keyspace
+from ..core.plan import Call
 
 _INCLUDE = re.compile(r"^-- @include (_[a-z_]+)$", re.MULTILINE)
 SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune")

@@ -21,7 +21,7 @@ class ResultSet(list):  # type: ignore[type-arg]
         self.model = model
 
     def order_by(self, *fields: str) -> ResultSet:
-        from .query import parse_order
+        from ..core.query import parse_order
 
         ordered = list(self)
         for spec in reversed(fields):  # stable sorts, least significant key first

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from . import keys as keyspace
-from .connections import configure
-from .operations import Call
-from .scripts import execute
+from ..connections import configure
+from ..core import keys as keyspace
+from ..core.plan import Call
+from ..exec.scripts import execute
 
 if TYPE_CHECKING:
-    from .model import ActiveRecord
+    from ..api.model import ActiveRecord
 
 @dataclass(frozen=True)
 class Problem:
@@ -168,7 +168,7 @@ def run(model: type[ActiveRecord], repair: bool = False, batch_size: int = 1000,
 
 def models_in(module: Any) -> list[type[ActiveRecord]]:
     """The ActiveRecord models a module defines."""
-    from .model import ActiveRecord
+    from ..api.model import ActiveRecord
 
     return [value for value in vars(module).values()
             if isinstance(value, type) and issubclass(value, ActiveRecord)

@@ -1,0 +1,1 @@
+"""The public API on top of the core: models, managers, querysets."""
