@@ -18,6 +18,7 @@ from ..attributes import uuid_text
 from ..errors import InvalidQuery, UnsavedPointer, ValidationError
 from . import keys as keyspace
 from .hydrate import hydrate
+from .lua import SCRIPTS
 from .plan import Call, pack
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
         keys += block.keys
         args += block.args
         key_fields.update(block.pointer_keys)
-    return Call("save", tuple(keys), tuple(args), decode, meta.name, key_fields)
+    return Call(SCRIPTS["save"], tuple(keys), tuple(args), decode, meta.name, key_fields)
 
 
 def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
@@ -176,7 +177,7 @@ def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
         on_deleted()
         return int(reply[0]), int(reply[1])
 
-    return Call("delete", tuple(keys),
+    return Call(SCRIPTS["delete"], tuple(keys),
                 (meta.write_schema(), len(meta.model_keys), len(meta.stream_names),
                  *(str(record_id) for record_id in record_ids)),
                 decode, meta.name)
@@ -204,7 +205,7 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
             record._synced_streams[name] = (record._synced_streams.get(name) or b"") + data
         return int(reply)
 
-    return Call("append", (hash_key, stream_key), (data,), decode, meta.name,
+    return Call(SCRIPTS["append"], (hash_key, stream_key), (data,), decode, meta.name,
                 {stream_key: name})
 
 
@@ -218,7 +219,7 @@ def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1)
     def decode(reply: list[Any]) -> ActiveRecord | None:
         return hydrate(models, reply)[0]
 
-    return Call("get", (keyspace.record_key(meta.prefix, text),),
+    return Call(SCRIPTS["get"], (keyspace.record_key(meta.prefix, text),),
                 (schema, check_depth(depth), text), decode, meta.name)
 
 
@@ -232,7 +233,7 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
     def decode(reply: list[Any]) -> list[ActiveRecord | None]:
         return hydrate(models, reply)[:len(ids)]
 
-    return Call("get", tuple(keyspace.record_key(meta.prefix, i) for i in ids),
+    return Call(SCRIPTS["get"], tuple(keyspace.record_key(meta.prefix, i) for i in ids),
                 (schema, check_depth(depth), *ids), decode, meta.name)
 
 

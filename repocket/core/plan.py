@@ -14,10 +14,12 @@ from typing import Any
 
 import msgpack
 
+from .lua import Script
+
 
 @dataclass(frozen=True)
 class Call:
-    script: str
+    script: Script
     keys: tuple[str, ...]
     args: tuple[Any, ...]
     decode: Callable[[Any], Any]

@@ -28,6 +28,7 @@ from . import keys as keyspace
 from . import merge
 from . import ops as operations
 from .hydrate import hydrate
+from .lua import SCRIPTS
 from .plan import Call, pack
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
             return compile_query(state, mode, resume_at, page_rows, kind)
         return _finish_pages(state, mode, page_rows, kind)
 
-    return Call("query", tuple(keys.keys),
+    return Call(SCRIPTS["query"], tuple(keys.keys),
                 (schema, operations.check_depth(state.depth), meta.prefix, pack(plan)),
                 decode, meta.name)
 

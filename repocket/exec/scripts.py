@@ -1,7 +1,7 @@
-"""The script registry and the executor that runs compiled operations.
+"""The executor that runs compiled operations: the only place repocket talks to Redis.
 
-Scripts are read once from ``repocket/lua/<verb>.lua`` (``-- @include _name``
-lines pull in a shared ``_name.lua``) and run with EVALSHA; when the server
+A :class:`~repocket.core.plan.Call` carries its script (source and SHA1); it runs
+with EVALSHA; when the server
 answers NOSCRIPT (after SCRIPT FLUSH, a restart or a failover) the call is made
 again with EVAL, which runs the script and caches it. Errors are mapped to
 ``repocket.errors``.
@@ -9,11 +9,7 @@ again with EVAL, which runs the script and caches it. Errors are mapped to
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
@@ -21,29 +17,8 @@ import redis.exceptions as rexc
 
 from .. import errors
 from ..core import keys as keyspace
+from ..core.lua import Script
 from ..core.plan import Call
-
-_INCLUDE = re.compile(r"^-- @include (_[a-z_]+)$", re.MULTILINE)
-SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune")
-
-
-@dataclass(frozen=True)
-class Script:
-    name: str
-    source: str
-    sha: str
-
-
-def _read(name: str) -> str:
-    return (resources.files("repocket") / "lua" / f"{name}.lua").read_text("utf-8")
-
-
-def load_script(name: str) -> Script:
-    source = _INCLUDE.sub(lambda match: _read(match.group(1)), _read(name))
-    return Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
-
-
-SCRIPTS: dict[str, Script] = {name: load_script(name) for name in SCRIPT_NAMES}
 
 
 def evalsha(client: redis.Redis, script: Script, keys: tuple[Any, ...],
@@ -63,7 +38,7 @@ def execute(client: redis.Redis, call: Call) -> Any:
     while isinstance(result, Call):
         call = result
         try:
-            reply = evalsha(client, SCRIPTS[call.script], call.keys, call.args)
+            reply = evalsha(client, call.script, call.keys, call.args)
         except rexc.RedisError as exc:
             raise translate_error(exc, call) from exc
         result = call.decode(reply)
@@ -73,7 +48,7 @@ def execute(client: redis.Redis, call: Call) -> Any:
 # -- error mapping --------------------------------------------------------------
 def translate_error(exc: rexc.RedisError, call: Call) -> errors.RepocketError:
     """The repocket error for a redis-py error raised while running ``call``."""
-    where = f"{call.model}.{call.script}"
+    where = f"{call.model}.{call.script.name}"
     if isinstance(exc, rexc.ResponseError) and str(exc).startswith("REPOCKET "):
         try:
             details = json.loads(str(exc)[len("REPOCKET "):])
@@ -122,4 +97,4 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
         return errors.DoesNotExist(
             f"{call.model} record {key!r} does not exist (deleted?); nothing was written",
             model=call.model, field=field, value=key)
-    return errors.ScriptError(f"{call.model}.{call.script}: {details}")
+    return errors.ScriptError(f"{call.model}.{call.script.name}: {details}")

@@ -18,6 +18,7 @@ import redis
 
 from ..connections import configure
 from ..core import keys as keyspace
+from ..core.lua import SCRIPTS
 from ..core.plan import Call
 from ..exec.scripts import execute
 
@@ -94,7 +95,7 @@ def compile_audit_ids(model: type[ActiveRecord], cursor: bytes, count: int, mode
     def decode(reply: list[Any]) -> tuple[bytes, int, int, list[Problem]]:
         return reply[0], int(reply[1]), int(reply[2]), _problems(reply[3:])
 
-    return Call("reindex", (meta.ids_key, *meta.model_keys),
+    return Call(SCRIPTS["reindex"], (meta.ids_key, *meta.model_keys),
                 (meta.write_schema(), len(meta.model_keys), cursor, count, mode), decode,
                 meta.name)
 
@@ -107,7 +108,7 @@ def compile_audit_entries(model: type[ActiveRecord], key_position: int, cursor: 
     def decode(reply: list[Any]) -> tuple[bytes, int, list[Problem]]:
         return reply[0], int(reply[1]), _problems(reply[2:])
 
-    return Call("prune", (meta.ids_key, *meta.model_keys),
+    return Call(SCRIPTS["prune"], (meta.ids_key, *meta.model_keys),
                 (meta.write_schema(), len(meta.model_keys), key_position, cursor, count, mode),
                 decode, meta.name)
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from repocket import configure, errors
-from repocket.exec.scripts import SCRIPTS
+from repocket.core.lua import SCRIPTS
 from tests.conftest import counting_client
 
 from .models import Project

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
-from repocket.exec.scripts import SCRIPTS
+from repocket.core.lua import SCRIPTS
 from repocket.tools.server import throwaway_redis
 
 ROOT = Path(__file__).resolve().parents[2]

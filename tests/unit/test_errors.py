@@ -10,8 +10,9 @@ import pytest
 import redis.exceptions as rexc
 
 from repocket import errors
+from repocket.core.lua import SCRIPTS
 from repocket.core.plan import Call
-from repocket.exec.scripts import SCRIPTS, execute, translate_error
+from repocket.exec.scripts import execute, translate_error
 
 HASH = "repocket:ns:Build:970773fa-4de1-11e5-86f4-6c4008a70392"
 STREAM = HASH + ":field:stdout"
@@ -19,7 +20,7 @@ TARGET = "repocket:ns:Project:40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8"
 
 
 def call(script: str = "save", key_fields: dict[str, str] | None = None) -> Call:
-    return Call(script, (HASH,), (), lambda reply: reply, "Build", key_fields or {})
+    return Call(SCRIPTS[script], (HASH,), (), lambda reply: reply, "Build", key_fields or {})
 
 
 def repocket_error(**details: Any) -> rexc.ResponseError:
@@ -160,7 +161,7 @@ class StandIn:
 
 def test_execute_answers_noscript_with_eval() -> None:
     client = StandIn(rexc.NoScriptError("NOSCRIPT"), b"ok")
-    c = Call("get", ("k1", "k2"), ("a1",), lambda reply: ("decoded", reply), "Build")
+    c = Call(SCRIPTS["get"], ("k1", "k2"), ("a1",), lambda reply: ("decoded", reply), "Build")
     assert execute(client, c) == ("decoded", b"ok")  # type: ignore[arg-type]
     assert client.loaded == [SCRIPTS["get"].source]
     assert client.sent == [(SCRIPTS["get"].sha, 2, "k1", "k2", "a1"),
@@ -169,8 +170,8 @@ def test_execute_answers_noscript_with_eval() -> None:
 
 def test_execute_runs_follow_up_calls() -> None:
     client = StandIn(b"gone", b"saved")
-    second = Call("save", ("k",), ("whole",), lambda reply: {"reply": reply}, "Build")
-    first = Call("save", ("k",), ("partial",), lambda reply: second, "Build")
+    second = Call(SCRIPTS["save"], ("k",), ("whole",), lambda reply: {"reply": reply}, "Build")
+    first = Call(SCRIPTS["save"], ("k",), ("partial",), lambda reply: second, "Build")
     assert execute(client, first) == {"reply": b"saved"}  # type: ignore[arg-type]
     assert [sent[-1] for sent in client.sent] == ["partial", "whole"]
 

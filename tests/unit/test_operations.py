@@ -12,6 +12,7 @@ import pytest
 from repocket import ActiveRecord, attributes, errors
 from repocket.core.codecs import CompactCodec, EnvelopeCodec
 from repocket.core.hydrate import from_redis, hydrate
+from repocket.core.lua import SCRIPT_NAMES, SCRIPTS, load_script
 from repocket.core.ops import (
     MAX_DEPTH,
     compile_append,
@@ -21,7 +22,6 @@ from repocket.core.ops import (
     read_schema,
 )
 from repocket.core.plan import Call
-from repocket.exec.scripts import SCRIPT_NAMES, SCRIPTS, load_script
 
 UID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 TID = "40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8"
@@ -95,7 +95,7 @@ def split_save_args(call: Call) -> dict[str, object]:
 def test_first_save_sends_every_field_and_hdels_nones() -> None:
     record = Rec(id=UID, name="a", note=None, n=3)
     call = compile_save(record)
-    assert call.script == "save" and call.model == "Rec"
+    assert call.script.name == "save" and call.model == "Rec"
     assert call.keys == (IDS, HASH, OUT, ERR)
     parts = split_save_args(call)
     assert parts["id"] == UID
@@ -235,7 +235,7 @@ def test_json_mutated_in_place_is_a_validation_error_at_compile() -> None:
 def test_delete_call() -> None:
     record = saved(Rec(id=UID))
     call = compile_delete(record)
-    assert (call.script, call.keys, call.args[1:], call.model) == (
+    assert (call.script.name, call.keys, call.args[1:], call.model) == (
         "delete", (IDS, HASH, OUT, ERR), (0, 2, UID), "Rec")
     assert call.args[0] == Rec._meta.write_schema()
     assert call.decode([1, 3]) == 3  # keys deleted, as 0.1 returned
@@ -246,7 +246,7 @@ def test_delete_call() -> None:
 def test_append_call() -> None:
     record = saved(Rec(id=UID, out=b"ab"))
     call = compile_append(record, "out", b"cd")
-    assert (call.script, call.keys, call.args, call.model) == (
+    assert (call.script.name, call.keys, call.args, call.model) == (
         "append", (HASH, OUT), (b"cd",), "Rec")
     assert call.key_fields == {OUT: "out"}
     assert call.decode(4) == 4
@@ -257,7 +257,7 @@ def test_append_call() -> None:
 # -- get and filter ------------------------------------------------------------------------
 def test_get_call_and_schema() -> None:
     call = compile_get(Rec, uuid.UUID(UID), depth=2)
-    assert (call.script, call.keys, call.model) == ("get", (HASH,), "Rec")
+    assert (call.script.name, call.keys, call.model) == ("get", (HASH,), "Rec")
     schema, depth, record_id = call.args  # one id: get is get_many of one
     assert (depth, record_id) == (2, UID)
     assert msgpack.unpackb(schema, raw=False) == [

@@ -135,7 +135,7 @@ def test_compile_sources_conditions_and_stream() -> None:
                                     team__isnull=True, data__isnull=False) \
         .exclude(joined__lt="2020-01-01T00:00:00").order_by("score").state
     call = compile_query(state, "records")
-    assert call.script == "query" and call.model == "Player"
+    assert call.script.name == "query" and call.model == "Player"
     assert call.keys == (f"{PREFIX}:ids", f"{PREFIX}:idx:score", f"{PREFIX}:idx:name",
                          f"{PREFIX}:idx:team:null")  # score cannot be None: no null set
     assert call.args[1:3] == (1, PREFIX)
@@ -208,10 +208,10 @@ def test_pages_continue_then_hydrate_with_get_many() -> None:
     first = compile_query(state, "records")
     rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), str(i).encode()] for i in range(4)]
     follow = first.decode([b"page", [b"gather", 0, b"17"], rows[0], rows[3]])
-    assert isinstance(follow, Call) and follow.script == "query"
+    assert isinstance(follow, Call) and follow.script.name == "query"
     assert plan_of(follow)["resume"] == ["gather", 0, "17"]  # resumes where the page stopped
     final = follow.decode([b"page", None, rows[1], rows[2], rows[3]])  # a duplicate id too
-    assert isinstance(final, Call) and final.script == "get"
+    assert isinstance(final, Call) and final.script.name == "get"
     assert final.args[2:] == (rows[2][0].decode(), rows[1][0].decode())  # scores 2, 1
     count = compile_query(state, "count").decode([b"page", None, *rows])
     assert count == 2
