@@ -69,7 +69,7 @@ def _target(url: str | None) -> Iterator[tuple[str, bool]]:
         return
     from repocket.tools.server import throwaway_redis
 
-    with throwaway_redis() as tmp_url:
+    with throwaway_redis(announce=lambda line: print(line, file=sys.stderr)) as tmp_url:
         yield tmp_url, True
 
 

@@ -1,6 +1,6 @@
 """The ``repocket`` command.
 
-``repocket demo``: the tutorial, run against a throwaway redis-server (or ``--url``).
+``repocket demo``: the tutorial, run against a throwaway server (or ``--url``).
 ``repocket check [--url URL] [--repair] MODULE...``: the consistency checker over every
 model the modules define; exits 1 when problems remain.
 """
@@ -35,9 +35,7 @@ def _text(value: bytes | str) -> str:
 
 
 def demo(url: str | None) -> int:
-    with given_or_throwaway(url) as server_url:
-        if not url:
-            print(f"started a throwaway redis-server at {server_url}")
+    with given_or_throwaway(url, announce=print) as server_url:
         client = configure.connection_pool(url=server_url)
         if url and client.dbsize():
             print(f"{url} is not empty; the demo only runs on an empty database", file=sys.stderr)

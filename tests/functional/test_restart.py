@@ -2,33 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import redis
 
 from repocket import configure, errors
 from repocket.core.lua import SCRIPTS
 from tests.conftest import counting_client
+from tests.support.servers import StartServer
 
 from .models import Project
 
 
 def test_restart_reloads_scripts_and_unreachable_server_is_a_typed_error(
-        spare_redis_proc: Any) -> None:
-    url = f"redis://{spare_redis_proc.host}:{spare_redis_proc.port}/0"
-    configure.reset()
-    configure.connection_pool(client=counting_client(url, socket_connect_timeout=1))
+        start_server: StartServer) -> None:
+    server = start_server("--save", "3600 1")  # a snapshot point: a clean stop saves the data
+    configure.connection_pool(client=counting_client(server.url, socket_connect_timeout=1))
     try:
         project = Project.create(name="survives")
-        spare_redis_proc.stop()
+        server.stop()
         with pytest.raises(errors.RepocketConnectionError) as raised:
             Project.objects.get(id=project.id)
         assert "Project" in str(raised.value)
-        spare_redis_proc.start()  # a new process: its script cache is empty
+        server.start()  # a new process: its script cache is empty
         raw = configure.get_connection()
         assert raw.script_exists(SCRIPTS["get"].sha) == [False]
-        assert Project.objects.get(id=project.id).name == "survives"  # pytest-redis saves on stop
+        assert Project.objects.get(id=project.id).name == "survives"  # saved on stop
         again = Project.create(name="after restart")
         assert Project.objects.get(id=again.id).name == "after restart"
     finally:

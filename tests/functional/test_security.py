@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +17,8 @@ import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
 from repocket.core.lua import SCRIPTS
-from repocket.tools.server import throwaway_redis
+from repocket.tools.server import RedisServer
+from tests.support.servers import tls_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-app"
@@ -139,71 +137,19 @@ def _locked_down(url: str, admin_options: dict[str, Any]) -> redis.Redis:
 
 @pytest.fixture(scope="module")
 def plain() -> Iterator[Server]:
-    with throwaway_redis("redis-server") as url:
-        admin = _locked_down(url, {})
-        yield Server(url, admin)
+    with RedisServer() as server:
+        admin = _locked_down(server.url, {})
+        yield Server(server.url, admin)
         admin.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _openssl(cwd: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1 it signed (EC keys: fast to make)."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(directory, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "2", "-subj", "/CN=repocket test CA")
-    _openssl(directory, "req", *ec, "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=127.0.0.1")
-    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(directory, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf")
-    return {"ca": directory / "ca.crt", "cert": directory / "server.crt",
-            "key": directory / "server.key"}
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A redis-server that speaks TLS only (``--port 0``), with a certificate made here."""
-    directory = tmp_path_factory.mktemp("tls")
-    certs = make_certificates(directory)
-    for _attempt in range(3):
-        port = _free_port()
-        process = subprocess.Popen(
-            ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-             "--tls-cert-file", str(certs["cert"]), "--tls-key-file", str(certs["key"]),
-             "--tls-ca-cert-file", str(certs["ca"]), "--tls-auth-clients", "no",
-             "--save", "", "--appendonly", "no", "--dir", str(directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"rediss://127.0.0.1:{port}/0"
-        probe = redis.Redis.from_url(url, ssl_ca_certs=str(certs["ca"]),
-                                     socket_connect_timeout=0.5)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    probe.ping()
-                    break
-                except redis.exceptions.ConnectionError:
-                    time.sleep(0.02)
-            else:
-                continue
-            admin = _locked_down(url, {"ssl_ca_certs": str(certs["ca"])})
-            yield Server(url, admin, ssl_ca_certs=str(certs["ca"]))
-            admin.close()
-            return
-        finally:
-            probe.close()
-            process.terminate()
-            process.wait(timeout=10)
-    pytest.fail("redis-server did not start with TLS: TLS support is a requirement")
+    """A server that speaks TLS only (``--port 0``), with a certificate made here."""
+    with tls_server(tmp_path_factory.mktemp("tls")) as server:
+        admin = _locked_down(server.url, server.client_options())
+        yield Server(server.url, admin, **server.client_options())
+        admin.close()
 
 
 @pytest.fixture
@@ -555,8 +501,8 @@ def test_pointer_depth_above_16_is_refused(client: redis.Redis, depth: Any) -> N
 @pytest.fixture(scope="module")
 def big() -> Iterator[redis.Redis]:
     """20,000 records on a private server; 20 of them have note='rare'."""
-    with throwaway_redis("redis-server", "--slowlog-max-len", "10000") as url:
-        admin = redis.Redis.from_url(url)
+    with RedisServer("--slowlog-max-len", "10000") as server:
+        admin = server.client()
         configure.connection_pool(client=admin)
         Item.objects.bulk_create(
             [Item(kind="k", note="rare" if i % 1000 == 0 else "common", n=i)
