@@ -121,3 +121,9 @@ class PermissionDenied(RepocketError, redis.exceptions.NoPermissionError):
 
 class ReadOnly(RepocketError, redis.exceptions.ReadOnlyError):
     """The server is a read-only replica; nothing was written."""
+
+
+class ModelRedefined(UserWarning):
+    """A model class was defined again in the same module under the same name (a reload):
+    the new class takes over its keys. A different model on the same keys is refused
+    with :class:`RepocketActiveRecordDefinitionError` instead."""

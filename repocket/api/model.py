@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..attributes import Attribute, AutoUUID, Pointer
@@ -11,7 +13,12 @@ from ..core import keys as keyspace
 from ..core import ops as operations
 from ..core.codecs import get_codec
 from ..core.schema import Options
-from ..errors import DoesNotExist, RepocketActiveRecordDefinitionError, UnknownField
+from ..errors import (
+    DoesNotExist,
+    ModelRedefined,
+    RepocketActiveRecordDefinitionError,
+    UnknownField,
+)
 from ..exec.scripts import execute
 from .manager import Manager
 from .result import ResultSet
@@ -44,10 +51,39 @@ class ModelBase(type):
         meta = getattr(model, "Meta", None)
         _check_definition(model, fields, meta)
         model._meta = Options(model, fields, meta)
+        _claim_keys(model)
         model._meta.manager = Manager(model)
         for stream in model._meta.stream_names:
             setattr(model, f"append_{stream}", _appender(stream))
         return cls
+
+
+# The model each key prefix belongs to, by where it was defined: (module, qualname).
+_key_owners: dict[str, tuple[str, str]] = {}
+_key_owners_lock = threading.Lock()
+
+
+def _claim_keys(model: type[ActiveRecord]) -> None:
+    """Refuse a second model on the keys of another (same namespace and class name): they
+    would share records and rewrite each other's indexes. The same model defined again
+    (a reload in a REPL, ``importlib.reload``) takes the keys over, with a warning."""
+    prefix = model._meta.prefix
+    origin = (model.__module__, model.__qualname__)
+    with _key_owners_lock:
+        owner = _key_owners.get(prefix)
+        if owner is None:
+            _key_owners[prefix] = origin
+    if owner is not None and owner != origin:
+        raise _definition_error(
+            model.__name__, f"its keys {prefix}:* already belong to the model "
+            f"{owner[0]}.{owner[1]} (same namespace {model._meta.namespace!r} and class "
+            "name): two models would share records and indexes; give one of them another "
+            "Meta.namespace")
+    if owner == origin:
+        warnings.warn(ModelRedefined(
+            f"{origin[0]}.{origin[1]} is defined again (a reload?): the new class now "
+            f"reads and writes the keys {prefix}:*; instances of the old one keep its "
+            "old fields"), stacklevel=3)  # the class statement
 
 
 def _collect_fields(model: type[ActiveRecord], namespace: dict[str, Any]) -> dict[str, Attribute]:

@@ -62,7 +62,7 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
         raw = stored_by_name.get(name_bytes)
         stored[name] = raw
         if raw is None:
-            values[name] = None if attribute.null else attribute.initial_value()
+            values[name] = meta.absent_value(name)  # the rule the Lua scripts follow too
             continue
         try:
             values[name] = decode(raw)

@@ -76,8 +76,37 @@ class Options:
             uniques = [[list(group), position[keyspace.unique_key(self.prefix, group)],
                         [self.fields[f].family for f in group]]
                        for group in self.unique_together]
-            self.schema_cache[cache_key] = pack([int(is_envelope), indexes, uniques])
+            tracked = set(self.indexed).union(*self.unique_together)
+            absent = {name: value for name, value in self.absent_values().items()
+                      if name in tracked}
+            self.schema_cache[cache_key] = pack([int(is_envelope), indexes, uniques, absent])
         return self.schema_cache[cache_key]
+
+    def absent_value(self, name: str) -> Any:
+        """What a record whose hash lacks ``name`` reads (a field added to the model after
+        the record was saved, or a None): None for a ``null=True`` field, else the field's
+        declared default (its type's empty value without one)."""
+        attribute = self.fields[name]
+        return None if attribute.null else attribute.initial_value()
+
+    def absent_values(self) -> dict[str, bytes]:
+        """Per hash field, the canonical form (``Attribute.encode``, no codec framing) of
+        :meth:`absent_value`, where it is not None. The Lua scripts use it in place of an
+        absent field once they have unwrapped the codec (``canonical`` in _values.lua), so
+        the server sees exactly what Python reads. A callable default (a new value on each
+        read) has no fixed form: such a field reads as absent (None) on the server."""
+        return self._absent_values
+
+    @functools.cached_property
+    def _absent_values(self) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for name, attribute in self.hash_fields:
+            if name == self.pk_name or callable(attribute.default):
+                continue
+            value = self.absent_value(name)
+            if value is not None:
+                found[name] = attribute.encode(attribute.clean(value, self.name))
+        return found
 
     @functools.cached_property
     def pre_savers(self) -> tuple[Attribute, ...]:

@@ -3,7 +3,9 @@
 --   {is_envelope (1|0),
 --    {{field, family, kind ('score'|'lex'), sorted set KEYS index,
 --      null set KEYS index (0 when the field cannot be None)}, ...},
---    {{{field, ...}, hash KEYS index, {family, ...}}, ...}}   -- unique constraints
+--    {{{field, ...}, hash KEYS index, {family, ...}}, ...},   -- unique constraints
+--    {field = canonical value, ...}}   -- what an absent tracked field reads: its declared
+--                                      -- default (Options.absent_values), never nil
 -- Index entries, for a record <id>:
 --   score index  sorted set, member <id>, score = the value (numbers, datetimes)
 --   lex index    sorted set, score 0, member <value with \0 as \0\1> \0\0 <id>
@@ -14,6 +16,7 @@
 local wschema = cmsgpack.unpack(ARGV[1])
 local is_envelope = wschema[1] == 1
 local indexes, uniques = wschema[2], wschema[3]
+local absent = wschema[4] or {}
 
 local tracked_fields = {}  -- every field an index or a constraint reads, once
 local is_tracked = {}
@@ -37,13 +40,22 @@ local function lex_member(value, id)
   return lex_escape(value) .. '\0\0' .. id
 end
 
--- field -> canonical value (or nil) of the tracked fields stored at `hash_key`.
+-- field -> canonical value (or nil) of the tracked fields stored at `hash_key`; a
+-- field the hash lacks (added to the model after the record was saved) reads as
+-- its declared default, as in Python.
 local function stored_values(hash_key)
   local values = {}
   if #tracked_fields == 0 then return values end
   local raw = redis.call('HMGET', hash_key, unpack(tracked_fields))
+  local exists = nil  -- asked only when a default would be used: no record, no values
   for i, field in ipairs(tracked_fields) do
-    local value = canonical(raw[i], is_envelope)
+    local value
+    if raw[i] then
+      value = canonical(raw[i], is_envelope)
+    elseif absent[field] then
+      if exists == nil then exists = redis.call('EXISTS', hash_key) == 1 end
+      value = exists and absent[field] or nil
+    end
     if value then values[field] = value end
   end
   return values

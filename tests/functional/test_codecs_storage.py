@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import uuid
 
 import pytest
@@ -29,6 +30,7 @@ VALUES = {
 }
 
 
+@functools.cache  # one model per codec: defining it again would be a redefinition
 def make_model(codec: str) -> type[ActiveRecord]:
     class Everything(ActiveRecord):
         class Meta:

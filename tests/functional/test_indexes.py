@@ -70,16 +70,19 @@ class Catalog(ActiveRecord):
 
 
 def legacy_catalog() -> type[ActiveRecord]:
-    """The same model (namespace and class name) as deployed before its indexes."""
+    """The same model (namespace and class name) as deployed before its indexes: an
+    older definition of it, which repocket takes for a redefinition (a warning)."""
+    with pytest.warns(errors.ModelRedefined):
+        class Catalog(ActiveRecord):
+            __qualname__ = "Catalog"  # the module's Catalog, as it was
 
-    class Catalog(ActiveRecord):
-        class Meta:
-            namespace = "ti"
+            class Meta:
+                namespace = "ti"
 
-        title = attributes.Unicode()
-        rank = attributes.Integer(null=True)
-        code = attributes.Unicode(null=True)
-        body = attributes.Unicode(null=True)
+            title = attributes.Unicode()
+            rank = attributes.Integer(null=True)
+            code = attributes.Unicode(null=True)
+            body = attributes.Unicode(null=True)
 
     return Catalog
 

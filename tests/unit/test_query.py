@@ -283,13 +283,13 @@ def test_merge_of_several_shards_orders_slices_and_dedupes() -> None:
 
 
 def test_exact_decimal_rows_sort_exactly() -> None:
-    class Money(ActiveRecord):
+    class Amount(ActiveRecord):
         class Meta:
             namespace = "unit.query"
 
         amount = attributes.Decimal(index=True)
 
-    key = row_key(QuerySet(Money).order_by("amount").state)
+    key = row_key(QuerySet(Amount).order_by("amount").state)
     values = ["0.10000000000000000001", "0.1", "1E+2", "-3", "99.999999999999999999"]
     rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), v.encode()]
             for i, v in enumerate(values)]
