@@ -9,6 +9,7 @@ instance never holds a value it could not save.
 
 from __future__ import annotations
 
+import codecs as _text_codecs
 import datetime as _dt
 import decimal
 import functools
@@ -23,7 +24,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from dateutil import parser as _dateparser
 
 from .core import codecs
-from .errors import InvalidId, PointerTargetMissing, ValidationError
+from .errors import (
+    InvalidId,
+    PointerTargetMissing,
+    RepocketActiveRecordDefinitionError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from .api.model import ActiveRecord
@@ -44,6 +50,7 @@ __all__ = [
 ]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
 _UUID_TEXT = re.compile(
     r"(?:urn:uuid:)?([0-9a-fA-F]{8})-?([0-9a-fA-F]{4})-?([0-9a-fA-F]{4})-?"
     r"([0-9a-fA-F]{4})-?([0-9a-fA-F]{12})"
@@ -82,8 +89,22 @@ def random_node_uuid1() -> uuid.UUID:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # a deeply nested container, an int too long to write
+        return f"<a {type(value).__name__} too large to show>"
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} chars)"
+
+
+def _known_encoding(encoding: str) -> str:
+    """``encoding`` if Python knows it: a typo fails when the model is declared, not as a
+    LookupError on some later assignment."""
+    try:
+        _text_codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise RepocketActiveRecordDefinitionError(
+            f"unknown text encoding {encoding!r}") from None
+    return encoding
 
 
 def mark_dangling(instance: ActiveRecord, name: str) -> None:
@@ -108,8 +129,9 @@ class Attribute:
     """Base of every field type.
 
     ``null=True`` makes ``None`` a storable value. ``default`` is a value or a
-    callable used when the field is never given a value; without it the field
-    takes its type's empty value (``empty_value``). ``index=True`` maintains a
+    callable used when the field is never given a value; without one (or with
+    ``default=None``) a ``null=True`` field starts as ``None``, as in Django, and
+    any other field as its type's empty value (``empty_value``). ``index=True`` maintains a
     secondary index (equality; ranges and ordering too for numbers, datetimes
     and text); ``unique=True`` also refuses a value another record holds.
     """
@@ -127,7 +149,7 @@ class Attribute:
                  index: bool = False, unique: bool = False):
         self.null = null
         self.default = default
-        self.encoding = encoding
+        self.encoding = _known_encoding(encoding)
         self.unique = unique
         self.index = index or unique
         self.name = ""
@@ -172,7 +194,7 @@ class Attribute:
             )
         try:
             return self.coerce(value)
-        except (TypeError, ValueError, ArithmeticError) as exc:
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise ValidationError(
                 f"{model}.{self.name}: {exc} (got {_short(value)})",
                 model=model, field=self.name, value=value,
@@ -184,10 +206,12 @@ class Attribute:
         return self.null or self.empty_value is None
 
     def initial_value(self) -> Any:
-        """The value of a field that was never given one."""
+        """The value of a field that was never given one: its default (a callable is called
+        per instance); else None where the field is null=True (a unique null=True field
+        left empty must not claim '' from the next record), else the type's empty value."""
         if self.default is not None:
             return self.default() if callable(self.default) else self.default
-        return self.empty_value
+        return None if self.null else self.empty_value
 
     def sort_key(self, value: Any) -> Any:
         return value
@@ -285,15 +309,31 @@ class JSON(Attribute):
     def encode(self, value: Any) -> bytes:
         # sorted keys: one text per value (the server compares decoded values, and uses
         # the text's brackets to tell arrays from objects)
-        return json.dumps(value, ensure_ascii=False, allow_nan=False,
-                          sort_keys=True).encode("utf-8")
+        try:
+            return json.dumps(value, ensure_ascii=False, allow_nan=False,
+                              sort_keys=True).encode("utf-8")
+        except RecursionError:
+            raise ValueError(_TOO_DEEP) from None
 
     def decode(self, raw: bytes) -> Any:
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except RecursionError:
+            raise ValueError(_TOO_DEEP) from None
+
+
+# Python's json recurses once per level, against the interpreter's recursion limit.
+_TOO_DEEP = "JSON nested too deeply for Python's recursion limit"
 
 
 class Integer(Attribute):
-    """Handles int, limited to the signed 64-bit range that Redis and Lua can index."""
+    """Handles int, of any size.
+
+    Stored as decimal digits, which the server compares exactly whatever their
+    length; index scores are doubles (exact within 2**53), so the query engine
+    checks the stored value of candidates beyond that. Python itself refuses to
+    write ints of more than ``sys.get_int_max_str_digits()`` digits (4300 by default).
+    """
 
     __base_type__ = int
     empty_value = 0
@@ -303,13 +343,14 @@ class Integer(Attribute):
     def coerce(self, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise TypeError(f"expected int, not {type(value).__name__}")
-        if isinstance(value, str):
-            if not re.fullmatch(r"[+-]?[0-9]{1,20}", value):
-                raise ValueError("not an integer")
-            value = int(value)
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise ValueError("out of the signed 64-bit range")
-        return int(value)
+        if isinstance(value, str) and not _INTEGER_TEXT.fullmatch(value):
+            raise ValueError("not an integer")
+        # int() also makes an int subclass (IntEnum) a plain int; from text it raises
+        # ValueError beyond Python's digit limit
+        result = int(value)
+        if not INT64_MIN <= result <= INT64_MAX:
+            self.encode(result)  # fails now, not at save time, beyond Python's digit limit
+        return result
 
     def encode(self, value: int) -> bytes:
         return b"%d" % value
@@ -453,8 +494,10 @@ class Pointer(Attribute):
     """A soft foreign key: stores the target's id and loads the target on ``get``.
 
     ``to_model`` is a model class, or ``"self"`` for the model being declared.
-    Assign an instance of ``to_model``. Assigning an id loads that record
-    (``cast`` uses a Redis connection) and fails if it does not exist.
+    Assign an instance of ``to_model`` or its id. An id is kept as it is, with no
+    I/O: the save script checks that the target exists, in the same round trip
+    (``PointerTargetMissing``), and reading the field loads the target. ``cast``
+    alone uses a Redis connection: it returns the target record, as in 0.1.
     """
 
     __base_type__ = object
@@ -470,9 +513,12 @@ class Pointer(Attribute):
         if self.name not in instance._values:
             instance._load_deferred(self.name)
         value = instance._values[self.name]
-        if isinstance(value, uuid.UUID):  # not loaded yet (beyond the get's depth)
-            value = instance._values[self.name] = self.to_model.objects.get(id=value)
-            if value is None:
+        if isinstance(value, uuid.UUID):  # an assigned id, or beyond the get's depth
+            target = self.to_model.objects.get(id=value)
+            if target is None and not instance._persisted:
+                return None  # keep the id: saving reports the missing target
+            value = instance._values[self.name] = target
+            if target is None:
                 mark_dangling(instance, self.name)
         return value
 
@@ -483,21 +529,21 @@ class Pointer(Attribute):
     def coerce(self, value: Any) -> Any:
         if isinstance(value, self.to_model):
             return value
-        target_id = parse_uuid(value)
-        target = self.to_model.objects.get(id=target_id)
+        return parse_uuid(value)  # the target is checked by the save script
+
+    @_HybridMethod
+    def cast(self, value: Any) -> Any:
+        """The record ``value`` points at (an instance, or an id this loads from Redis);
+        ``PointerTargetMissing`` if there is none."""
+        cleaned = self.clean(value)
+        if not isinstance(cleaned, uuid.UUID):
+            return cleaned
+        target = self.to_model.objects.get(id=cleaned)
         if target is None:
             raise PointerTargetMissing(
-                f"{self.to_model.__name__} {target_id} does not exist",
-                field=self.name, value=value,
-            )
+                f"{self.to_model.__name__} {cleaned} does not exist",
+                field=self.name, value=value)
         return target
-
-    def clean(self, value: Any, model: str = "") -> Any:
-        try:
-            return super().clean(value, model)
-        except PointerTargetMissing as exc:  # raised by coerce, which knows no model
-            raise PointerTargetMissing(f"{model}.{self.name}: {exc}", model=model,
-                                       field=self.name, value=value) from None
 
     def lookup_id(self, value: Any) -> uuid.UUID:
         """The target id a lookup value names: an instance of ``to_model`` or an id."""

@@ -7,7 +7,7 @@ import uuid
 import warnings
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..attributes import Attribute, AutoUUID, Pointer
+from ..attributes import Attribute, AutoUUID, Bytes, Pointer
 from ..connections import configure
 from ..core import keys as keyspace
 from ..core import ops as operations
@@ -210,7 +210,9 @@ class ActiveRecord(metaclass=ModelBase):
 
     def delete(self) -> int:
         """Delete the record's hash and ByteStreams; return the number of keys deleted."""
-        return execute(configure.get_connection(), operations.compile_delete(self))  # type: ignore[no-any-return]
+        deleted: int = execute(configure.get_connection(), operations.compile_delete(self))
+        self.__dict__["_deleted"] = True  # a Pointer to it then says "deleted", not "unsaved"
+        return deleted
 
     def _append(self, stream: str, data: bytes | str) -> int:
         attribute = self._meta.fields[stream]
@@ -293,8 +295,22 @@ class ActiveRecord(metaclass=ModelBase):
         return hash((type(self), self.pk))
 
     def __repr__(self) -> str:
-        shown = []
-        for name, value in self.to_dict().items():
-            text = repr(value)
-            shown.append(f"{name}={text if len(text) <= 60 else text[:57] + '...'}")
+        fields = self._meta.fields
+        shown = [f"{name}={_shown_value(fields[name], value)}"
+                 for name, value in self.to_dict().items()]
         return f"<{self._meta.name} {' '.join(shown)}>"
+
+
+REPR_VALUE_LIMIT = 60  # characters of one value in a record's repr
+
+
+def _shown_value(attribute: Attribute, value: Any) -> str:
+    """A value as a record's repr shows it: bytes (passwords, tokens, logs) by their
+    length only, anything else cut at REPR_VALUE_LIMIT characters."""
+    if isinstance(value, bytes) and isinstance(attribute, Bytes):
+        return f"<{len(value)} bytes>"
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # deeply nested JSON; an int of 5,000 digits
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= REPR_VALUE_LIMIT else text[:REPR_VALUE_LIMIT - 3] + "..."

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from .model import ActiveRecord
 
 
+REPR_OUTPUT_SIZE = 20  # records a queryset's repr shows (Django's number)
+
+
 def _run(call: Call) -> Any:
     return execute(configure.get_connection(), call)
 
@@ -117,7 +120,13 @@ class QuerySet(ResultSet):
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"<QuerySet {self._fetch()!r}>"
+        """At most REPR_OUTPUT_SIZE records, as Django shows them: an unevaluated queryset
+        reads only those (plus one, to know whether to say more remain)."""
+        shown: list[Any] = list(self._cache if self._cache is not None
+                                else self[:REPR_OUTPUT_SIZE + 1]._fetch())
+        if len(shown) > REPR_OUTPUT_SIZE:
+            shown[REPR_OUTPUT_SIZE:] = ["...(remaining elements truncated)..."]
+        return f"<QuerySet {shown!r}>"
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):

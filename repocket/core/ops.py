@@ -73,7 +73,8 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
     for name in meta.stream_names:
         if name in values:
-            stream_ops += _stream_op(values[name], synced.get(name), meta.fields[name].null)
+            stream_ops += _stream_op(values[name], synced.get(name), meta.fields[name].null,
+                                     known=name in synced)
         else:
             stream_ops += (b"", b"")  # deferred: untouched
 
@@ -137,26 +138,28 @@ def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
     meta = type(record)._meta
     pointer = meta.fields[name]
     if hasattr(value, "_meta") and not value._persisted:
+        state = "a deleted" if value.__dict__.get("_deleted") else "an unsaved"
         raise UnsavedPointer(
-            f"{meta.name}.{name} points at an unsaved {type(value).__name__}; save it first",
-            model=meta.name, field=name, value=value)
+            f"{meta.name}.{name} points at {state} {type(value).__name__} ({value.pk}); "
+            "save it first", model=meta.name, field=name, value=value)
     target_model = pointer.to_model  # type: ignore[attr-defined]
     return target_model._meta.record_key(pointer.target_id(value))  # type: ignore
 
 
 def _stream_op(current: bytes | None, synced: bytes | None,
-               nullable: bool = False) -> tuple[bytes, bytes]:
+               nullable: bool = False, known: bool = True) -> tuple[bytes, bytes]:
     """What a save writes to one ByteStream.
 
-    ``synced`` is what this instance knows Redis holds (None: nothing known, as
-    for a new instance). A value that extends it is APPENDed, so bytes other
+    ``synced`` is what this instance knows Redis holds; ``known`` is False when it
+    knows nothing (a new instance), so None there deletes whatever stream an older
+    record left under this id. A value that extends it is APPENDed, so bytes other
     processes appended meanwhile survive; any other value replaces the stream.
     No key means None for a ``null=True`` stream and b'' otherwise, so an empty
     value deletes the key only when the stream cannot be None."""
     if synced is not None and current is not None and current.startswith(synced):
         added = current[len(synced):]
         return (b"A", added) if added else (b"", b"")
-    if synced == current:  # both None: the field is null and so is the stream
+    if synced == current and known:  # both None: the field is null and so is the stream
         return b"", b""
     if current is None or (not current and not nullable):
         return b"D", b""

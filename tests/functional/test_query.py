@@ -78,7 +78,7 @@ def players(teams: tuple[Team, Team]) -> list[Player]:
         ("dan", None, 4, "d", blue), ("eve", 50, None, "e", None), ("fay", 20, 6, "f", red),
         ("gus", 70, 7, None, blue), ("hal", -5, 8, "h", None),
     ]
-    return [Player.create(id=uid(i), name=n, score=s, level=lv, nick=nk, team=t)
+    return [Player.create(id=uid(i), name=n, score=s, level=lv, nick=nk, team=t, bio=b"")
             for i, (n, s, lv, nk, t) in enumerate(rows)]
 
 

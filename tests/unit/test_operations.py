@@ -93,7 +93,7 @@ def split_save_args(call: Call) -> dict[str, object]:
 
 # -- save --------------------------------------------------------------------------------
 def test_first_save_sends_every_field_and_hdels_nones() -> None:
-    record = Rec(id=UID, name="a", note=None, n=3)
+    record = Rec(id=UID, name="a", note=None, n=3, err=b"")
     call = compile_save(record)
     assert call.script.name == "save" and call.model == "Rec"
     assert call.keys == (IDS, HASH, OUT, ERR)
@@ -155,8 +155,8 @@ def test_gone_reply_returns_a_whole_save_call() -> None:
     assert isinstance(follow_up, Call)
     parts = split_save_args(follow_up)
     assert parts["partial"] == b"0"
-    assert set(parts["set"]) == {"id", "name", "note", "n"}
-    assert parts["del"] == ["target"]
+    assert set(parts["set"]) == {"id", "name", "n"}
+    assert parts["del"] == ["note", "target"]  # null=True, never given a value: None
     assert follow_up.decode(b"saved")["hash"] == HASH
 
 
@@ -172,7 +172,7 @@ def test_gone_follow_up_rewrites_the_streams_too() -> None:
 def test_stream_ops_append_set_delete_and_leave() -> None:
     # a new instance sets its streams; a value that does not extend the saved one replaces it,
     # and an empty one deletes the key
-    record = Rec(id=UID, out=b"abc")
+    record = Rec(id=UID, out=b"abc", err=b"")
     assert split_save_args(compile_save(record))["streams"][0] == (b"S", b"abc")
     saved(record)
     assert split_save_args(compile_save(record))["streams"][0] == (b"", b"")
@@ -186,6 +186,16 @@ def test_stream_ops_append_set_delete_and_leave() -> None:
     assert split_save_args(compile_save(record))["streams"][0] == (b"D", b"")
     record.err = None
     assert split_save_args(compile_save(record))["streams"][1] == (b"D", b"")
+
+
+def test_a_new_instance_deletes_a_null_stream_it_holds_as_none() -> None:
+    """A new instance knows nothing of what Redis holds under its id: a null=True stream
+    left None (its initial value) deletes whatever stream an older record left there."""
+    record = Rec(id=UID)
+    assert record.err is None
+    assert split_save_args(compile_save(record))["streams"][1] == (b"D", b"")
+    saved(record)
+    assert split_save_args(compile_save(record))["streams"][1] == (b"", b"")  # known None
 
 
 def test_unsaved_appends_are_buffered_and_sent_by_save() -> None:
