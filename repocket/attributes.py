@@ -67,7 +67,7 @@ def parse_uuid(value: Any) -> uuid.UUID:
         raise TypeError(f"expected a UUID or its string form, not {type(value).__name__}")
     match = _UUID_TEXT.fullmatch(value) if len(value) <= 45 else None
     if match is None:
-        raise ValueError(f"{_short(value)} is not a UUID")
+        raise ValueError(f"{short_repr(value)} is not a UUID")
     return uuid.UUID("".join(match.groups()))
 
 
@@ -88,7 +88,9 @@ def random_node_uuid1() -> uuid.UUID:
     return uuid.uuid1(node=secrets.randbits(48) | (1 << 40))
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: cut at ``limit`` characters, and never raising
+    (a deeply nested list, an int too long for Python to write)."""
     try:
         text = repr(value)
     except (RecursionError, ValueError):  # a deeply nested container, an int too long to write
@@ -196,7 +198,7 @@ class Attribute:
             return self.coerce(value)
         except (TypeError, ValueError, ArithmeticError, RecursionError) as exc:
             raise ValidationError(
-                f"{model}.{self.name}: {exc} (got {_short(value)})",
+                f"{model}.{self.name}: {exc} (got {short_repr(value)})",
                 model=model, field=self.name, value=value,
             ) from None
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ..attributes import uuid_text
+from ..attributes import short_repr, uuid_text
 from ..errors import InvalidQuery, UnsavedPointer, ValidationError
 from . import keys as keyspace
 from .hydrate import hydrate
@@ -61,7 +61,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
         try:
             raw = encode(value)
         except (TypeError, ValueError, ArithmeticError) as exc:
-            raise ValidationError(f"{meta.name}.{name}: cannot encode {value!r:.80}: {exc}",
+            raise ValidationError(f"{meta.name}.{name}: cannot encode {short_repr(value)}: {exc}",
                                   model=meta.name, field=name, value=value) from None
         new_stored[name] = raw
         if not partial or stored.get(name) != raw:
