@@ -62,14 +62,29 @@ def translate_error(exc: rexc.RedisError, call: Call) -> errors.RepocketError:
         return errors.RepocketConnectionError(f"{where}: cannot reach Redis: {exc}")
     if isinstance(exc, rexc.OutOfMemoryError):
         return errors.OutOfMemory(f"{where}: Redis is over maxmemory, nothing written: {exc}")
-    if isinstance(exc, rexc.NoPermissionError) or str(exc).startswith("NOPERM") or (
-            "can't run this command" in str(exc)):
+    if _is_acl_denial(exc):
         return errors.PermissionDenied(f"{where}: the Redis user lacks a permission: {exc}")
     if isinstance(exc, rexc.ReadOnlyError):
         return errors.ReadOnly(f"{where}: the server is read-only, nothing written: {exc}")
     if isinstance(exc, rexc.ResponseError) and str(exc).startswith("WRONGTYPE"):
         return errors.WrongKeyType(f"{where}: {exc}", model=call.model)
     return errors.ScriptError(f"{where}: {exc}")
+
+
+# An ACL refusal of a command a script runs is a plain error reply whose words depend on the
+# server: Redis 7.0 says "The user executing the script can't run this command or subcommand"
+# (or "can't access at least one of the keys", "can't publish to the channel"), Redis 7.2+ and
+# Valkey say "ACL failure in script: User u has no permissions to run the 'hgetall' command"
+# (or "No permissions to access a key"). A refusal of the call itself has the NOPERM code,
+# which redis-py turns into NoPermissionError.
+_ACL_DENIAL_WORDS = ("acl failure", "no permissions to", "the user executing the script can't")
+
+
+def _is_acl_denial(exc: rexc.RedisError) -> bool:
+    if isinstance(exc, rexc.NoPermissionError):
+        return True
+    message = str(exc).lower()
+    return message.startswith("noperm") or any(words in message for words in _ACL_DENIAL_WORDS)
 
 
 def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:

@@ -137,6 +137,31 @@ def test_redis_errors_map_to_repocket_errors(exc: rexc.RedisError, expected: typ
         assert err.model == "Build"
 
 
+# ACL refusals as each server words them (measured on Redis 7.0.15 and Valkey 8.1.8)
+ACL_REFUSALS = [
+    rexc.NoPermissionError("this user has no permissions to run the 'evalsha' command"),
+    rexc.NoPermissionError("User u has no permissions to run the 'evalsha' command"),
+    rexc.ResponseError("NOPERM No permissions to access a key"),
+    rexc.ResponseError("The user executing the script can't run this command or subcommand "
+                       "script: 2224b39e, on @user_script:1."),
+    rexc.ResponseError("The user executing the script can't access at least one of the keys "
+                       "mentioned in the command arguments script: a2e69d92, on @user_script:1."),
+    rexc.ResponseError("ACL failure in script: User u has no permissions to run the 'hgetall' "
+                       "command script: 2224b39e, on @user_script:1."),
+    rexc.ResponseError("ACL failure in script: No permissions to access a key script: a2e69d92, "
+                       "on @user_script:1."),
+]
+
+
+@pytest.mark.parametrize("exc", ACL_REFUSALS, ids=range(len(ACL_REFUSALS)))
+def test_acl_refusals_are_permission_errors_whatever_the_server_wording(
+        exc: rexc.RedisError) -> None:
+    err = translate_error(exc, call("get"))
+    assert type(err) is errors.PermissionDenied
+    assert isinstance(err, rexc.NoPermissionError)
+    assert "Build.get" in str(err) and str(exc) in str(err)
+
+
 # -- execute with a stand-in client ---------------------------------------------------------
 class StandIn:
     """Answers evalsha from a queue of replies or exceptions; records what was sent."""
