@@ -4,6 +4,7 @@ one with ACL users, a TLS-only one with a CA made here by openssl) or uses the s
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import sys
@@ -19,11 +20,14 @@ from repocket import ActiveRecord, attributes, configure, errors
 from repocket.core.lua import SCRIPTS
 from repocket.tools.server import RedisServer
 from tests.support.servers import server_version, tls_server
+from tests.support.work import ScriptCall, script_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-app"
 ADMIN_PASSWORD = "s3cret-admin"
-SCAN_LIMIT_US = 50_000  # no single EVALSHA may block Redis longer than 50 ms
+# No script call may block Redis for long: a bound on the elements one call reads (a scan
+# page examines 1,000 candidates, a few elements each; unpaged, these tests read 20,000+)
+WORK_PER_CALL = 5_000
 
 
 def documented_rules() -> tuple[list[str], list[str]]:
@@ -515,7 +519,7 @@ def test_pointer_depth_above_16_is_refused(client: redis.Redis, depth: Any) -> N
 @pytest.fixture(scope="module")
 def big() -> Iterator[redis.Redis]:
     """20,000 records on a private server; 20 of them have note='rare'."""
-    with RedisServer("--slowlog-max-len", "10000") as server:
+    with RedisServer() as server:
         admin = server.client()
         configure.connection_pool(client=admin)
         Item.objects.bulk_create(
@@ -526,28 +530,20 @@ def big() -> Iterator[redis.Redis]:
         admin.close()
 
 
-def slowest_evalsha(admin: redis.Redis, run: Callable[[], Any],
-                    repeats: int = 1) -> tuple[Any, int, int]:
-    """(result, EVALSHA calls, slowest EVALSHA in µs) of ``run``. SLOWLOG records every call
-    over 1 ms (so not the scripts' own sub-millisecond commands, which would slow them down
-    by being logged), INFO commandstats counts the calls. Durations are wall-clock, so other
-    processes on a busy machine only ever add to them: with ``repeats`` the least slowest of
-    several runs is kept."""
+def bounded_calls(admin: redis.Redis, run: Callable[[], Any]) -> tuple[Any, list[ScriptCall]]:
+    """``run()`` on the big server, with the work of each script call it made."""
     configure.connection_pool(client=admin)
-    admin.config_set("slowlog-log-slower-than", 1000)
-    slowest: list[int] = []
     try:
-        for _ in range(repeats):
-            admin.slowlog_reset()
-            calls_before = admin.info("commandstats")["cmdstat_evalsha"]["calls"]
-            result = run()
-            calls = admin.info("commandstats")["cmdstat_evalsha"]["calls"] - calls_before
-            slowest.append(max((entry["duration"] for entry in admin.slowlog_get(10_000)
-                                if entry["command"].startswith(b"EVALSHA")), default=0))
+        return script_calls(admin, run)
     finally:
-        admin.config_set("slowlog-log-slower-than", 10_000)
         configure.reset()
-    return result, calls, min(slowest)
+
+
+def assert_each_call_bounded(calls: list[ScriptCall], name: str) -> None:
+    busiest = max(calls, key=lambda call: call.work)
+    commands = collections.Counter(args[0].decode().upper() for args in busiest.commands)
+    assert busiest.work <= WORK_PER_CALL, (
+        f"{name}: one script call read {busiest.work} elements: {commands.most_common(5)}")
 
 
 @pytest.mark.parametrize("name, run, expected", [
@@ -558,21 +554,22 @@ def slowest_evalsha(admin: redis.Redis, run: Callable[[], Any],
                                [:3]], [1, 2, 3]),
     ("ids", lambda: len(Item.objects.exclude(note="common").ids()), 20),
 ])
-def test_unindexed_scan_pages_under_50ms(big: redis.Redis, name: str,
-                                         run: Callable[[], Any], expected: Any) -> None:
-    result, calls, slowest = slowest_evalsha(big, run, repeats=5)
+def test_unindexed_scan_pages_with_bounded_work_per_call(
+        big: redis.Redis, name: str, run: Callable[[], Any], expected: Any) -> None:
+    result, calls = bounded_calls(big, run)
     assert result == expected
-    assert calls > 5, f"{name}: a scan of 20,000 records in {calls} call(s) did not page"
-    assert slowest < SCAN_LIMIT_US, f"{name}: one EVALSHA took {slowest / 1000:.1f} ms"
+    assert len(calls) > 5, f"{name}: a scan of 20,000 records in {len(calls)} call(s) did not page"
+    assert_each_call_bounded(calls, name)
 
 
 def test_large_result_is_hydrated_in_bounded_calls(big: redis.Redis) -> None:
-    """A filter matching 19,980 records: its scan pages, and so must the loading of records.
-    Fails today: query.py _finish_pages hydrates every selected id in one get_many call."""
-    result, _calls, slowest = slowest_evalsha(
-        big, lambda: len(Item.objects.filter(note="common")))
+    """A filter matching 19,980 records: its scan pages, and so must the loading of records."""
+    result, calls = bounded_calls(big, lambda: len(Item.objects.filter(note="common")))
     assert result == 19_980
-    assert slowest < SCAN_LIMIT_US, f"one EVALSHA took {slowest / 1000:.1f} ms"
+    assert_each_call_bounded(calls, "filter loading 19,980 records")
+    loaded = sum(1 for call in calls for args in call.commands
+                 if args[0].upper() in (b"HGETALL", b"HMGET") and b":Item:" in args[1])
+    assert loaded >= 19_980  # every record was read, in calls that each stayed bounded
 
 
 # -- 6. keys stay under repocket:<namespace>:<Class>: --------------------------------------------
