@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
@@ -286,6 +287,7 @@ def run_worker(url: str, seed: int, ops: int, threads: int, stable: list[str],
     return tally.result()
 
 
+@pytest.mark.slow  # the concurrency soak: tox -e soak runs it at 8 x 10k
 def test_mixed_workload_from_several_processes_keeps_every_invariant(
         client: redis.Redis, redis_url: str, capsys: Any) -> None:
     stable = [str(Account.create(name=f"stable{i}", score=i, email=None).pk) for i in range(STABLE)]

@@ -30,6 +30,7 @@ def _stream(admin: redis.Redis, record: Any) -> bytes:
 
 
 # -- SCRIPT FLUSH in a loop -----------------------------------------------------------------
+@pytest.mark.slow  # a fixed 2 s load loop against SCRIPT FLUSH
 def test_script_flush_in_a_loop_never_reaches_the_caller(start_server: StartServer) -> None:
     owned_server = start_server()
     configure.connection_pool(url=owned_server.url)
@@ -208,6 +209,7 @@ def test_restart_mid_load_fails_calls_with_typed_errors_and_tears_nothing(
 
 
 # -- kill -9 during bulk_create ------------------------------------------------------------
+@pytest.mark.slow  # three kill -9 rounds under load (the longest test)
 def test_kill_9_during_bulk_create_leaves_each_batch_whole_or_absent(
         start_server: StartServer) -> None:
     server = start_server("--appendonly", "yes", "--appendfsync", "always")

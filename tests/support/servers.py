@@ -1,7 +1,8 @@
-"""The suite's servers, all started by :class:`repocket.tools.server.RedisServer` on free loopback
-ports: one session-wide server (or the one at ``$REPOCKET_TEST_URL``), servers a test owns and
-may restart or ``kill -9`` (``start_server``), and TLS-only servers with a CA made here by
-openssl (``tls_server``). ``$REPOCKET_SERVER_BINARY`` picks the binary (see
+"""The suite's servers, all started by :class:`repocket.tools.server.RedisServer` on free
+loopback ports: one session-wide server (or the one at ``$REPOCKET_TEST_URL``), servers a test
+owns and may restart or ``kill -9`` (``start_server``), and TLS-only servers with a CA made
+here by openssl (``tls_server``: skipped when the binary lacks TLS, unless
+``$REPOCKET_REQUIRE_TLS`` is set). ``$REPOCKET_SERVER_BINARY`` picks the binary (see
 :func:`repocket.tools.server.find_binary`)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from repocket.tools.server import (
 )
 
 URL_ENV = "REPOCKET_TEST_URL"
+REQUIRE_TLS_ENV = "REPOCKET_REQUIRE_TLS"  # CI sets it where the server has TLS: never skip
 StartServer = Callable[..., RedisServer]  # the type of the start_server fixture
 
 
@@ -142,6 +144,8 @@ def tls_server(directory: Path, *extra_args: str) -> Iterator[RedisServer]:
         try:
             server.start()
         except TLSUnsupported as exc:
+            if os.environ.get(REQUIRE_TLS_ENV):
+                pytest.fail(f"{exc}, and ${REQUIRE_TLS_ENV} is set", pytrace=False)
             pytest.skip(f"{exc}: TLS is tested against a server built with it (Redis in CI)")
         yield server
     finally:
