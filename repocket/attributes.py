@@ -516,13 +516,18 @@ class Pointer(Attribute):
             instance._load_deferred(self.name)
         value = instance._values[self.name]
         if isinstance(value, uuid.UUID):  # an assigned id, or beyond the get's depth
-            target = self.to_model.objects.get(id=value)
-            if target is None and not instance._persisted:
-                return None  # keep the id: saving reports the missing target
-            value = instance._values[self.name] = target
-            if target is None:
-                mark_dangling(instance, self.name)
+            instance._refuse_lazy_load(self.name)  # in an event loop: await afetch(name)
+            return self.take_target(instance, self.to_model.objects.get(id=value))
         return value
+
+    def take_target(self, instance: ActiveRecord, target: Any) -> Any:
+        """What reading the Pointer gives once its target is loaded (None: gone)."""
+        if target is None and not instance._persisted:
+            return None  # keep the id: saving reports the missing target
+        instance._values[self.name] = target
+        if target is None:
+            mark_dangling(instance, self.name)
+        return target
 
     def __set__(self, instance: ActiveRecord, value: Any) -> None:
         super().__set__(instance, value)

@@ -14,8 +14,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .aio_clients import AsyncClients, AsyncClientSource, factory_from_settings, factory_from_sync
 from .core.codecs import get_codec
 from .errors import ConfigurationError
+from .exec import guard
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -36,6 +38,7 @@ class configure:
     _client: redis.Redis | None = None
     _owned = False  # repocket built the client (and so closes it when replaced)
     _default_codec: str = "envelope"
+    _async: AsyncClients | None = None  # the asyncio clients, one per event loop
     _lock = threading.Lock()
 
     @classmethod
@@ -47,6 +50,7 @@ class configure:
         *,
         url: str | None = None,
         client: redis.Redis | None = None,
+        async_client: AsyncClientSource | None = None,
         codec: str | None = None,
         **options: Any,
     ) -> redis.Redis:
@@ -57,6 +61,11 @@ class configure:
         - ``client``: an existing ``redis.Redis`` (its pool is shared, not copied, and
           never closed by repocket; give it ``retry=Retry(NoBackoff(), 0)``: redis-py's
           default retries may run a write twice after a lost reply);
+        - ``async_client``: what the asyncio API uses: a ``redis.asyncio.Redis`` (never
+          closed by repocket, and usable in the first event loop that uses it only), or a
+          callable building one, called once per event loop. Without it, each event loop
+          gets a client repocket builds from the same settings (or from ``client``'s), with
+          no automatic retries; ``await configure.aclose()`` closes the running loop's;
         - ``codec``: the default codec of models that do not choose one;
         - any other keyword goes to ``redis.Redis``: ``password``, ``username``, ``retry``
           (none by default: a resent write may run twice; pass ``client=`` likewise
@@ -70,6 +79,9 @@ class configure:
             raise ConfigurationError(f"db must be a non-negative integer, not {db!r}")
         owned = client is None
         if client is None:
+            async_source = async_client or factory_from_settings(
+                url, options if url is not None else
+                {"host": hostname, "port": port, "db": db, **options})
             options.setdefault("retry", _no_retries())
             if url is not None:
                 client = redis.Redis.from_url(url, **options)
@@ -79,11 +91,14 @@ class configure:
             raise ConfigurationError(
                 "repocket needs a client with decode_responses=False: it stores binary values"
             )
+        else:
+            async_source = async_client or factory_from_sync(client)
         if codec is not None:
             cls.default_codec(codec)
         with cls._lock:
             previous, previous_owned = cls._client, cls._owned
             cls._client, cls._owned = client, owned
+            cls._async = AsyncClients(async_source, owned=async_client is None)
         if previous is not None and previous is not client and previous_owned:
             previous.close()
         return client
@@ -100,6 +115,31 @@ class configure:
                     cls._owned = True
                 client = cls._client
         return client
+
+    @classmethod
+    def get_async_connection(cls) -> Any:
+        """The running event loop's ``redis.asyncio`` client (built on first use in it)."""
+        clients = cls._async
+        if clients is None:
+            with cls._lock:
+                if cls._async is None:
+                    cls._async = AsyncClients(factory_from_settings(
+                        os.environ.get("REPOCKET_URL", DEFAULT_URL), {}), owned=True)
+                clients = cls._async
+        return clients.get()
+
+    @classmethod
+    async def aclose(cls) -> None:
+        """Close the running event loop's async client (call it before the loop ends, e.g.
+        in an application's shutdown hook); the next async call builds a new one."""
+        if cls._async is not None:
+            await cls._async.aclose()
+
+    @staticmethod
+    def allow_sync_in_event_loop(allowed: bool = True) -> None:
+        """Let sync calls run inside a running event loop (blocking it) instead of raising
+        SyncInEventLoop: for notebooks and scripts that block knowingly."""
+        guard.allow_sync_in_event_loop(allowed)
 
     @classmethod
     def default_codec(cls, name: str | None = None) -> str:
@@ -119,6 +159,7 @@ class configure:
         with cls._lock:
             previous, owned = cls._client, cls._owned
             cls._client, cls._owned = None, False
+            cls._async = None
             cls._default_codec = "envelope"
         if previous is not None and owned:
             previous.close()

@@ -99,6 +99,12 @@ class MultipleObjectsReturned(RepocketError, LookupError):
     """``get()`` matched more than one record."""
 
 
+class SyncInEventLoop(RepocketError, RuntimeError):
+    """A synchronous call that does I/O (a save, a query, a lazy Pointer or deferred-field
+    load) was made inside a running asyncio event loop, where it would block every task:
+    use the async form (``asave``, ``aget``, ``await record.afetch(name)``...)."""
+
+
 class ScriptError(RepocketError):
     """A repocket Lua script failed in a way no specific error describes."""
 

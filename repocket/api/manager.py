@@ -7,19 +7,21 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..connections import configure
+from ..core import batches
 from ..core import ops as operations
 from ..core.query import canonical, id_lookup
-from ..errors import InvalidQuery, RepocketError, ValidationError
+from ..exec.plans import run_plan
 from ..exec.scripts import execute
 from ..tools import check
 from ..tools.check import CheckReport
+from .aio import AsyncManagerMixin
 from .queryset import QuerySet
 
 if TYPE_CHECKING:
     from .model import ActiveRecord
 
 
-class Manager:
+class Manager(AsyncManagerMixin):
     """``Model.objects``: every QuerySet method starts here (``filter``, ``exclude``,
     ``all``, ``get``, ``order_by``, ``count``...), plus ``create``, ``bulk_create``,
     ``get_many`` and ``reindex``."""
@@ -38,11 +40,14 @@ class Manager:
     def get(self, *, pointer_depth: int = 1, **lookups: Any) -> ActiveRecord | None:
         """The record with these lookups, None when there is none. ``get(id=...)`` is one
         EVALSHA of get.lua, its Pointers loaded ``pointer_depth`` levels deep."""
+        return execute(configure.get_connection(),  # type: ignore[no-any-return]
+                       self._get_op(pointer_depth, lookups))
+
+    def _get_op(self, pointer_depth: int, lookups: dict[str, Any]) -> Any:
         record_id = id_lookup(self.model, lookups)
         if record_id is not None:  # the hot path: no queryset to build
-            call = operations.compile_get(self.model, record_id, pointer_depth)
-            return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
-        return self.get_queryset().filter(pointer_depth=pointer_depth).get(**lookups)
+            return operations.compile_get(self.model, record_id, pointer_depth)
+        return self.get_queryset().filter(pointer_depth=pointer_depth)._get_op(lookups)
 
     def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> QuerySet:
         return self.get_queryset().filter(pointer_depth=pointer_depth, **lookups)
@@ -57,34 +62,22 @@ class Manager:
                     batch_size: int = 500) -> list[ActiveRecord]:
         """Save new records, one round trip per batch; each batch is atomic (all written or,
         on a unique violation or a missing Pointer target, none)."""
-        if batch_size < 1:
-            raise InvalidQuery("batch_size must be positive")
-        records = list(records)
-        seen: set[uuid.UUID] = set()
-        for record in records:
-            if not isinstance(record, self.model):
-                raise RepocketError(f"bulk_create of {self.model.__name__} got a "
-                                    f"{type(record).__name__}")
-            if record.pk in seen:
-                raise ValidationError(f"bulk_create got two {self.model.__name__} records "
-                                      f"with the id {record.pk}", model=self.model.__name__,
-                                      field=self.model._meta.pk_name, value=record.pk)
-            seen.add(record.pk)
-        client = configure.get_connection()
-        for start in range(0, len(records), batch_size):
-            batch = records[start:start + batch_size]
-            execute(client, operations.compile_bulk_create(self.model, batch))
-        return records
+        records = batches.bulk_records(self.model, records, batch_size)
+        return run_plan(configure.get_connection(),  # type: ignore[no-any-return]
+                        batches.bulk_create_plan(self.model, records, batch_size))
 
     def get_many(self, ids: Sequence[Any], *,
                  pointer_depth: int = 1) -> list[ActiveRecord | None]:
         """Records by id, in order, None for each missing one: one round trip per 500."""
+        return execute(configure.get_connection(),  # type: ignore[no-any-return]
+                       self._get_many_op(ids, pointer_depth))
+
+    def _get_many_op(self, ids: Sequence[Any], pointer_depth: int) -> Any:
         pk = self.model._meta.fields[self.model._meta.pk_name]
         parsed = [uuid.UUID(canonical(self.model, pk, value).decode()) for value in ids]
         if not parsed:
             return []
-        call = operations.compile_get_chunked(self.model, parsed, pointer_depth)
-        return execute(configure.get_connection(), call)  # type: ignore[no-any-return]
+        return operations.compile_get_chunked(self.model, parsed, pointer_depth)
 
     def reindex(self, batch_size: int = 1000) -> CheckReport:
         """Build the index entries and unique claims of records saved before they were

@@ -19,7 +19,9 @@ from ..errors import (
     RepocketActiveRecordDefinitionError,
     UnknownField,
 )
+from ..exec.guard import refuse_in_event_loop
 from ..exec.scripts import execute
+from .aio import AsyncRecordMixin, async_appender
 from .manager import Manager
 from .result import ResultSet
 
@@ -55,6 +57,7 @@ class ModelBase(type):
         model._meta.manager = Manager(model)
         for stream in model._meta.stream_names:
             setattr(model, f"append_{stream}", _appender(stream))
+            setattr(model, f"aappend_{stream}", async_appender(stream))
         return cls
 
 
@@ -112,7 +115,8 @@ def _collect_fields(model: type[ActiveRecord], namespace: dict[str, Any]) -> dic
 
 def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], meta: Any) -> None:
     reserved = set(dir(ActiveRecord)) | {"pk", "objects", "Meta", "pointer_depth"}
-    appenders = {f"append_{name}" for name, f in fields.items() if f.is_stream}
+    appenders = {f"{prefix}append_{name}" for name, f in fields.items() if f.is_stream
+                 for prefix in ("", "a")}
     for name, attribute in fields.items():
         if not name.isidentifier() or not keyspace.is_valid_name_part(name):
             raise _definition_error(model.__name__, f"the field name {name!r} must be a Python "
@@ -160,7 +164,7 @@ def _appender(stream: str) -> Any:
     return append
 
 
-class ActiveRecord(metaclass=ModelBase):
+class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
     """Base model class: declare attributes on a subclass, Django-style.
 
     ``Meta`` may set ``namespace`` (replaces the module in key names) and
@@ -215,18 +219,34 @@ class ActiveRecord(metaclass=ModelBase):
         return deleted
 
     def _append(self, stream: str, data: bytes | str) -> int:
+        return execute(configure.get_connection(),  # type: ignore[no-any-return]
+                       self._append_call(stream, data))
+
+    def _append_call(self, stream: str, data: bytes | str) -> Any:
+        """The append, as a Call; or its result when the instance is unsaved (the bytes
+        wait in memory for save())."""
         attribute = self._meta.fields[stream]
         chunk: bytes = attribute.clean(data, self._meta.name)
         if not self._persisted:
             self._values[stream] = (self._values[stream] or b"") + chunk
             return len(self._values[stream])
-        return execute(configure.get_connection(),  # type: ignore[no-any-return]
-                       operations.compile_append(self, stream, chunk))
+        return operations.compile_append(self, stream, chunk)
+
+    def _refuse_lazy_load(self, name: str) -> None:
+        refuse_in_event_loop(f"reading {self._meta.name}.{name}, which is not loaded, loads "
+                             f"it: that", f"await record.afetch({name!r}) first")
+
+    def _deferred_query(self, name: str) -> Any:
+        """The query that loads a field left out by only()/defer() (or not yet known)."""
+        return self._meta.manager.filter(pointer_depth=0, pk=self.pk).only(name)[:1]
 
     def _load_deferred(self, name: str) -> Any:
         """Load a field left out by only()/defer(), in one round trip."""
+        self._refuse_lazy_load(name)
+        return self._apply_deferred(name, list(self._deferred_query(name)))
+
+    def _apply_deferred(self, name: str, fresh: list[ActiveRecord]) -> Any:
         meta = self._meta
-        fresh = meta.manager.filter(pointer_depth=0, pk=self.pk).only(name)[:1]
         if not fresh:
             raise DoesNotExist(f"{meta.name} {self.pk} no longer exists; cannot load {name!r}",
                                model=meta.name, field=name, value=self.pk)

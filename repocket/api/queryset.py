@@ -9,13 +9,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..attributes import uuid_text
 from ..connections import configure
+from ..core import batches
 from ..core import ops as operations
-from ..core.plan import Call
+from ..core.plan import Call, Plan, then
 from ..core.query import (
-    DELETE_BATCH,
-    Condition,
     QueryState,
     _field,
     _Keys,
@@ -27,7 +25,9 @@ from ..core.query import (
     parse_order,
 )
 from ..errors import InvalidQuery, MultipleObjectsReturned
+from ..exec.plans import run_plan, stream_plan
 from ..exec.scripts import execute
+from .aio import AsyncQuerySetMixin
 from .result import ResultSet
 
 if TYPE_CHECKING:
@@ -37,11 +37,12 @@ if TYPE_CHECKING:
 REPR_OUTPUT_SIZE = 20  # records a queryset's repr shows (Django's number)
 
 
-def _run(call: Call) -> Any:
-    return execute(configure.get_connection(), call)
+def _run(op: Call | Any) -> Any:
+    """Run an op: a Call (chain), or a result the cache already had."""
+    return execute(configure.get_connection(), op)
 
 
-class QuerySet(ResultSet):
+class QuerySet(AsyncQuerySetMixin, ResultSet):
     """A lazy, immutable query; a list of records once evaluated (iteration, ``len``,
     indexing, comparison). Every method that refines it returns a new QuerySet."""
 
@@ -95,12 +96,22 @@ class QuerySet(ResultSet):
             raise InvalidQuery("cannot filter a query once it is sliced")
 
     # -- evaluating ------------------------------------------------------------------------
+    # Each evaluation is compiled into an op (a Call chain whose result is the method's,
+    # or the result itself when the cache answers) that the sync methods below and the
+    # async ones (api/aio.py) run: its logic is written once.
     def _fetch(self) -> list[ActiveRecord]:
-        if self._cache is None:
-            self._cache = _run(compile_query(self.state, "records"))
-            list.clear(self)
-            list.extend(self, self._cache)
-        return self._cache
+        return _run(self._records_op())  # type: ignore[no-any-return]
+
+    def _records_op(self) -> Any:
+        if self._cache is not None:
+            return self._cache
+        return then(compile_query(self.state, "records"), self._fill)
+
+    def _fill(self, records: list[ActiveRecord]) -> list[ActiveRecord]:
+        self._cache = records
+        list.clear(self)
+        list.extend(self, records)
+        return records
 
     def __iter__(self) -> Iterator[ActiveRecord]:
         return iter(self._fetch())
@@ -151,44 +162,57 @@ class QuerySet(ResultSet):
         return found[0]
 
     def count(self) -> int:  # type: ignore[override]  # list.count(x) has no meaning here
+        return _run(self._count_op())  # type: ignore[no-any-return]
+
+    def _count_op(self) -> Any:
         if self._cache is not None:
             return len(self._cache)
-        return int(_run(compile_query(self.state, "count")))
+        return then(compile_query(self.state, "count"), int)
 
     def exists(self) -> bool:
-        return bool(_run(compile_query(self[:1].state, "ids")))
+        return _run(self._exists_op())  # type: ignore[no-any-return]
+
+    def _exists_op(self) -> Any:
+        return then(compile_query(self[:1].state, "ids"), bool)
 
     def get(self, **lookups: Any) -> ActiveRecord | None:
         """The one matching record, None when there is none; MultipleObjectsReturned
         when there are several. ``get(id=...)`` alone is one EVALSHA of get.lua."""
+        return _run(self._get_op(lookups))  # type: ignore[no-any-return]
+
+    def _get_op(self, lookups: dict[str, Any]) -> Any:
         meta = self.model._meta
         plain = not self.state.groups and self.state.only is None and not self.state.defer
         record_id = id_lookup(self.model, lookups) if plain else None
         if record_id is not None:
-            return _run(operations.compile_get(self.model, record_id,  # type: ignore[no-any-return]
-                                               self.state.depth))
-        found = self.filter(**lookups)[:2]._fetch()
-        if len(found) > 1:
-            raise MultipleObjectsReturned(f"{meta.name}.objects.get({lookups}) matched more "
-                                          "than one record")
-        return found[0] if found else None
+            return operations.compile_get(self.model, record_id, self.state.depth)
+
+        def one(found: list[ActiveRecord]) -> ActiveRecord | None:
+            if len(found) > 1:
+                raise MultipleObjectsReturned(f"{meta.name}.objects.get({lookups}) matched "
+                                              "more than one record")
+            return found[0] if found else None
+
+        return then(self.filter(**lookups)[:2]._records_op(), one)
 
     def first(self) -> ActiveRecord | None:
+        return _run(self._first_op())  # type: ignore[no-any-return]
+
+    def _first_op(self) -> Any:
         if self._is_sliced():
-            page = self._fetch()
-            return page[0] if page else None
+            return then(self._records_op(), _first_of)
         ordered = self if self.state.order else self._clone(order=("pk",))
-        found = ordered[:1]._fetch()
-        return found[0] if found else None
+        return then(ordered[:1]._records_op(), _first_of)
 
     def last(self) -> ActiveRecord | None:
+        return _run(self._last_op())  # type: ignore[no-any-return]
+
+    def _last_op(self) -> Any:
         if self._is_sliced():
-            page = self._fetch()
-            return page[-1] if page else None
+            return then(self._records_op(), lambda page: page[-1] if page else None)
         order = self.state.order or ("pk",)
         flipped = tuple(spec[1:] if spec.startswith("-") else f"-{spec}" for spec in order)
-        found = self._clone(order=flipped)[:1]._fetch()
-        return found[0] if found else None
+        return then(self._clone(order=flipped)[:1]._records_op(), _first_of)
 
     def ids(self) -> list[uuid.UUID]:
         """The matching ids, in order (one round trip unless the scan pages)."""
@@ -196,64 +220,76 @@ class QuerySet(ResultSet):
 
     def iterator(self, chunk_size: int = 1000) -> Iterator[ActiveRecord]:
         """The records, loaded ``chunk_size`` at a time (one round trip per chunk)."""
-        if chunk_size < 1:
-            raise InvalidQuery("chunk_size must be positive")
-        ids = self.ids()
-        pk = self.model._meta.pk_name
-        for start in range(0, len(ids), chunk_size):
-            chunk = [uuid_text(i).encode("ascii") for i in ids[start:start + chunk_size]]
-            # the chunk's records, in the query's order, with its only()/defer()
-            page = dataclasses.replace(self.state, groups=((False, (
-                Condition(pk, "in", tuple(chunk)),)),), offset=0, limit=None)
-            yield from QuerySet(self.model, page)._fetch()
+        return stream_plan(configure.get_connection(),
+                           batches.iterator_plan(self.state, chunk_size))
 
     def values(self, *fields: str) -> list[dict[str, Any]]:
+        return _run(self._values_op(fields))  # type: ignore[no-any-return]
+
+    def _values_op(self, fields: Sequence[str]) -> Any:
         names = self._value_fields(fields)
-        return [dict(zip(names, row)) for row in self._value_rows(names)]
+        return then(self._value_rows_op(names),
+                    lambda rows: [dict(zip(names, row)) for row in rows])
 
     def values_list(self, *fields: str, flat: bool = False) -> list[Any]:
+        return _run(self._values_list_op(fields, flat))  # type: ignore[no-any-return]
+
+    def _values_list_op(self, fields: Sequence[str], flat: bool) -> Any:
         names = self._value_fields(fields)
         if flat and len(names) != 1:
             raise InvalidQuery("values_list(flat=True) takes exactly one field")
-        rows = self._value_rows(names)
-        return [row[0] for row in rows] if flat else [tuple(row) for row in rows]
+        return then(self._value_rows_op(names), lambda rows: [row[0] for row in rows] if flat
+                    else [tuple(row) for row in rows])
 
     def _value_fields(self, fields: Sequence[str]) -> list[str]:
         return [_field(self.model, f).name for f in fields] or list(self.model._meta.fields)
 
-    def _value_rows(self, names: list[str]) -> list[list[Any]]:
-        records = self._clone(only=tuple(names), defer=(), depth=0)._fetch()
+    def _value_rows_op(self, names: list[str]) -> Any:
         meta = self.model._meta
-        return [[record._values[n] if n not in meta.pointer_names else record.to_dict()[n]
-                 for n in names] for record in records]
+
+        def rows(records: list[ActiveRecord]) -> list[list[Any]]:
+            return [[record._values[n] if n not in meta.pointer_names else record.to_dict()[n]
+                     for n in names] for record in records]
+
+        return then(self._clone(only=tuple(names), defer=(), depth=0)._records_op(), rows)
 
     def delete(self) -> int:
         """Delete every matching record (in atomic batches); return how many were deleted."""
+        deleted: int = run_plan(configure.get_connection(), self._delete_plan())
+        return deleted
+
+    def _delete_plan(self) -> Plan:
         if self._is_sliced():
             raise InvalidQuery("cannot delete a sliced queryset (as in Django): filter it")
-        ids = self.ids()
-        deleted = 0
-        for start in range(0, len(ids), DELETE_BATCH):
-            batch = ids[start:start + DELETE_BATCH]
-            records, _keys = _run(operations.compile_delete_many(self.model, batch))
-            deleted += records
         self._cache = None
-        return deleted
+        return batches.delete_plan(self.state)
 
     def explain(self) -> dict[str, Any]:
         """Which candidate sets the query can start from, which one the server chose
         (the smallest) and how it orders: 'gather' (examine, then sort) or 'stream'
         (walk the order field's index)."""
+        return _run(self._explain_op())  # type: ignore[no-any-return]
+
+    def _explain_op(self) -> Any:
         keys = _Keys(self.model._meta.ids_key)
         sources = _sources(self.state, keys)
-        source_at, size, strategy = _run(compile_query(self.state, "explain"))
-        described = [describe_source(source, keys.keys) for source in sources]
-        chosen = described[source_at - 1] if source_at else "scan of the id set (no usable index)"
-        return {"candidates": described, "chosen": chosen, "examined at most": int(size),
-                "strategy": strategy.decode(), "scans": source_at == 0,
-                "conditions": [f"{'NOT ' if negated else ''}"
-                               + " AND ".join(f"{c.field} {c.op}" for c in conditions)
-                               for negated, conditions in self.state.groups]}
+
+        def describe(reply: list[Any]) -> dict[str, Any]:
+            source_at, size, strategy = reply
+            described = [describe_source(source, keys.keys) for source in sources]
+            chosen = (described[source_at - 1] if source_at
+                      else "scan of the id set (no usable index)")
+            return {"candidates": described, "chosen": chosen, "examined at most": int(size),
+                    "strategy": strategy.decode(), "scans": source_at == 0,
+                    "conditions": [f"{'NOT ' if negated else ''}"
+                                   + " AND ".join(f"{c.field} {c.op}" for c in conditions)
+                                   for negated, conditions in self.state.groups]}
+
+        return then(compile_query(self.state, "explain"), describe)
+
+
+def _first_of(records: list[ActiveRecord]) -> ActiveRecord | None:
+    return records[0] if records else None
 
 
 def _evaluating(name: str) -> Callable[..., Any]:

@@ -8,8 +8,8 @@ run (the next page of a scan, the next batch, a follow-up read). Executors in
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -30,3 +30,39 @@ class Call:
 def pack(value: Any) -> bytes:
     # Redis' embedded cmsgpack predates msgpack's bin type: send bytes as raw strings.
     return msgpack.packb(value, use_bin_type=False)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A plain Redis command a plan needs besides its scripts (the checker's SCAN, TYPE...)."""
+
+    args: tuple[Any, ...]
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Results a streaming plan hands to its caller now (one chunk of an iterator)."""
+
+    items: list[Any]
+
+
+Step = Call | Command | Emit
+# An operation of several calls, written once for every executor: a generator that yields
+# steps and is sent each Call's (or Command's) result; its return value is the operation's.
+# Executors: repocket.exec.plans (sync) and repocket.exec.aio (asyncio).
+Plan = Generator[Step, Any, Any]
+
+
+def then(call: Call | Any, step: Callable[[Any], Any]) -> Any:
+    """``call``, whose final result (after any follow-up calls) goes through ``step``,
+    which returns the result or the next Call. ``call`` may be a result already (a cached
+    one): then it is ``step(call)``."""
+    if not isinstance(call, Call):
+        return step(call)
+
+    def decode(reply: Any) -> Any:
+        result = call.decode(reply)
+        return then(result, step) if isinstance(result, Call) else step(result)
+
+    return replace(call, decode=decode)

@@ -19,6 +19,7 @@ from .. import errors
 from ..core import keys as keyspace
 from ..core.lua import Script
 from ..core.plan import Call
+from .guard import in_event_loop, refuse_in_event_loop
 
 
 def evalsha(client: redis.Redis, script: Script, keys: tuple[Any, ...],
@@ -34,6 +35,8 @@ def evalsha(client: redis.Redis, script: Script, keys: tuple[Any, ...],
 
 def execute(client: redis.Redis, call: Call) -> Any:
     """Run a compiled operation and its follow-ups; return the decoded result."""
+    if in_event_loop() and isinstance(call, Call):
+        refuse_in_event_loop(f"{call.model}.{call.script.name}")
     result: Any = call
     while isinstance(result, Call):
         call = result

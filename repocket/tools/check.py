@@ -10,17 +10,14 @@ never guessed at. Compiling the batch calls is pure; ``run`` executes them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import redis
 
 from ..connections import configure
 from ..core import keys as keyspace
 from ..core.lua import SCRIPTS
-from ..core.plan import Call
-from ..exec.scripts import execute
+from ..core.plan import Call, Command, Plan
+from ..exec.plans import run_plan
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -113,43 +110,50 @@ def compile_audit_entries(model: type[ActiveRecord], key_position: int, cursor: 
                 decode, meta.name)
 
 
-def _scan(client: redis.Redis, pattern: str, count: int) -> Iterator[str]:
-    for key in client.scan_iter(match=pattern, count=count):
-        yield key.decode() if isinstance(key, bytes) else key
-
-
-def _audit_keyspace(model: type[ActiveRecord], client: redis.Redis, report: CheckReport,
-                    count: int) -> None:
+def _audit_keyspace(model: type[ActiveRecord], report: CheckReport, count: int) -> Plan:
     """Records missing from the id set, and streams whose record is gone (SCAN, never KEYS)."""
     meta = model._meta
-    for key in _scan(client, keyspace.scan_pattern(meta.prefix), count):
-        record_id = keyspace.parse_record_key(meta.prefix, key)
-        stream = keyspace.parse_stream_key(meta.prefix, key)
-        if record_id and client.type(key) == b"hash":
-            if not client.sismember(meta.ids_key, record_id):
-                report.problems.append(Problem("unlisted-record", key, "not in the id set"))
-                if report.repair:
-                    client.sadd(meta.ids_key, record_id)
-                    report.repaired += 1
-        elif (stream and stream[1] in meta.stream_names and not client.exists(stream[0])):
-                report.problems.append(Problem("orphan-stream", key, "its record is gone"))
-                if report.repair:
-                    client.delete(key)
-                    report.repaired += 1
+    pattern = keyspace.scan_pattern(meta.prefix)
+    cursor: Any = 0
+    while True:
+        cursor, found = yield Command(("SCAN", cursor, "MATCH", pattern, "COUNT", count),
+                                      meta.name)
+        for raw in found:
+            key = raw.decode() if isinstance(raw, bytes) else raw
+            yield from _audit_key(model, report, key)
+        if int(cursor) == 0:
+            return
 
 
-def run(model: type[ActiveRecord], repair: bool = False, batch_size: int = 1000,
-        keyspace_pass: bool = True) -> CheckReport:
-    """Check (and with ``repair`` fix) one model; see the module docstring."""
-    client = configure.get_connection()
+def _audit_key(model: type[ActiveRecord], report: CheckReport, key: str) -> Plan:
+    meta = model._meta
+    record_id = keyspace.parse_record_key(meta.prefix, key)
+    stream = keyspace.parse_stream_key(meta.prefix, key)
+    if record_id and (yield Command(("TYPE", key), meta.name)) in (b"hash", "hash"):
+        if not (yield Command(("SISMEMBER", meta.ids_key, record_id), meta.name)):
+            report.problems.append(Problem("unlisted-record", key, "not in the id set"))
+            if report.repair:
+                yield Command(("SADD", meta.ids_key, record_id), meta.name)
+                report.repaired += 1
+    elif (stream and stream[1] in meta.stream_names
+          and not (yield Command(("EXISTS", stream[0]), meta.name))):
+        report.problems.append(Problem("orphan-stream", key, "its record is gone"))
+        if report.repair:
+            yield Command(("DEL", key), meta.name)
+            report.repaired += 1
+
+
+def check_plan(model: type[ActiveRecord], repair: bool = False, batch_size: int = 1000,
+               keyspace_pass: bool = True) -> Plan:
+    """Check (and with ``repair`` fix) one model, as a plan; see the module docstring."""
     report = CheckReport(model._meta.name, repair=repair)
     mode = "repair" if repair else "check"
     if keyspace_pass:
-        _audit_keyspace(model, client, report, batch_size)
+        yield from _audit_keyspace(model, report, batch_size)
     cursor = b"0"
     while True:
-        cursor, records, fixed, problems = execute(
-            client, compile_audit_ids(model, cursor, batch_size, mode))
+        cursor, records, fixed, problems = yield compile_audit_ids(
+            model, cursor, batch_size, mode)
         report.records += records
         report.repaired += fixed
         report.problems += problems
@@ -158,13 +162,20 @@ def run(model: type[ActiveRecord], repair: bool = False, batch_size: int = 1000,
     for position in range(2, 2 + len(model._meta.model_keys)):
         cursor = b"0"
         while True:
-            cursor, fixed, problems = execute(
-                client, compile_audit_entries(model, position, cursor, batch_size, mode))
+            cursor, fixed, problems = yield compile_audit_entries(
+                model, position, cursor, batch_size, mode)
             report.repaired += fixed
             report.problems += problems
             if cursor == b"0":
                 break
     return report
+
+
+def run(model: type[ActiveRecord], repair: bool = False, batch_size: int = 1000,
+        keyspace_pass: bool = True) -> CheckReport:
+    """Check (and with ``repair`` fix) one model; see the module docstring."""
+    return run_plan(configure.get_connection(),  # type: ignore[no-any-return]
+                    check_plan(model, repair, batch_size, keyspace_pass))
 
 
 def models_in(module: Any) -> list[type[ActiveRecord]]:

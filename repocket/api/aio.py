@@ -1,0 +1,175 @@
+"""The asyncio API, Django's names: ``await Model.objects.acreate(...)``, ``aget``,
+``await record.asave()``, ``async for record in queryset``...
+
+Mixins that ActiveRecord, Manager and QuerySet inherit. Every method here runs
+the op, Call or plan its sync twin builds (``_get_op``, ``_count_op``,
+``batches.delete_plan``...) on the running loop's ``redis.asyncio`` client
+through ``repocket.exec.aio``: no operation is written twice, only awaited.
+Building a queryset is shared too (``filter``, ``order_by``, slicing do no I/O).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..attributes import Pointer
+from ..connections import configure
+from ..core import batches
+from ..core import ops as operations
+from ..core.plan import Plan
+from ..exec.aio import aexecute, arun_plan, astream_plan
+from ..tools import check
+
+if TYPE_CHECKING:
+    from ..tools.check import CheckReport
+    from .manager import Manager
+    from .model import ActiveRecord
+    from .queryset import QuerySet
+
+
+async def _arun(op: Any) -> Any:
+    """Run an op (a Call chain, or a result the cache already had) on this loop's client."""
+    return await aexecute(configure.get_async_connection(), op)
+
+
+async def _arun_plan(plan: Plan) -> Any:
+    return await arun_plan(configure.get_async_connection(), plan)
+
+
+def async_appender(stream: str) -> Any:
+    async def aappend(self: ActiveRecord, data: bytes | str) -> int:
+        return await _arun(self._append_call(stream, data))  # type: ignore[no-any-return]
+
+    aappend.__name__ = f"aappend_{stream}"
+    aappend.__doc__ = f"``append_{stream}``, awaited."
+    return aappend
+
+
+class AsyncRecordMixin:
+    """``acreate``, ``asave``, ``adelete``, ``afetch`` (and the generated
+    ``aappend_<stream>``)."""
+
+    @classmethod
+    async def acreate(cls, **kwargs: Any) -> Any:
+        """``create``, awaited: build an instance, save it, return it."""
+        instance = cls(**kwargs)
+        await instance.asave()  # type: ignore[misc]
+        return instance
+
+    async def asave(self: ActiveRecord) -> dict[str, Any]:  # type: ignore[misc]
+        """``save()``, awaited: one atomic round trip. Cancelled, it ran whole or not at
+        all; this instance then knows nothing was synced, so the next save writes it whole."""
+        return await _arun(operations.compile_save(self))  # type: ignore[no-any-return]
+
+    async def adelete(self: ActiveRecord) -> int:  # type: ignore[misc]
+        """``delete()``, awaited: the number of keys deleted."""
+        return await _arun(operations.compile_delete(self))  # type: ignore[no-any-return]
+
+    async def afetch(self: ActiveRecord, name: str) -> Any:  # type: ignore[misc]
+        """Load what reading ``name`` would load synchronously (a Pointer beyond
+        ``pointer_depth``, a field left out by only()/defer()) and return its value;
+        reading the attribute afterwards does no I/O. A loaded field is returned as is."""
+        self._check_field(name)
+        if name not in self._values:
+            fresh = await self._deferred_query(name).alist()
+            self._apply_deferred(name, fresh)
+        attribute = self._meta.fields[name]
+        value = self._values[name]
+        if isinstance(attribute, Pointer) and value is not None and not hasattr(value, "_meta"):
+            target = await attribute.to_model.objects.aget(id=value)
+            return attribute.take_target(self, target)
+        return value
+
+
+class AsyncManagerMixin:
+    """``acreate``, ``aget``, ``aget_many``, ``abulk_create``, ``acheck``, ``areindex``;
+    the queryset methods (``acount``, ``afirst``...) are reached as in sync code."""
+
+    model: type[ActiveRecord]
+
+    async def acreate(self, **kwargs: Any) -> ActiveRecord:
+        instance = self.model(**kwargs)
+        await instance.asave()
+        return instance
+
+    async def aget(self: Manager, *, pointer_depth: int = 1,  # type: ignore[misc]
+                   **lookups: Any) -> ActiveRecord | None:
+        """The record with these lookups, None when there is none (as ``get``)."""
+        return await _arun(self._get_op(pointer_depth, lookups))  # type: ignore[no-any-return]
+
+    async def aget_many(self: Manager, ids: Sequence[Any], *,  # type: ignore[misc]
+                        pointer_depth: int = 1) -> list[ActiveRecord | None]:
+        return await _arun(self._get_many_op(ids, pointer_depth))  # type: ignore[no-any-return]
+
+    async def abulk_create(self, records: Iterable[ActiveRecord],
+                           batch_size: int = 500) -> list[ActiveRecord]:
+        """``bulk_create``, awaited: one atomic round trip per batch."""
+        records = batches.bulk_records(self.model, records, batch_size)
+        return await _arun_plan(  # type: ignore[no-any-return]
+            batches.bulk_create_plan(self.model, records, batch_size))
+
+    async def acheck(self, repair: bool = False, batch_size: int = 1000) -> CheckReport:
+        return await _arun_plan(  # type: ignore[no-any-return]
+            check.check_plan(self.model, repair, batch_size))
+
+    async def areindex(self, batch_size: int = 1000) -> CheckReport:
+        return await _arun_plan(  # type: ignore[no-any-return]
+            check.check_plan(self.model, True, batch_size, keyspace_pass=False))
+
+
+class AsyncQuerySetMixin:
+    """``async for``, ``alist``, ``acount``, ``aexists``, ``afirst``, ``alast``, ``aget``,
+    ``aids``, ``aiterator``, ``avalues``, ``avalues_list``, ``adelete``, ``aexplain``."""
+
+    def __aiter__(self: QuerySet) -> AsyncIterator[ActiveRecord]:  # type: ignore[misc]
+        return self._aiterate()
+
+    async def _aiterate(self: QuerySet) -> AsyncIterator[ActiveRecord]:  # type: ignore[misc]
+        for record in await self.alist():
+            yield record
+
+    async def alist(self: QuerySet) -> list[ActiveRecord]:  # type: ignore[misc]
+        """The records (one round trip unless the scan pages); the queryset caches them."""
+        return await _arun(self._records_op())  # type: ignore[no-any-return]
+
+    async def acount(self: QuerySet) -> int:  # type: ignore[misc]
+        return await _arun(self._count_op())  # type: ignore[no-any-return]
+
+    async def aexists(self: QuerySet) -> bool:  # type: ignore[misc]
+        return await _arun(self._exists_op())  # type: ignore[no-any-return]
+
+    async def aget(self: QuerySet, **lookups: Any) -> ActiveRecord | None:  # type: ignore[misc]
+        return await _arun(self._get_op(lookups))  # type: ignore[no-any-return]
+
+    async def afirst(self: QuerySet) -> ActiveRecord | None:  # type: ignore[misc]
+        return await _arun(self._first_op())  # type: ignore[no-any-return]
+
+    async def alast(self: QuerySet) -> ActiveRecord | None:  # type: ignore[misc]
+        return await _arun(self._last_op())  # type: ignore[no-any-return]
+
+    async def aids(self: QuerySet) -> list[Any]:  # type: ignore[misc]
+        from ..core.query import compile_query
+
+        return await _arun(compile_query(self.state, "ids"))  # type: ignore[no-any-return]
+
+    async def aiterator(self: QuerySet,  # type: ignore[misc]
+                        chunk_size: int = 1000) -> AsyncIterator[ActiveRecord]:
+        """``iterator``: the records ``chunk_size`` at a time, one round trip per chunk."""
+        async for record in astream_plan(configure.get_async_connection(),
+                                         batches.iterator_plan(self.state, chunk_size)):
+            yield record
+
+    async def avalues(self: QuerySet, *fields: str) -> list[dict[str, Any]]:  # type: ignore[misc]
+        return await _arun(self._values_op(fields))  # type: ignore[no-any-return]
+
+    async def avalues_list(self: QuerySet, *fields: str,  # type: ignore[misc]
+                           flat: bool = False) -> list[Any]:
+        return await _arun(self._values_list_op(fields, flat))  # type: ignore[no-any-return]
+
+    async def adelete(self: QuerySet) -> int:  # type: ignore[misc]
+        """``delete``: every matching record, in atomic batches; how many were deleted."""
+        return await _arun_plan(self._delete_plan())  # type: ignore[no-any-return]
+
+    async def aexplain(self: QuerySet) -> dict[str, Any]:  # type: ignore[misc]
+        return await _arun(self._explain_op())  # type: ignore[no-any-return]
