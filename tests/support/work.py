@@ -80,14 +80,25 @@ def _index_range_size(length: int, start: int, stop: int) -> int:
 
 def skipped(size: Size, args: list[bytes]) -> int:
     """The members a range's ``LIMIT offset`` steps over."""
-    name = args[0].decode().upper()
+    name = _command_name(args)
     limit = _limit(args) if "RANGEBY" in name else None
     return 0 if limit is None else min(limit[0], _range_size(size, name, args))
 
 
+def _command_name(args: list[bytes]) -> str:
+    """The command's name, with ``ZRANGE ... BYSCORE|BYLEX [REV]`` named as the older
+    ``Z[REV]RANGEBYSCORE|LEX`` it equals (the range bounds then stay in order)."""
+    name = args[0].decode().upper()
+    options = {arg.upper() for arg in args[4:]}
+    if name == "ZRANGE" and options & {b"BYSCORE", b"BYLEX"}:
+        kind = "LEX" if b"BYLEX" in options else "SCORE"
+        return f"Z{'REV' if b'REV' in options else ''}RANGEBY{kind}"
+    return name
+
+
 def elements(size: Size, args: list[bytes]) -> int:
     """The elements one command can read: what its range holds, its COUNT, or one."""
-    name = args[0].decode().upper()
+    name = _command_name(args)
     if name in ("SSCAN", "HSCAN", "ZSCAN"):
         upper = [arg.upper() for arg in args]
         return int(args[upper.index(b"COUNT") + 1]) if b"COUNT" in upper else 10
