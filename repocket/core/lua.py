@@ -21,16 +21,31 @@ class Script:
 
 
 _INCLUDE = re.compile(r"^-- @include (_[a-z_]+)$", re.MULTILINE)
-SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune")
+SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune", "audit_keys",
+                "scan")
+# The checker's scripts write only in 'repair' mode; checking runs them flagged no-writes.
+READ_ONLY_VARIANTS = ("reindex", "prune", "audit_keys")
 
 
 def _read(name: str) -> str:
     return (resources.files("repocket") / "lua" / f"{name}.lua").read_text("utf-8")
 
 
-def load_script(name: str) -> Script:
-    source = _INCLUDE.sub(lambda match: _read(match.group(1)), _read(name))
+def _script(name: str, source: str) -> Script:
     return Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
+def load_script(name: str) -> Script:
+    return _script(name, _INCLUDE.sub(lambda match: _read(match.group(1)), _read(name)))
+
+
+def read_only(script: Script) -> Script:
+    """``script`` with its shebang replaced by ``#!lua flags=no-writes``, named
+    ``<name>:read-only``: Redis runs it on a read-only replica and over maxmemory, and
+    refuses any write it would make (so checking provably changes nothing)."""
+    _shebang, newline, body = script.source.partition("\n")
+    return _script(f"{script.name}:read-only", "#!lua flags=no-writes" + newline + body)
+
+
 SCRIPTS: dict[str, Script] = {name: load_script(name) for name in SCRIPT_NAMES}
+SCRIPTS.update({f"{name}:read-only": read_only(SCRIPTS[name]) for name in READ_ONLY_VARIANTS})

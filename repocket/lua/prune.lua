@@ -1,8 +1,10 @@
 #!lua
 -- prune: remove, from one index key or unique hash of a model, the entries that
 -- no longer match their record's current value (records changed by code that
--- did not maintain the index, or deleted); one batch per call. reindex() runs
--- it over every key after adding entries.
+-- did not maintain the index, or deleted), and the members that name no record
+-- at all (written by another tool or an older version); one batch per call.
+-- reindex() runs it over every key after adding entries; check() runs its
+-- no-writes variant (see _audit.lua).
 --
 -- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
@@ -14,12 +16,15 @@
 --
 -- Reply: {next cursor ('0' at the end), entries removed or corrected,
 --         {kind, key, detail, record id}...},
---        kind 'stale-entry' (an entry for a value its record no longer has, or no record)
+--        kinds 'stale-entry' (an entry for a value its record no longer has, or no
+--        record), 'foreign-member' (a member, or a unique hash's holder, that is not
+--        a record id: never read as a key name)
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 
 -- @include _checks
 -- @include _values
 -- @include _index
+-- @include _audit
 
 local err = check_type(KEYS[1], 'set') or check_index_types()
 if err then return err end
@@ -30,8 +35,21 @@ local found = {}
 
 -- Records a stale entry; true when it is to be fixed.
 local function stale(detail, id)
-  found[#found + 1] = {'stale-entry', key, detail, id}
+  found[#found + 1] = problem_row('stale-entry', key, detail, id)
   return repair
+end
+
+-- Records a member that names no record; true when it is to be removed.
+local function foreign(member)
+  found[#found + 1] = problem_row('foreign-member', key, 'not a record id: ' .. member)
+  return repair
+end
+
+-- The record id of a lex index member <escaped value>\0\0<id>, or nil.
+local function lex_id(member)
+  local id = lex_member_id(member)
+  if #member < #id + 2 or string.sub(member, -(#id + 2), -(#id + 1)) ~= '\0\0' then return nil end
+  return is_record_id(id) and id or nil
 end
 local prefix = records_prefix()
 
@@ -44,9 +62,15 @@ local function prune_sorted_set(index)
   local removed = 0
   for i = 1, #reply, 2 do
     local member, score = reply[i], tonumber(reply[i + 1])
-    local id = kind == 'lex' and lex_member_id(member) or member
-    local value = current(id)[field]
-    if kind == 'lex' then
+    local id
+    if kind == 'lex' then id = lex_id(member) elseif is_record_id(member) then id = member end
+    local value = id and current(id)[field]
+    if not id then
+      if foreign(member) then
+        redis.call('ZREM', key, member)
+        removed = removed + 1
+      end
+    elseif kind == 'lex' then
       local indexed = lex_member_value(member)
       if value ~= indexed and stale(field .. ' of ' .. id, id) then
         redis.call('ZREM', key, member)
@@ -69,9 +93,13 @@ end
 local function prune_null_set(index)
   local reply = redis.call('SSCAN', key, cursor, 'COUNT', count)
   for _, id in ipairs(reply[2]) do
-    local exists = redis.call('EXISTS', prefix .. ':' .. id) == 1
-    if (not exists or current(id)[index[1]] ~= nil) and stale(index[1] .. ' of ' .. id, id) then
-      redis.call('SREM', key, id)
+    if not is_record_id(id) then
+      if foreign(id) then redis.call('SREM', key, id) end
+    else
+      local exists = redis.call('EXISTS', prefix .. ':' .. id) == 1
+      if (not exists or current(id)[index[1]] ~= nil) and stale(index[1] .. ' of ' .. id, id) then
+        redis.call('SREM', key, id)
+      end
     end
   end
   return {reply[1], #found}
@@ -81,7 +109,9 @@ local function prune_unique_hash(unique)
   local reply = redis.call('HSCAN', key, cursor, 'COUNT', count)
   for i = 1, #reply[2], 2 do
     local value, id = reply[2][i], reply[2][i + 1]
-    if unique_value(unique, current(id)) ~= value and stale(value .. ' -> ' .. id, id) then
+    if not is_record_id(id) then
+      if foreign(value .. ' -> ' .. id) then redis.call('HDEL', key, value) end
+    elseif unique_value(unique, current(id)) ~= value and stale(value .. ' -> ' .. id, id) then
       redis.call('HDEL', key, value)
     end
   end

@@ -3,7 +3,8 @@
 -- fix) that each id has its record and each record its index entries and
 -- unique claims. Model.objects.reindex() and check() call it until the cursor
 -- comes back 0. Safe while the application writes: each record is read and
--- fixed in one atomic step, and saves maintain entries themselves.
+-- fixed in one atomic step, and saves maintain entries themselves. check()
+-- runs its no-writes variant (see _audit.lua).
 --
 -- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
@@ -13,7 +14,8 @@
 --
 -- Reply: {next cursor ('0' at the end), records looked at, problems fixed,
 --         {kind, key, detail, record id, value, holder}...} (false where none),
---         kinds: 'orphan-id' (an id without its record),
+--         kinds: 'orphan-id' (an id without its record), 'foreign-member' (a
+--         member that is not a record id, written by another tool: removed),
 --         'not-a-hash', 'missing-entry', 'missing-unique', 'unique-conflict' (two
 --         records hold one unique value: never fixed, the data must be changed)
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
@@ -21,6 +23,7 @@
 -- @include _checks
 -- @include _values
 -- @include _index
+-- @include _audit
 
 local err = check_type(KEYS[1], 'set') or check_index_types()
 if err then return err end
@@ -30,7 +33,7 @@ local prefix = records_prefix()
 local reply = {scan[1], 0, 0}
 
 local function problem(kind, key, detail, fixed, id, value, holder)
-  reply[#reply + 1] = {kind, key, detail, id or false, value or false, holder or false}
+  reply[#reply + 1] = problem_row(kind, key, detail, id, value, holder)
   if fixed then reply[3] = reply[3] + 1 end
 end
 
@@ -73,9 +76,12 @@ end
 
 for _, id in ipairs(scan[2]) do
   local hash = prefix .. ':' .. id
-  local kind = redis.call('TYPE', hash)['ok']
-  reply[2] = reply[2] + 1
-  if kind == 'none' then
+  local kind = is_record_id(id) and redis.call('TYPE', hash)['ok']
+  if kind then reply[2] = reply[2] + 1 end
+  if not kind then
+    problem('foreign-member', KEYS[1], 'not a record id: ' .. id, repair, id)
+    if repair then redis.call('SREM', KEYS[1], id) end
+  elseif kind == 'none' then
     problem('orphan-id', KEYS[1], id, repair, id)
     if repair then redis.call('SREM', KEYS[1], id) end
   elseif kind ~= 'hash' then

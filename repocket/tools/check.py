@@ -2,10 +2,22 @@
 
 Verifies, in bounded batches (no script blocks Redis for long), that every id in
 a model's id set has its record, every record is in the id set and in its
-indexes, every index entry matches its record's current value, unique values
-are held once, and no ByteStream key outlives its record. With ``repair=True``
-it fixes what can be fixed; two records holding one unique value is reported,
-never guessed at. Compiling the batch calls is pure; ``run`` executes them.
+indexes, every index entry matches its record's current value (an absent field
+reads as its declared default, as in Python), unique values are held once, no
+ByteStream key outlives its record, no id set, index or unique hash holds a
+member that is not a record id, and the server will not evict keys. With
+``repair=True`` it fixes what can be fixed; two records holding one unique value
+is reported, never guessed at.
+
+Checking runs read-only scripts (``no-writes``), so it works on a replica and
+over maxmemory; repairing runs the same scripts with the write flag (on a replica
+it raises :class:`repocket.errors.ReadOnly`, nothing written). The whole run is
+one plan (``check_plan``: a generator of bounded script calls that returns the
+:class:`CheckReport`), which the sync and the asyncio executors both run.
+
+Passes, in order: the keyspace (one SCAN page, then its keys in one audit call:
+two round trips per ``batch_size`` keys scanned), the id set (one call per
+batch of ids), then each index key and unique hash (one call per batch).
 """
 
 from __future__ import annotations
@@ -15,17 +27,23 @@ from typing import TYPE_CHECKING, Any
 
 from ..connections import configure
 from ..core import keys as keyspace
-from ..core.lua import SCRIPTS
-from ..core.plan import Call, Command, Plan
+from ..core.lua import SCRIPTS, Script
+from ..core.plan import Call, Plan
+from ..errors import InvalidQuery
 from ..exec.plans import run_plan
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
 
+# Kinds no repair removes: a key of another type where a record belongs, a unique value
+# two records hold (the data must be changed), and a server that may evict keys.
+UNREPAIRABLE = ("unique-conflict", "not-a-hash", "eviction-policy")
+
+
 @dataclass(frozen=True)
 class Problem:
     kind: str  # orphan-id, unlisted-record, not-a-hash, missing-entry, missing-unique,
-    #            unique-conflict, stale-entry, orphan-stream
+    #            unique-conflict, stale-entry, orphan-stream, foreign-member, eviction-policy
     key: str
     detail: str
     record_id: str = ""
@@ -43,13 +61,14 @@ class CheckReport:
     repaired: int = 0
     records: int = 0
     repair: bool = False
+    eviction_policy: str | None = None  # the server's maxmemory-policy (keyspace pass only)
 
     @property
     def unrepaired(self) -> list[Problem]:
         """Problems still in Redis: all of them when checking, the unfixable after repair."""
         if not self.repair:
             return self.problems
-        return [p for p in self.problems if p.kind in ("unique-conflict", "not-a-hash")]
+        return [p for p in self.problems if p.kind in UNREPAIRABLE]
 
     @property
     def ok(self) -> bool:
@@ -85,75 +104,118 @@ def _problems(rows: list[Any]) -> list[Problem]:
     return problems
 
 
-def compile_audit_ids(model: type[ActiveRecord], cursor: bytes, count: int, mode: str) -> Call:
+def _mode(repair: bool) -> str:
+    return "repair" if repair else "check"
+
+
+def _script(name: str, repair: bool) -> Script:
+    """The script that repairs, or its no-writes variant that only checks."""
+    return SCRIPTS[name] if repair else SCRIPTS[f"{name}:read-only"]
+
+
+def compile_audit_ids(model: type[ActiveRecord], cursor: bytes, count: int,
+                      repair: bool) -> Call:
     """One batch of the id-set pass (lua/reindex.lua): (cursor, records, fixed, problems)."""
     meta = model._meta
 
     def decode(reply: list[Any]) -> tuple[bytes, int, int, list[Problem]]:
-        return reply[0], int(reply[1]), int(reply[2]), _problems(reply[3:])
+        return bytes(reply[0]), int(reply[1]), int(reply[2]), _problems(reply[3:])
 
-    return Call(SCRIPTS["reindex"], (meta.ids_key, *meta.model_keys),
-                (meta.write_schema(), len(meta.model_keys), cursor, count, mode), decode,
-                meta.name)
-
-
-def compile_audit_entries(model: type[ActiveRecord], key_position: int, cursor: bytes,
-                          count: int, mode: str) -> Call:
-    """One batch of the entries pass over one index key (lua/prune.lua)."""
-    meta = model._meta
-
-    def decode(reply: list[Any]) -> tuple[bytes, int, list[Problem]]:
-        return reply[0], int(reply[1]), _problems(reply[2:])
-
-    return Call(SCRIPTS["prune"], (meta.ids_key, *meta.model_keys),
-                (meta.write_schema(), len(meta.model_keys), key_position, cursor, count, mode),
+    return Call(_script("reindex", repair), (meta.ids_key, *meta.model_keys),
+                (meta.write_schema(), len(meta.model_keys), cursor, count, _mode(repair)),
                 decode, meta.name)
 
 
+def compile_audit_entries(model: type[ActiveRecord], key_position: int, cursor: bytes,
+                          count: int, repair: bool) -> Call:
+    """One batch of the entries pass over one index key or unique hash (lua/prune.lua):
+    (cursor, fixed, problems)."""
+    meta = model._meta
+
+    def decode(reply: list[Any]) -> tuple[bytes, int, list[Problem]]:
+        return bytes(reply[0]), int(reply[1]), _problems(reply[2:])
+
+    return Call(_script("prune", repair), (meta.ids_key, *meta.model_keys),
+                (meta.write_schema(), len(meta.model_keys), key_position, cursor, count,
+                 _mode(repair)), decode, meta.name)
+
+
+def compile_scan(model: type[ActiveRecord], cursor: bytes, count: int) -> Call:
+    """One SCAN page of the model's keys (lua/scan.lua): (cursor, keys, eviction policy)."""
+    meta = model._meta
+
+    def decode(reply: list[Any]) -> tuple[bytes, list[str], str]:
+        return bytes(reply[0]), [_text(key) for key in reply[1]], _text(reply[2])
+
+    return Call(SCRIPTS["scan"], (), (cursor, keyspace.scan_pattern(meta.prefix), count),
+                decode, meta.name)
+
+
+def compile_audit_keys(model: type[ActiveRecord], found: list[str],
+                       repair: bool) -> Call | None:
+    """The audit of one SCAN page's record hashes and ByteStreams (lua/audit_keys.lua):
+    (fixed, problems); None when the page holds neither."""
+    meta = model._meta
+    hashes: list[str] = []
+    ids: list[str] = []
+    streams: list[str] = []
+    for key in found:
+        record_id = keyspace.parse_record_key(meta.prefix, key)
+        stream = keyspace.parse_stream_key(meta.prefix, key)
+        if record_id:
+            hashes.append(key)
+            ids.append(record_id)
+        elif stream and stream[1] in meta.stream_names:
+            streams += (key, stream[0])
+    if not hashes and not streams:
+        return None
+
+    def decode(reply: list[Any]) -> tuple[int, list[Problem]]:
+        return int(reply[0]), _problems(reply[1:])
+
+    return Call(_script("audit_keys", repair), (meta.ids_key, *hashes, *streams),
+                (len(hashes), _mode(repair), *ids), decode, meta.name)
+
+
+def _note_eviction_policy(report: CheckReport, policy: str) -> None:
+    report.eviction_policy = policy
+    if policy not in ("noeviction", "unknown"):
+        report.problems.append(Problem(
+            "eviction-policy", "maxmemory-policy",
+            f"{policy}: Redis may evict a record without its index entries, or a unique "
+            "claim without its record; repocket needs noeviction"))
+
+
 def _audit_keyspace(model: type[ActiveRecord], report: CheckReport, count: int) -> Plan:
-    """Records missing from the id set, and streams whose record is gone (SCAN, never KEYS)."""
-    meta = model._meta
-    pattern = keyspace.scan_pattern(meta.prefix)
-    cursor: Any = 0
+    """Records missing from the id set, and streams whose record is gone: SCAN (never
+    KEYS), a page at a time, each page's keys audited in one call: two round trips per
+    page, whatever the page holds."""
+    cursor = b"0"
     while True:
-        cursor, found = yield Command(("SCAN", cursor, "MATCH", pattern, "COUNT", count),
-                                      meta.name)
-        for raw in found:
-            key = raw.decode() if isinstance(raw, bytes) else raw
-            yield from _audit_key(model, report, key)
-        if int(cursor) == 0:
+        cursor, found, policy = yield compile_scan(model, cursor, count)
+        if report.eviction_policy is None:
+            _note_eviction_policy(report, policy)
+        audit = compile_audit_keys(model, found, report.repair)
+        if audit is not None:
+            fixed, problems = yield audit
+            report.repaired += fixed
+            report.problems += problems
+        if cursor == b"0":
             return
-
-
-def _audit_key(model: type[ActiveRecord], report: CheckReport, key: str) -> Plan:
-    meta = model._meta
-    record_id = keyspace.parse_record_key(meta.prefix, key)
-    stream = keyspace.parse_stream_key(meta.prefix, key)
-    if record_id and (yield Command(("TYPE", key), meta.name)) in (b"hash", "hash"):
-        if not (yield Command(("SISMEMBER", meta.ids_key, record_id), meta.name)):
-            report.problems.append(Problem("unlisted-record", key, "not in the id set"))
-            if report.repair:
-                yield Command(("SADD", meta.ids_key, record_id), meta.name)
-                report.repaired += 1
-    elif (stream and stream[1] in meta.stream_names
-          and not (yield Command(("EXISTS", stream[0]), meta.name))):
-        report.problems.append(Problem("orphan-stream", key, "its record is gone"))
-        if report.repair:
-            yield Command(("DEL", key), meta.name)
-            report.repaired += 1
 
 
 def check_plan(model: type[ActiveRecord], repair: bool = False, batch_size: int = 1000,
                keyspace_pass: bool = True) -> Plan:
     """Check (and with ``repair`` fix) one model, as a plan; see the module docstring."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidQuery(f"batch_size must be a positive integer, not {batch_size!r}")
     report = CheckReport(model._meta.name, repair=repair)
-    mode = "repair" if repair else "check"
     if keyspace_pass:
         yield from _audit_keyspace(model, report, batch_size)
     cursor = b"0"
     while True:
         cursor, records, fixed, problems = yield compile_audit_ids(
-            model, cursor, batch_size, mode)
+            model, cursor, batch_size, repair)
         report.records += records
         report.repaired += fixed
         report.problems += problems
@@ -163,7 +225,7 @@ def check_plan(model: type[ActiveRecord], repair: bool = False, batch_size: int 
         cursor = b"0"
         while True:
             cursor, fixed, problems = yield compile_audit_entries(
-                model, position, cursor, batch_size, mode)
+                model, position, cursor, batch_size, repair)
             report.repaired += fixed
             report.problems += problems
             if cursor == b"0":

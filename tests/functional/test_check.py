@@ -6,11 +6,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from repocket import ActiveRecord, attributes, configure
+from repocket import ActiveRecord, attributes, configure, errors
+from repocket.tools import check
+from tests.conftest import RoundTrips
+from tests.support.servers import StartServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,3 +121,172 @@ def test_the_repocket_check_command(client: redis.Redis, redis_url: str,
     fixed = subprocess.run([*command, "--repair"], cwd=ROOT, capture_output=True, text=True)
     assert fixed.returncode == 0 and "1 repaired" in fixed.stdout
     assert subprocess.run(command, cwd=ROOT, capture_output=True, text=True).returncode == 0
+
+
+def snapshot(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key with its type and contents (not DUMP: a hashtable set's DUMP order changes
+    as Redis rehashes it, with no write)."""
+    read = {b"string": client.get, b"hash": client.hgetall, b"set": client.smembers,
+            b"zset": lambda key: client.zrange(key, 0, -1, withscores=True)}
+    return {key: (client.type(key), read[client.type(key)](key))  # type: ignore[operator]
+            for key in client.scan_iter(count=1000)}
+
+
+# -- where check() must run: replicas, over maxmemory -----------------------------------------
+def damage(client: redis.Redis, tickets: list[Ticket]) -> None:
+    """One of each repairable problem, written behind repocket's back."""
+    a, b, c, *_ = tickets
+    client.delete(a._key())                                    # orphan id, stale entries
+    client.srem(f"{PREFIX}:ids", str(b.id))                   # unlisted record
+    client.zrem(f"{PREFIX}:idx:rank", str(c.id))              # missing entry
+    client.set(f"{PREFIX}:{'9' * 8}-0000-1000-8000-000000000000:field:log", b"left")
+    client.sadd(f"{PREFIX}:ids", "junk")                      # foreign member
+
+
+def replicated(primary: redis.Redis) -> None:
+    """Wait until the replica has every write the primary made (WAIT, in steps shorter
+    than the client's socket timeout)."""
+    for _ in range(20):
+        if primary.wait(1, 1000) == 1:
+            return
+    raise AssertionError("the replica did not catch up")
+
+
+def test_check_runs_on_a_replica_and_repair_there_is_refused_typed(
+        start_server: StartServer) -> None:
+    primary_server = start_server("--repl-diskless-sync-delay", "0")
+    replica_server = start_server("--replicaof", primary_server.host, str(primary_server.port))
+    primary, replica = primary_server.client(), replica_server.client()
+    configure.connection_pool(client=primary)
+    tickets = [Ticket.create(title=f"t{i}", code=f"c{i}", rank=i, log=b"x") for i in range(6)]
+    damage(primary, tickets)
+    replicated(primary)
+    on_primary = Ticket.objects.check()
+
+    configure.connection_pool(client=replica)
+    assert replica.info("replication")["role"] == "slave"
+    before = snapshot(replica)
+    on_replica = Ticket.objects.check()
+    assert sorted(map(str, on_replica.problems)) == sorted(map(str, on_primary.problems))
+    assert {"orphan-id", "unlisted-record", "missing-entry", "orphan-stream",
+            "foreign-member"} <= set(kinds(on_replica))
+    with pytest.raises(errors.ReadOnly) as raised:
+        Ticket.objects.check(repair=True)
+    assert "Ticket" in str(raised.value)
+    with pytest.raises(errors.ReadOnly):
+        Ticket.objects.reindex()
+    assert snapshot(replica) == before
+
+    configure.connection_pool(client=primary)
+    assert Ticket.objects.check(repair=True).ok
+    replicated(primary)
+    configure.connection_pool(client=replica)
+    assert Ticket.objects.check().ok
+
+
+def test_check_runs_over_maxmemory(client: redis.Redis, tickets: list[Ticket]) -> None:
+    damage(client, tickets)
+    expected = sorted(map(str, Ticket.objects.check().problems))
+    before = snapshot(client)
+    client.config_set("maxmemory", 1)
+    try:
+        assert sorted(map(str, Ticket.objects.check().problems)) == expected
+        with pytest.raises(errors.OutOfMemory):
+            Ticket.objects.check(repair=True)
+    finally:
+        client.config_set("maxmemory", 0)
+    assert snapshot(client) == before
+
+
+def test_checking_changes_nothing(client: redis.Redis, tickets: list[Ticket]) -> None:
+    damage(client, tickets)
+    client.hset(tickets[4]._key(), "code", stored("code", "c0"))  # and a conflict
+    before = snapshot(client)
+    assert not Ticket.objects.check().ok
+    assert snapshot(client) == before
+
+
+# -- bounded work -------------------------------------------------------------------------------
+def test_the_keyspace_pass_costs_two_round_trips_per_batch(client: redis.Redis,
+                                                           roundtrips: RoundTrips) -> None:
+    Ticket.objects.bulk_create([Ticket(title=f"t{i}", code=f"c{i}", rank=i, log=b"x")
+                                for i in range(600)])
+    client.srem(f"{PREFIX}:ids", *[str(i) for i in Ticket.objects.all().ids()[:50]])
+    check.run(Ticket, keyspace_pass=True, batch_size=100)  # the scripts are loaded
+    keys = client.dbsize()  # 600 hashes, 600 streams, the id set and 6 index keys
+    roundtrips.reset()
+    with_keys = check.run(Ticket, keyspace_pass=True, batch_size=100)
+    all_passes = roundtrips.count
+    roundtrips.reset()
+    check.run(Ticket, keyspace_pass=False, batch_size=100)
+    keyspace_trips = all_passes - roundtrips.count
+    assert len([p for p in with_keys.problems if p.kind == "unlisted-record"]) == 50
+    # SCAN visits every key of the database, a page of about batch_size at a time: one
+    # SCAN call and one audit call per page (the old pass made about 3 per key)
+    pages = keys // 100 + 2
+    assert keyspace_trips <= 2 * pages, (keyspace_trips, keys)
+    assert keyspace_trips >= 2 * (keys // 200)
+
+
+def test_each_batch_is_bounded_and_few(client: redis.Redis, roundtrips: RoundTrips) -> None:
+    Ticket.objects.bulk_create([Ticket(title=f"t{i}", code=f"c{i}", rank=i)
+                                for i in range(500)])
+    check.run(Ticket, batch_size=50)
+    roundtrips.reset()
+    report = check.run(Ticket, keyspace_pass=False, batch_size=50)
+    assert report.ok and report.records == 500
+    # the id set (500 ids), 3 sorted sets (500 entries each), the null set of `due`
+    # (500 ids) and the unique hash (500 values): about 10 batches each
+    assert 5 * 10 <= roundtrips.count <= 5 * 13
+
+
+# -- foreign members ----------------------------------------------------------------------------
+def test_foreign_members_are_reported_and_removed_by_repair(client: redis.Redis,
+                                                            tickets: list[Ticket]) -> None:
+    t = tickets[0]
+    junk = {
+        f"{PREFIX}:ids": [("sadd", "junk"), ("sadd", "ids"), ("sadd", "idx:rank"),
+                          ("sadd", str(t.id).upper())],
+        f"{PREFIX}:idx:rank": [("zadd", {"junk": 1}), ("zadd", {"ids": 2})],
+        f"{PREFIX}:idx:title": [("zadd", {"t0": 0}), ("zadd", {b"t0\0\0short": 0}),
+                                ("zadd", {b"t0\0\0" + b"x" * 36: 0})],
+        f"{PREFIX}:idx:due:null": [("sadd", "junk")],
+        f"{PREFIX}:uniq:code": [("hset", {"zz": "junk"})],
+    }
+    for key, writes in junk.items():
+        for command, value in writes:
+            if command == "hset":
+                client.hset(key, mapping=value)  # type: ignore[arg-type]
+            else:
+                getattr(client, command)(key, value)
+    healthy = snapshot(client)
+    report = Ticket.objects.check()
+    foreign = [p for p in report.problems if p.kind == "foreign-member"]
+    assert len(foreign) == 11, report.problems
+    assert {p.key for p in foreign} == set(junk)
+    assert report.records == 6  # junk is not a record
+    assert not [p for p in report.problems if p.kind != "foreign-member"]
+
+    repaired = Ticket.objects.check(repair=True)
+    assert repaired.ok and repaired.repaired == 11
+    assert Ticket.objects.check().problems == []
+    after = snapshot(client)
+    for key, (kind, _dump) in after.items():  # only the junk went
+        assert healthy[key][0] == kind
+    assert client.smembers(f"{PREFIX}:ids") == {str(x.id).encode() for x in tickets}
+    assert client.zcard(f"{PREFIX}:idx:title") == 6 and client.zcard(f"{PREFIX}:idx:rank") == 6
+    assert client.hgetall(f"{PREFIX}:uniq:code") == {
+        f"c{i}".encode(): str(x.id).encode() for i, x in enumerate(tickets)}
+
+
+# -- eviction ------------------------------------------------------------------------------------
+def test_an_eviction_policy_is_reported(client: redis.Redis, tickets: list[Ticket]) -> None:
+    assert Ticket.objects.check().eviction_policy == "noeviction"
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        report = Ticket.objects.check(repair=True)
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+    assert report.eviction_policy == "allkeys-lru" and not report.ok
+    (problem,) = report.unrepaired
+    assert problem.kind == "eviction-policy" and "noeviction" in problem.detail
