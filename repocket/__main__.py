@@ -2,7 +2,8 @@
 
 ``repocket demo``: the tutorial, run against a throwaway server (or ``--url``).
 ``repocket check [--url URL] [--repair] MODULE...``: the consistency checker over every
-model the modules define; exits 1 when problems remain.
+model the modules define; exits 1 when problems remain, 2 when it cannot run (checking
+works on a replica; repairing needs the primary).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from . import ActiveRecord, attributes, configure
+from .errors import RepocketError
 from .tools import check
 from .tools.server import given_or_throwaway
 
@@ -74,7 +76,11 @@ def check_models(url: str | None, module_names: Sequence[str], repair: bool) -> 
         configure.connection_pool(url=url)
     clean = True
     for model in models:
-        report = model.objects.check(repair=repair)
+        try:
+            report = model.objects.check(repair=repair)
+        except RepocketError as exc:  # e.g. --repair against a replica: ReadOnly
+            print(f"{model.__module__}.{model.__name__}: {exc}", file=sys.stderr)
+            return 2
         print(f"{model.__module__}.{model.__name__}: {report.records} records, "
               f"{len(report.problems)} problems" + (f", {report.repaired} repaired"
                                                      if repair else ""))

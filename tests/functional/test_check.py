@@ -175,6 +175,12 @@ def test_check_runs_on_a_replica_and_repair_there_is_refused_typed(
     assert "Ticket" in str(raised.value)
     with pytest.raises(errors.ReadOnly):
         Ticket.objects.reindex()
+    command = [sys.executable, "-m", "repocket", "check", "--url", replica_server.url,
+               "tests.functional.test_check"]
+    checked = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert checked.returncode == 1 and "foreign-member" in checked.stdout, checked.stderr
+    refused = subprocess.run([*command, "--repair"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "read-only" in refused.stderr, refused.stderr
     assert snapshot(replica) == before
 
     configure.connection_pool(client=primary)
