@@ -4,12 +4,14 @@
 -- on replicas and over maxmemory. Also says the server's eviction policy, which
 -- check() reports when it is not noeviction.
 --
--- KEYS: none (SCAN names keys, it reads none)
+-- KEYS[1]  none: SCAN names keys, it reads none
 -- ARGV[1]  SCAN cursor ('0' to start)   ARGV[2]  MATCH pattern   ARGV[3]  COUNT
 --
--- Reply: {next cursor ('0' at the end), {key, ...}, maxmemory-policy}
+-- Reply: {next cursor ('0' at the end), {key, ...}, maxmemory-policy ('unknown' when
+--         the user may not run INFO)}
 -- Errors: none of its own
 
 local page = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', tonumber(ARGV[3]))
-local policy = string.match(redis.call('INFO', 'memory'), 'maxmemory_policy:([%w%-]+)')
+local info = redis.pcall('INFO', 'memory')
+local policy = type(info) == 'string' and string.match(info, 'maxmemory_policy:([%w%-]+)')
 return {page[1], page[2], policy or 'unknown'}

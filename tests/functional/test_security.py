@@ -286,11 +286,17 @@ def test_compact_codec_treats_a_forged_envelope_as_plain_data(client: redis.Redi
 
 
 # -- 2. a minimal ACL user ------------------------------------------------------------------------
-def lua_commands() -> set[str]:
-    """Every Redis command the scripts call: literal names, plus the ZRANGEBY* family that
-    query.lua builds from parts."""
+CHECKER_SCRIPTS = ("scan",)  # check()'s keyspace pass: SCAN and INFO, the checker's user's
+CHECKER_GRANTS = ["+scan", "+info"]
+
+
+def lua_commands(checker: bool = False) -> set[str]:
+    """Every Redis command the scripts call (with ``checker``, the checker's scripts too):
+    literal names, plus the ZRANGEBY* family that query.lua builds from parts."""
     found: set[str] = set()
-    for script in SCRIPTS.values():
+    for name, script in SCRIPTS.items():
+        if name in CHECKER_SCRIPTS and not checker:
+            continue
         found |= {name.lower() for name in
                   re.findall(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]", script.source)}
         if "RANGEBYLEX" in script.source or "RANGEBYSCORE" in script.source:
@@ -305,6 +311,23 @@ def test_documented_rule_grants_exactly_what_the_scripts_call() -> None:
     assert granted_commands(rule) == lua_commands() | {"evalsha", "eval"}
     # 7.2+: redis-py's CLIENT SETINFO on connect, nothing more
     assert rule_7_2 == [*rule, "+client|setinfo"]
+    checker = [*rule, *CHECKER_GRANTS]
+    assert granted_commands(checker) == lua_commands(checker=True) | {"evalsha", "eval"}
+    assert "plus `+scan +info`" in (ROOT / "docs" / "ACL.md").read_text("utf-8")
+
+
+def test_the_checker_needs_its_own_user(fresh: Server) -> None:
+    """The application's user runs reindex() but not check(), whose SCAN would list key
+    names beyond its pattern: a typed refusal; the documented checker user runs it."""
+    fresh.add_user("repocket-check", [*fresh.rule, *CHECKER_GRANTS])
+    fresh.connect(user_url(fresh))
+    Player.create(name="ann", email="ann@x")
+    assert Player.objects.reindex().ok
+    with pytest.raises(errors.PermissionDenied, match="Player"):
+        Player.objects.check()
+    fresh.connect(user_url(fresh, "repocket-check"))
+    checked = Player.objects.check()
+    assert checked.ok and checked.records == 1 and checked.eviction_policy == "noeviction"
 
 
 def exercise_every_operation(server: Server) -> None:
