@@ -118,3 +118,37 @@ def test_a_unique_field_added_with_a_default_is_a_conflict_to_resolve(
     (fields, value, holder, other), = report.conflicts  # both read "anon"
     assert fields == ["handle"] and value == b"anon" and {holder, other} == {
         str(a.id), str(b.id)}
+
+
+def test_a_type_change_is_reindexed_from_text_to_number_entries(client: redis.Redis) -> None:
+    with pytest.warns(errors.ModelRedefined):
+        class Player(ActiveRecord):  # first: a text index
+            __qualname__ = "Player"
+
+            class Meta:
+                namespace = "evolve"
+
+            name = attributes.Unicode(index=True)
+            level = attributes.Unicode(index=True)
+
+    for level in ("9", "10", "2"):
+        Player.create(name=f"p{level}", level=level)
+    with pytest.warns(errors.ModelRedefined):
+        class Player(ActiveRecord):  # type: ignore[no-redef]  # then: a number index
+            __qualname__ = "Player"
+
+            class Meta:
+                namespace = "evolve"
+
+            name = attributes.Unicode(index=True)
+            level = attributes.Integer(index=True)
+
+    report = Player.objects.check()
+    assert [p.kind for p in report.problems].count("foreign-member") == 3  # text entries
+    assert [p.kind for p in report.problems].count("missing-entry") == 3
+    assert Player.objects.reindex().ok
+    assert client.zrange(f"{PREFIX}:idx:level", 0, -1, withscores=True) == sorted(
+        ((str(r.id).encode(), float(r.level)) for r in Player.objects.all()),
+        key=lambda entry: entry[1])
+    assert [p.level for p in Player.objects.filter(level__gt=5).order_by("level")] == [9, 10]
+    assert Player.objects.check().ok
