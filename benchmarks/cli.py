@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from . import meter, report
+from . import concurrency, meter, report
 from .data import BATCH, make_dataset
 from .harness import Runner
 from .systems import BASELINE_FOR, BASELINES, OPS, REGISTRY, System, load
@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chart", type=Path, default=RESULTS / "latest.png")
     p.add_argument("--profile", action="store_true",
                    help="cProfile repocket's Python side (one extra pass per codec)")
+    p.add_argument("--concurrency", type=int, default=64, metavar="WORKERS",
+                   help="then create/get/filter/delete with this many asyncio tasks and "
+                   "threads, repocket against hand-written redis.asyncio EVALSHA (0: skip)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -206,13 +209,19 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
             "leftover_keys": len(meter.scan_keys(client, [p for s in systems for p in s.patterns])),
         }
         result = report.build(runs, meta, [op for op in OPS if op in args.ops], skipped)
+        if args.concurrency > 0:
+            result["concurrency"] = concurrency.run(url, args.n, args.concurrency, args.repeat)
         if runner.profile_summary:
             result["profile"] = runner.profile_summary
         print(report.text(result))
+        if "concurrency" in result:
+            print("\n" + concurrency.text(result["concurrency"]))
         for path in (args.json, args.markdown, args.chart):
             path.parent.mkdir(parents=True, exist_ok=True)
         report.write_json(result, args.json)
-        args.markdown.write_text(report.markdown(result))
+        args.markdown.write_text(report.markdown(result) + (
+            f"\n```\n{concurrency.text(result['concurrency'])}\n```\n"
+            if "concurrency" in result else ""))
         why = report.chart(result, args.chart)
         print(f"\nwrote {args.json}, {args.markdown}"
               + (f" and {args.chart}" if why is None else f" ({why})"))

@@ -206,23 +206,40 @@ class RawEvalsha(_Raw):
                 source = shared + source
             self.sha[path.stem] = self.r.script_load(source)
 
-    def save(self, rec: BuildRec, project: Any) -> Any:
+    # The EVALSHA arguments of save, get, filter and delete, shared with the asyncio
+    # baseline (benchmarks/concurrency.py).
+    def save_call(self, rec: BuildRec, project: Any) -> tuple[str, tuple[Any, ...]]:
         id_ = str(uuid.uuid1())
         key = self.bp + id_
         args: list[Any] = [id_, rec.ref, rec.number, rec.stdout, rec.stderr]
         for k, v in self._fields(rec, project).items():
             args += (k, v)
-        self.r.evalsha(self.sha["save"], 8, key, key + ":stdout", key + ":stderr", self.ids,
-                       self.ip + rec.status, self.z, self.u, self.pp + project, *args)
+        return id_, (self.sha["save"], 8, key, key + ":stdout", key + ":stderr", self.ids,
+                     self.ip + rec.status, self.z, self.u, self.pp + project, *args)
+
+    def get_call(self, handle: Any) -> tuple[Any, ...]:
+        key = self.bp + handle
+        return (self.sha["get"], 3, key, key + ":stdout", key + ":stderr", self.pp)
+
+    def filter_call(self, status: str) -> tuple[Any, ...]:
+        return (self.sha["filter"], 1, self.ip + status, self.bp, self.pp)
+
+    def delete_call(self, handle: Any) -> tuple[Any, ...]:
+        key = self.bp + handle
+        return (self.sha["delete"], 6, key, key + ":stdout", key + ":stderr", self.ids,
+                self.z, self.u, handle, self.ip)
+
+    def save(self, rec: BuildRec, project: Any) -> Any:
+        id_, call = self.save_call(rec, project)
+        self.r.evalsha(*call)
         return id_
 
     def get(self, handle: Any) -> Any:
-        key = self.bp + handle
-        res = self.r.evalsha(self.sha["get"], 3, key, key + ":stdout", key + ":stderr", self.pp)
+        res = self.r.evalsha(*self.get_call(handle))
         return _full(handle, *res) if res else None
 
     def filter(self, status: str) -> list[Any]:
-        res = self.r.evalsha(self.sha["filter"], 1, self.ip + status, self.bp, self.pp)
+        res = self.r.evalsha(*self.filter_call(status))
         return [_full(*r) for r in res if r]
 
     def range(self, lo: int, hi: int, limit: int) -> list[Any]:
@@ -238,9 +255,7 @@ class RawEvalsha(_Raw):
         return [_full(*r) if r else None for r in res]
 
     def delete(self, handle: Any) -> None:
-        key = self.bp + handle
-        self.r.evalsha(self.sha["delete"], 6, key, key + ":stdout", key + ":stderr", self.ids,
-                       self.z, self.u, handle, self.ip)
+        self.r.evalsha(*self.delete_call(handle))
 
     def bulk_create(self, recs: Sequence[BuildRec], projects: Sequence[Any]) -> list[Any]:
         ids = [str(uuid.uuid1()) for _ in recs]

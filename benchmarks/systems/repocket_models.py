@@ -13,12 +13,14 @@ from .base import System
 class _Repocket(System):
     kind: ClassVar[str] = "repocket"
     codec: ClassVar[str] = ""
+    namespace: ClassVar[str] = ""  # default bench_<codec>
 
     def setup(self, url: str) -> None:
         from repocket import ActiveRecord, attributes, configure
 
         configure.connection_pool(url=url)
-        meta = type("Meta", (), {"namespace": f"bench_{self.codec}", "codec": self.codec})
+        namespace = self.namespace or f"bench_{self.codec}"
+        meta = type("Meta", (), {"namespace": namespace, "codec": self.codec})
         self.Project: Any = type("Project", (ActiveRecord,), {
             "__module__": __name__, "Meta": meta, "name": attributes.Unicode()})
         self.Build: Any = type("Build", (ActiveRecord,), {

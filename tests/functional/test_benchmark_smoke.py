@@ -49,6 +49,13 @@ def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
     for op in ("save", "get", "delete", "append"):
         assert result["systems"]["raw-evalsha"]["cells"][op]["round_trips_per_op"] == 1
     assert {t["op"] for t in result["targets"]} >= {"save", "get", "delete", "filter"}
+    rows = {(r["system"], r["mode"]): r for r in result["concurrency"]["rows"]}
+    assert set(rows) == {(s, m) for s in ("raw-evalsha", "repocket")
+                         for m in ("asyncio", "threads")}
+    for row in rows.values():  # one script call per operation, async as sync
+        for op in ("create", "get", "filter", "delete"):
+            assert row[f"{op}_scripts_per_op"] == 1, (row, op)
+            assert row[f"{op}_ops_per_s"] > 0
 
 
 def test_user_server_is_refused_when_not_empty_and_left_as_found(
