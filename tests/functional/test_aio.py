@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -451,3 +452,17 @@ def test_decode_responses_is_refused(client: redis.Redis, redis_url: str) -> Non
 
     with pytest.raises(errors.ConfigurationError, match="decode_responses"):
         asyncio.run(count())
+
+
+# -- the README's example ------------------------------------------------------------------------
+def test_the_readme_asyncio_example_runs(client: redis.Redis, redis_url: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from examples import asyncio_service
+
+    source = Path(asyncio_service.__file__).read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert source[source.index("from __future__"):] in readme  # the README shows this file
+    monkeypatch.setenv("REPOCKET_URL", redis_url)
+    assert asyncio.run(asyncio_service.main()) == {
+        "duplicate": True, "failed": [9, 6, 3, 0],
+        "counts": {"running": 0, "ok": 6, "failed": 4}}
