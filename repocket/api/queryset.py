@@ -247,9 +247,11 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
     def _value_rows_op(self, names: list[str]) -> Any:
         meta = self.model._meta
 
+        pointers = {n: meta.fields[n] for n in names if n in meta.pointer_names}
+
         def rows(records: list[ActiveRecord]) -> list[list[Any]]:
-            return [[record._values[n] if n not in meta.pointer_names else record.to_dict()[n]
-                     for n in names] for record in records]
+            return [[_target_id(pointers[n], record._values[n]) if n in pointers
+                     else record._values[n] for n in names] for record in records]
 
         return then(self._clone(only=tuple(names), defer=(), depth=0)._records_op(), rows)
 
@@ -263,6 +265,16 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
             raise InvalidQuery("cannot delete a sliced queryset (as in Django): filter it")
         self._cache = None
         return batches.delete_plan(self.state)
+
+    def work(self, mode: str = "records") -> list[dict[str, int]]:
+        """Evaluates the query (``mode``: 'records', 'ids' or 'count') and returns the work
+        of each script call it took: candidates examined and commands run (records
+        loaded not included). The bound every call keeps: examined <= 10 x budget."""
+        if mode not in ("records", "ids", "count"):
+            raise InvalidQuery("work() takes mode 'records', 'ids' or 'count'")
+        spent: list[dict[str, int]] = []
+        _run(compile_query(self.state, mode, work=spent))
+        return spent
 
     def explain(self) -> dict[str, Any]:
         """Which candidate sets the query can start from, which one the server chose
@@ -290,6 +302,11 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
 
 def _first_of(records: list[ActiveRecord]) -> ActiveRecord | None:
     return records[0] if records else None
+
+
+def _target_id(pointer: Any, value: Any) -> Any:
+    """A Pointer's value as values() gives it: the target's id (None stays None)."""
+    return None if value is None else pointer.target_id(value)
 
 
 def _evaluating(name: str) -> Callable[..., Any]:

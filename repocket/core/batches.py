@@ -65,7 +65,10 @@ def iterator_plan(state: QueryState, chunk_size: int) -> Plan:
     pk = state.model._meta.pk_name
     for start in range(0, len(ids), chunk_size):
         chunk = tuple(uuid_text(i).encode("ascii") for i in ids[start:start + chunk_size])
+        # loaded in the given (the query's) order: nothing left to check or sort, so the
+        # script takes the ids as they are and loads them, one call per chunk
         page = dataclasses.replace(state, groups=((False, (Condition(pk, "in", chunk),)),),
-                                   offset=0, limit=None)
+                                   order=(), offset=0, limit=None,
+                                   budget=max(state.budget, chunk_size))
         records: list[Any] = yield compile_query(page, "records")
         yield Emit(records)

@@ -1,6 +1,7 @@
 """Lua sources: ``repocket/lua/<verb>.lua`` read once, includes expanded, hashed.
 
-``-- @include _name`` lines pull in a shared ``_name.lua``. A :class:`Script`
+``-- @include _name`` lines pull in a shared ``_name.lua`` (``dir/_name``: a part
+in a subfolder, as ``query/_sources``). A :class:`Script`
 is its source and SHA1: what EVALSHA/EVAL/SCRIPT LOAD need. Reading package
 files is the only thing done here; nothing talks to Redis.
 """
@@ -20,7 +21,7 @@ class Script:
     sha: str
 
 
-_INCLUDE = re.compile(r"^-- @include (_[a-z_]+)$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- @include ((?:[a-z]+/)?_[a-z_]+)$", re.MULTILINE)
 SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune", "audit_keys",
                 "scan")
 # The checker's scripts write only in 'repair' mode; checking runs them flagged no-writes.

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..attributes import Attribute, AutoUUID, Integer, Pointer, parse_uuid
+from ..attributes import UUID, Attribute, AutoUUID, Integer, Pointer, parse_uuid
 from ..errors import (
     InvalidId,
     InvalidQuery,
+    StoredDataError,
     UnknownField,
     ValidationError,
 )
@@ -104,6 +105,8 @@ def canonical(model: type[ActiveRecord], attribute: Attribute, value: Any) -> by
         raise InvalidQuery(f"{meta.name}.{attribute.name}: None is no value to compare with; "
                            f"use {attribute.name}__isnull=True", model=meta.name,
                            field=attribute.name, value=None)
+    if isinstance(attribute, Integer) and isinstance(value, int) and not isinstance(value, bool):
+        return str(value).encode("ascii")  # a bound of any size compares exactly as text
     try:
         if isinstance(attribute, Pointer):
             return str(attribute.lookup_id(value)).encode("ascii")
@@ -116,6 +119,24 @@ def canonical(model: type[ActiveRecord], attribute: Attribute, value: Any) -> by
     return attribute.encode(attribute.clean(value, meta.name))
 
 
+_UUID_PREFIX = frozenset("0123456789abcdef-")
+
+
+def uuid_prefix(model: type[ActiveRecord], attribute: Attribute, value: Any) -> bytes:
+    """The canonical form of the start of a UUID (lowercase hex and dashes), for
+    ``startswith`` on a UUID or Pointer field; a whole UUID or instance is itself."""
+    if isinstance(value, str):
+        text = value.lower()
+        if len(text) <= 36 and set(text) <= _UUID_PREFIX:
+            return text.encode("ascii")
+    elif isinstance(value, uuid.UUID) or hasattr(value, "_meta"):
+        return canonical(model, attribute, value)
+    meta = model._meta
+    raise ValidationError(f"{meta.name}.{attribute.name}__startswith takes the start of a UUID "
+                          f"(hex digits and dashes, at most 36), not {value!r}",
+                          model=meta.name, field=attribute.name, value=value)
+
+
 def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
     """``project__id__in=[...]`` -> Condition('project', 'in', (canonical ids...))."""
     name, *rest = key.split("__")
@@ -124,12 +145,12 @@ def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
         rest = rest[1:]  # the target's id is what a Pointer stores
     lookup_name = rest[0] if rest else "exact"
     lookup = LOOKUPS.get(lookup_name) if len(rest) <= 1 else None
-    valid = sorted(n for n, lk in LOOKUPS.items() if attribute.family in lk.families)
     if attribute.is_stream:
         raise InvalidQuery(f"{model._meta.name}.{attribute.name} is a ByteStream: it lives "
                            "outside the record's hash and cannot be filtered on",
                            model=model._meta.name, field=attribute.name, value=value)
     if lookup is None or attribute.family not in lookup.families:
+        valid = sorted(n for n, lk in LOOKUPS.items() if attribute.family in lk.families)
         raise InvalidQuery(f"{model._meta.name}.{attribute.name}: unsupported lookup "
                            f"{'__'.join(rest)!r}; valid lookups for a "
                            f"{type(attribute).__name__} are {valid}",
@@ -152,6 +173,8 @@ def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
         low, high = value
         return Condition(field, "range", (canonical(model, attribute, low),
                                           canonical(model, attribute, high)))
+    if lookup.op == "startswith" and isinstance(attribute, (UUID, Pointer)):
+        return Condition(field, "startswith", (uuid_prefix(model, attribute, value),))
     return Condition(field, lookup.op, (canonical(model, attribute, value),))
 
 
@@ -207,28 +230,35 @@ def _sources(state: QueryState, keys: _Keys) -> list[dict[str, Any]]:
         if negated:
             continue
         for condition_at, condition in enumerate(conditions, start=1):
-            attribute = meta.fields[condition.field]
-            values = list(condition.values)
-            if condition.op in ("eq", "in"):
-                values = list(dict.fromkeys(values))  # each value one range
-            where = {"exact": _is_exact(attribute, condition),
-                     "condition": [group_at, condition_at], "field": condition.field}
-            if condition.field == meta.pk_name and condition.op in ("eq", "in"):
-                sources.append({"kind": "ids", "values": values})
-            elif attribute.unique and condition.op in ("eq", "in"):
-                key = keyspace.unique_key(meta.prefix, (condition.field,))
-                sources.append({"kind": "unique", "key": keys.index(key), "values": values,
-                                "family": attribute.family})
-            elif (attribute.index and attribute.nullable and condition.op == "isnull"
-                  and condition.values[0]):
-                key = keyspace.null_key(meta.prefix, condition.field)
-                sources.append({"kind": "null", "key": keys.index(key), **where})
-            elif attribute.index and condition.op in INDEXABLE[attribute.index_kind or ""]:
-                key = keyspace.index_key(meta.prefix, condition.field)
-                sources.append({"kind": "index", "key": keys.index(key),
-                                "index": attribute.index_kind, "family": attribute.family,
-                                "op": condition.op, "values": values, **where})
+            source = _source(meta, keys, condition)
+            if source is not None:
+                source.update(condition=[group_at, condition_at], field=condition.field)
+                sources.append(source)
     return sources
+
+
+def _source(meta: Any, keys: _Keys, condition: Condition) -> dict[str, Any] | None:
+    """The candidate set one condition names, if any: the given ids, a unique hash, a
+    null set or an index range (``exact`` when the set alone decides the condition)."""
+    attribute = meta.fields[condition.field]
+    op = condition.op
+    values = list(dict.fromkeys(condition.values)) if op in ("eq", "in") else list(
+        condition.values)  # each value one range
+    if condition.field == meta.pk_name and op in ("eq", "in"):
+        return {"kind": "ids", "values": values, "exact": True}
+    if attribute.unique and op in ("eq", "in"):
+        key = keyspace.unique_key(meta.prefix, (condition.field,))
+        return {"kind": "unique", "key": keys.index(key), "values": values,
+                "family": attribute.family, "exact": True}
+    if attribute.index and attribute.nullable and op == "isnull" and condition.values[0]:
+        return {"kind": "null", "key": keys.index(keyspace.null_key(meta.prefix, condition.field)),
+                "exact": True}
+    if attribute.index and op in INDEXABLE[attribute.index_kind or ""]:
+        key = keyspace.index_key(meta.prefix, condition.field)
+        return {"kind": "index", "key": keys.index(key), "index": attribute.index_kind,
+                "family": attribute.family, "op": op, "values": values,
+                "exact": _is_exact(attribute, condition)}
+    return None
 
 
 def _loaded_fields(state: QueryState) -> tuple[list[str] | None, dict[str, bool] | None]:
@@ -243,75 +273,143 @@ def _loaded_fields(state: QueryState) -> tuple[list[str] | None, dict[str, bool]
     return fields, {name: True for name in meta.stream_names if name in wanted}
 
 
+def absent_value(attribute: Attribute) -> bytes | None:
+    """The canonical value Python reads for a field a record does not store (a field
+    added to the model after the record was written): what hydration gives it. None
+    when that is None, or a callable default (a new value on every read)."""
+    if attribute.null or attribute.is_stream or isinstance(attribute, AutoUUID):
+        return None
+    if callable(attribute.default):
+        return None
+    value = attribute.initial_value()
+    return None if value is None else attribute.encode(value)
+
+
+@functools.cache
+def _absent_values(model: type[ActiveRecord]) -> dict[str, bytes]:
+    found = {}
+    for name, attribute in model._meta.hash_fields:
+        value = absent_value(attribute)
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def _defaults(state: QueryState) -> dict[str, bytes]:
+    """The absent-field values of the fields the script reads (conditions and order)."""
+    absent = _absent_values(state.model)
+    if not absent:
+        return absent
+    used = {c.field for _, conditions in state.groups for c in conditions}
+    used.update(spec.lstrip("-") for spec in state.order)
+    return {name: value for name, value in absent.items() if name in used}
+
+
+def _exact_below(attribute: Attribute) -> int:
+    """Scores of the walked index with |score| below this are exact (-1: all are):
+    doubles hold Integers and datetimes (µs) exactly within 2^53, no Decimal surely."""
+    if attribute.index_kind == "lex" or attribute.family == "float":
+        return -1
+    if attribute.family == "datetime" or isinstance(attribute, Integer):
+        return EXACT_SCORE
+    return 0
+
+
+def _walk(state: QueryState, keys: _Keys, order: list[tuple[Attribute, bool]]) -> Any:
+    """What query.lua needs to walk the order field's index, or False."""
+    if len(order) != 1 or not order[0][0].index:
+        return False
+    walked, meta = order[0][0], state.model._meta
+    return [keys.index(keyspace.index_key(meta.prefix, walked.name)), walked.index_kind,
+            walked.nullable and keys.index(keyspace.null_key(meta.prefix, walked.name)),
+            _exact_below(walked)]
+
+
+@dataclass
+class _Pages:
+    """The rows of a query answered in several calls, carried from call to call."""
+
+    rows: list[Any] = dataclasses.field(default_factory=list)
+    seen: set[bytes] = dataclasses.field(default_factory=set)
+    kind: str = ""
+
+
+Work = list[dict[str, int]]  # per call: candidates examined, commands run
+
+
 def compile_query(state: QueryState, mode: str, resume: Any = None,
-                  rows: list[Any] | None = None, path: str = "") -> Call:
-    """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain')."""
+                  pages: _Pages | None = None, work: Work | None = None) -> Call:
+    """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain'). With
+    ``work``, each call's work counters are appended to it."""
     model = state.model
     meta = model._meta
     keys = _Keys(meta.ids_key)
-    sources = _sources(state, keys)
     order = [parse_order(model, spec) for spec in state.order]
-    stream: Any = False
-    if len(order) == 1 and order[0][0].index:
-        walked = order[0][0]
-        stream = [keys.index(keyspace.index_key(meta.prefix, walked.name)), walked.index_kind,
-                  walked.nullable and keys.index(keyspace.null_key(meta.prefix, walked.name))]
     fields, streams = _loaded_fields(state)
     schema, models = operations.read_schema(model)
     plan = {
-        "envelope": meta.codec.is_envelope, "pk": meta.pk_name, "sources": sources,
+        "envelope": meta.codec.is_envelope, "pk": meta.pk_name, "defaults": _defaults(state),
+        "sources": _sources(state, keys),
         "groups": [[negated, [[c.field, meta.fields[c.field].family, c.op, list(c.values)]
                               for c in conditions]] for negated, conditions in state.groups],
         "order": [[attribute.name, attribute.family, descending]
                   for attribute, descending in order],
-        "stream": stream, "offset": state.offset,
+        "walk": _walk(state, keys, order), "offset": state.offset,
         "limit": -1 if state.limit is None else state.limit, "mode": mode,
         "fields": fields or False, "streams": streams if streams is not None else False,
         "budget": state.budget, "resume": resume if resume is not None else False,
     }
-
-    rows = [] if rows is None else rows
+    carried = _Pages() if pages is None else pages
 
     def decode(reply: list[Any]) -> Any:
         status = reply[0]
+        if work is not None:
+            work.append({"examined": int(reply[1][0]), "commands": int(reply[1][1])})
+        if status == b"explain":
+            return reply[2:]
         if status == b"done":
-            return _decode_done(state, mode, models, reply, fields)
-        if mode == "explain":
-            return reply
-        cursor = reply[1]
-        page_rows = rows
-        page_rows.extend(reply[2:])  # one list carried through the pages
-        kind = path or (cursor[0].decode() if cursor else "gather")
-        enough = state.limit is not None and (kind == "stream" or not state.order) and len(
-            page_rows) >= state.offset + state.limit  # rows come in order, or any will do
-        if cursor and not enough:
-            resume_at = [cursor[0].decode(), _text_or_int(cursor[1]), _text_or_int(cursor[2])]
-            return compile_query(state, mode, resume_at, page_rows, kind)
-        return _finish_pages(state, mode, page_rows, kind)
+            return _decode_done(state, mode, models, reply[2:], fields)
+        cursor = reply[2]
+        _add_page(carried, reply[3:], cursor)
+        if cursor and not _enough(state, carried):
+            next_cursor = [False if part is None else part for part in cursor]
+            if carried.kind == "walk":
+                next_cursor[4] = len(carried.seen)  # rows found, each id once
+            return compile_query(state, mode, next_cursor, carried, work)
+        return _finish_pages(state, mode, carried)
 
     return Call(SCRIPTS["query"], tuple(keys.keys),
                 (schema, operations.check_depth(state.depth), meta.prefix, pack(plan)),
                 decode, meta.name)
 
 
-def _text_or_int(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
+def _add_page(pages: _Pages, rows: list[Any], cursor: Any) -> None:
+    if not pages.kind:
+        pages.kind = cursor[0].decode() if cursor else "gather"
+    rows = [row if isinstance(row, list) else [row] for row in rows]  # an id alone
+    pages.rows.extend(rows)
+    pages.seen.update(row[0] for row in rows)
+
+
+def _enough(state: QueryState, pages: _Pages) -> bool:
+    """Whether an unordered query has the rows it needs (any will do); a walk knows
+    when it is done itself."""
+    return (state.limit is not None and not state.order and pages.kind == "gather"
+            and len(pages.seen) >= state.offset + state.limit)
 
 
 def _decode_done(state: QueryState, mode: str, models: list[type[ActiveRecord]],
                  reply: list[Any], fields: list[str] | None) -> Any:
     if mode == "count":
-        return int(reply[1])
-    count = int(reply[1])
+        return int(reply[0])
+    count = int(reply[0])
     if mode == "ids":
-        return [uuid.UUID(raw.decode("ascii")) for raw in reply[2:2 + count]]
-    if mode == "explain":
-        return reply
+        return [uuid.UUID(raw.decode("ascii")) for raw in reply[1:1 + count]]
     loaded = None
     if fields is not None:
         _, streams = _loaded_fields(state)
         loaded = set(fields) | set(streams or ())
-    records = hydrate(models, reply[2:], roots=count, root_fields=loaded)
+    records = hydrate(models, reply[1:], roots=count, root_fields=loaded)
     return [record for record in records[:count] if record is not None]
 
 
@@ -320,13 +418,23 @@ def row_key(state: QueryState) -> Callable[[Sequence[Any]], Any]:
     typed values, None first, each field in its direction, ties by id in the first
     field's direction."""
     order = [parse_order(state.model, spec) for spec in state.order]
+    meta = state.model._meta
 
-    def typed(attribute: Attribute, raw: Any) -> Any:
-        return None if raw is None else attribute.sort_key(attribute.decode(raw))
+    def typed(attribute: Attribute, row: Sequence[Any], raw: Any) -> Any:
+        if raw is None:
+            return None
+        try:
+            return attribute.sort_key(attribute.decode(raw))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            key = meta.record_key(row[0].decode("ascii"))
+            raise StoredDataError(
+                f"{meta.name}.{attribute.name} at {key!r} holds {raw[:80]!r}, which is not a "
+                f"{type(attribute).__name__}: {exc}", model=meta.name, field=attribute.name,
+                key=key, value=raw) from None
 
     def compare(a: Sequence[Any], b: Sequence[Any]) -> int:
         for i, (attribute, descending) in enumerate(order):
-            x, y = typed(attribute, a[i + 1]), typed(attribute, b[i + 1])
+            x, y = typed(attribute, a, a[i + 1]), typed(attribute, b, b[i + 1])
             if x != y:
                 smaller = y is not None and (x is None or x < y)
                 return (1 if smaller else -1) if descending else (-1 if smaller else 1)
@@ -338,9 +446,36 @@ def row_key(state: QueryState) -> Callable[[Sequence[Any]], Any]:
     return functools.cmp_to_key(compare)
 
 
-def _finish_pages(state: QueryState, mode: str, rows: list[Any], path: str) -> Any:
+def order_runs(rows: list[Any], key: Callable[[Sequence[Any]], Any]) -> list[Any]:
+    """Rows of an index walk ``(id, value, group)`` in order: the walk gave them in
+    score order; rows of one score (or the records without a value, met in no order)
+    are sorted by value and id. Scores compare as numbers: Redis says '-0' and '0'."""
+    ordered: list[Any] = []
+    run: list[Any] = []
+    run_key: Any = None
+    for row in rows:
+        group = row[2]
+        this_key = None if group is None else (group if group == b"null" else float(group))
+        if run and (this_key is None or this_key != run_key):
+            ordered.extend(sorted(run, key=key) if len(run) > 1 else run)
+            run = []
+        if this_key is None:
+            ordered.append(row)
+        else:
+            run.append(row)
+            run_key = this_key
+    ordered.extend(sorted(run, key=key) if len(run) > 1 else run)
+    return ordered
+
+
+def _finish_pages(state: QueryState, mode: str, pages: _Pages) -> Any:
     """The result of a query answered in pages: merge, order, slice, then hydrate."""
-    key = row_key(state) if path == "gather" and state.order else None
+    rows: list[Any] = pages.rows
+    key = None
+    if pages.kind == "walk":
+        rows = order_runs(rows, row_key(state))
+    elif state.order:
+        key = row_key(state)
     selected = merge.merge_rows([rows], key, offset=state.offset, limit=state.limit)
     ids = [uuid.UUID(row[0].decode("ascii")) for row in selected]
     if mode == "count":

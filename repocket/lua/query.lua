@@ -1,6 +1,6 @@
 #!lua flags=no-writes
--- query: select, order, slice and hydrate the records of one model (or count
--- them, or list their ids), never with KEYS.
+-- query: select, order, slice and hydrate the records of one model (or count them,
+-- or list their ids), in calls of bounded work, never with KEYS.
 --
 -- KEYS[1]         the model's id set                      repocket:<ns>:<Class>:ids
 -- KEYS[2 .. ]     the index keys the plan names (sorted sets, null sets, unique hashes)
@@ -9,223 +9,92 @@
 -- ARGV[3]  the model's key prefix                          repocket:<ns>:<Class>
 -- ARGV[4]  msgpack plan, a map:
 --   envelope (bool), pk (the id field),
---   sources  candidate sets the script may start from; it takes the smallest:
---            {kind='ids', values} | {kind='unique', key, values} | {kind='null', key, ...}
---            | {kind='index', key, index ('score'|'lex'), family, op, values, ...}
---            with its condition {group, i} and field, and exact=true when the set alone
---            decides that condition
+--   defaults {field = canonical value} a record without the field reads as (Python's
+--            default for it); a field not listed reads as None
+--   sources  candidate sets the script may start from; it takes the smallest
+--            (query/_sources.lua), each with its condition {group, i}, its field, and
+--            exact=true when the set alone decides that condition
 --   groups   {{negate (bool), {{field, family, op, values}, ...}}, ...}: ANDed; a
 --            negated group drops the records that match all its conditions
 --   order    {{field, family, desc (bool)}, ...}; ties by id, in the first field's direction
---   stream   {key, index, null set key} when order is one indexed field, else false
+--   walk     {index key, 'score'|'lex', null set key or false, exact_below} when order is
+--            one indexed field, else false; scores s with |s| < exact_below (-1: any) are
+--            exact, so runs of equal score need no re-read
 --   offset, limit (-1: none), mode ('records'|'ids'|'count'|'explain'),
 --   fields   hash fields to load (the id first), or false for all
 --   streams  set of ByteStream names to load, or false for all
---   budget   how many candidates one call may examine
+--   budget   how many candidates one call may examine (ids/count take 4x as many
+--            candidates that need no read)
 --   resume   false, or the cursor of the previous page
 --   (ops: eq, in, gt, gte, lt, lte, range, startswith, isnull; values are canonical)
 --
--- Reply: when the whole query fitted in the budget,
---   {'done', n, records (_hydrate.lua; the n selected ones first)}   mode 'records'
---   {'done', n, id...}                                                 mode 'ids'
---   {'done', count}                                                    mode 'count'
--- otherwise one page of matching rows, which the caller merges, orders and slices:
---   {'page', next cursor or false, {id, order value...}...}, a cursor being
---   {'gather', source position, position} or {'stream', phase, position}
--- mode 'explain': {chosen source position (0: the whole id set), its size, strategy}
+-- Reply: `work` is {candidates examined, commands run} by this call (QuerySet.work()):
+--   {'done', work, n, records (_hydrate.lua; the n selected ones first)}  mode 'records'
+--   {'done', work, n, id...}                                               mode 'ids'
+--   {'done', work, count}                                                  mode 'count'
+--   when the query did not fit in one call, one page of matching rows, which the
+--   caller merges, orders and slices:
+--   {'page', work, next cursor or false, row...}, a cursor being
+--   {'gather', source position, source cursor} or
+--   {'walk', phase, rank, last member, found, stop score}
+--   rows are {id, order value...} (gather; the id alone when unordered) or
+--   {id, value, group} (walk, query/_ordering)
+--   {'explain', work, chosen source position (0: the whole id set), its size, strategy}
 -- Errors: REPOCKET {"code": "wrongtype", ...}
 
 -- @include _values
 -- @include _hydrate
+-- @include query/_conditions
+-- @include query/_sources
+-- @include query/_ordering
 
 local prefix = ARGV[3]
 local plan = cmsgpack.unpack(ARGV[4])
-local is_envelope, pk_field = plan.envelope, plan.pk
-local sources, groups, order, stream = plan.sources, plan.groups, plan.order, plan.stream
-local offset, limit, mode, budget = plan.offset, plan.limit, plan.mode, plan.budget
-local wanted = limit >= 0 and offset + limit or nil  -- rows needed before slicing
-local desc = order[1] ~= nil and order[1][3]
-
--- Candidate sources ----------------------------------------------------------------------
-local esc = lex_escape
-
-local function next_prefix(text)
-  local trimmed = string.gsub(text, '\255+$', '')
-  if trimmed == '' then return '+' end
-  return '(' .. string.sub(trimmed, 1, -2) .. string.char(string.byte(trimmed, -1) + 1)
-end
-
--- {min, max} pairs for ZRANGEBYSCORE / ZRANGEBYLEX. For an exact source they hold
--- exactly the entries satisfying the condition; otherwise a superset (scores are
--- doubles), and every candidate is checked against the stored value.
-local function index_ranges(source)
-  local kind, op, values = source.index, source.op, source.values
-  local ranges = {}
-  local function bound(value)
-    if kind == 'lex' then return esc(value) end
-    local score = score_of(source.family, value)
-    return score and format_score(score) or nil
-  end
-  local function add(low, high) ranges[#ranges + 1] = {low, high} end
-  if op == 'eq' or op == 'in' then
-    local seen_bound = {}  -- equal values spelled differently (0.0, -0.0) share one range
-    for _, value in ipairs(values) do
-      local b = bound(value)
-      if b == nil then return nil end
-      local same = kind == 'lex' and b or tonumber(b)
-      if not seen_bound[same] then
-        seen_bound[same] = true
-        if kind == 'lex' then add('[' .. b .. '\0\0', '(' .. b .. '\0\1') else add(b, b) end
-      end
-    end
-  elseif op == 'startswith' and kind == 'lex' then
-    add('[' .. esc(values[1]), next_prefix(esc(values[1])))
-  else
-    local low = (op == 'gt' or op == 'gte' or op == 'range') and bound(values[1]) or nil
-    local high = ((op == 'lt' or op == 'lte') and bound(values[1]))
-      or (op == 'range' and bound(values[2])) or nil
-    if kind == 'lex' then
-      low = low and ('[' .. low .. (op == 'gt' and '\0\1' or '\0\0')) or '-'
-      high = high and ('(' .. high .. (op == 'lt' and '\0\0' or '\0\1')) or '+'
-    else
-      local open = source.exact and '(' or ''
-      low = low and ((op == 'gt' and open or '') .. low) or '-inf'
-      high = high and ((op == 'lt' and open or '') .. high) or '+inf'
-    end
-    add(low, high)
-  end
-  return ranges
-end
-
-local function zcount(kind, key, range)
-  if kind == 'lex' then return redis.call('ZLEXCOUNT', key, range[1], range[2]) end
-  return redis.call('ZCOUNT', key, range[1], range[2])
-end
-
--- How many candidates a source yields (an upper bound), or nil if unusable.
-local function estimate(source)
-  if source.kind == 'ids' then return #source.values end
-  if source.kind == 'unique' then return #source.values end
-  if source.kind == 'null' then return redis.call('SCARD', KEYS[source.key]) end
-  source.ranges = index_ranges(source)
-  if not source.ranges then return nil end
-  local total = 0
-  for _, range in ipairs(source.ranges) do
-    total = total + zcount(source.index, KEYS[source.key], range)
-  end
-  return total
-end
-
+local order, mode, budget, offset = plan.order, plan.mode, plan.budget, plan.offset
+local wanted = plan.limit >= 0 and offset + plan.limit or nil  -- rows needed before slicing
 local ALL = {kind = 'all'}
 
--- The smallest source, its position in `sources` (0: the whole id set) and size.
-local function choose_source()
-  local best, best_at, best_count = nil, 0, nil
-  for i, source in ipairs(sources) do
-    local count = estimate(source)
-    if count and (best_count == nil or count < best_count) then
-      best, best_at, best_count = source, i, count
-    end
-  end
-  if best == nil then return ALL, 0, redis.call('SCARD', KEYS[1]) end
-  return best, best_at, best_count
+local UNREAD = 4  -- candidates taken unread cost about a quarter of one read
+local match = string.match
+local examined, commands = 0, 0
+local function call(...)
+  commands = commands + 1
+  return redis.call(...)
 end
+local function work() return {examined, commands} end
 
-local function member_id(kind, member)
-  if kind == 'lex' then return lex_member_id(member) end
-  return member
-end
+-- Examining candidates -------------------------------------------------------------------
+local checks, read_fields = {}, {}
 
--- Up to `count` candidate ids of `source` from `cursor`, and the next cursor
--- (false at the end).
-local function candidates(source, cursor, count)
-  local kind = source.kind
-  if kind == 'ids' then
-    local ids = {}
-    for i = cursor + 1, math.min(cursor + count, #source.values) do
-      ids[#ids + 1] = source.values[i]
-    end
-    return ids, (cursor + count < #source.values) and cursor + count or false
-  end
-  if kind == 'unique' then
-    local ids = {}
-    for _, value in ipairs(source.values) do
-      local owner = redis.call('HGET', KEYS[source.key], normal_form(source.family, value))
-      if owner then ids[#ids + 1] = owner end
-    end
-    return ids, false
-  end
-  if kind == 'all' or kind == 'null' then
-    -- SSCAN cursors stay strings: they may exceed what a Lua number holds exactly
-    local key = kind == 'all' and KEYS[1] or KEYS[source.key]
-    local reply = redis.call('SSCAN', key, cursor, 'COUNT', count)
-    return reply[2], reply[1] ~= '0' and reply[1] or false
-  end
-  -- index ranges: the cursor counts entries across the ranges in turn
-  local ids, skipped, total = {}, 0, 0
-  local zkind, key = source.index, KEYS[source.key]
-  for _, range in ipairs(source.ranges) do
-    local size = zcount(zkind, key, range)
-    total = total + size
-    if #ids < count and cursor < skipped + size then
-      local from = cursor - skipped
-      local command = zkind == 'lex' and 'ZRANGEBYLEX' or 'ZRANGEBYSCORE'
-      local members = redis.call(command, key, range[1], range[2], 'LIMIT', from, count - #ids)
-      for _, member in ipairs(members) do ids[#ids + 1] = member_id(zkind, member) end
-      cursor = cursor + #members
-    end
-    skipped = skipped + size
-  end
-  return ids, cursor < total and cursor or false
-end
-
--- Conditions ---------------------------------------------------------------------------------
-local function satisfies(value, family, op, values)
-  if op == 'isnull' then return (value == nil) == values[1] end
-  if not value then return false end
-  local function is_nan(v) return family == 'float' and tonumber(v) ~= tonumber(v) end
-  if is_nan(value) then return false end  -- NaN equals nothing, orders with nothing
-  if op == 'startswith' then return string.sub(value, 1, #values[1]) == values[1] end
-  if op == 'eq' or op == 'in' then
-    for _, expected in ipairs(values) do
-      if not is_nan(expected) and compare(family, value, expected) == 0 then return true end
-    end
-    return false
-  end
-  if is_nan(values[1]) or is_nan(values[2]) then return false end
-  local c = compare(family, value, values[1])
-  if op == 'gt' then return c > 0 elseif op == 'gte' then return c >= 0
-  elseif op == 'lt' then return c < 0 elseif op == 'lte' then return c <= 0
-  elseif op == 'range' then return c >= 0 and compare(family, value, values[2]) <= 0 end
-  return false
-end
-
--- The conditions left to check per candidate, given the sources whose
--- entries are all that is examined: an exact one has decided its condition.
+-- The conditions left to check per candidate, once those an exact source decided are
+-- dropped; eq/in conditions get their membership set.
 local function checks_for(used)
   local decided = {}
   for _, source in ipairs(used) do
     if source.exact then decided[source.condition[1] .. ':' .. source.condition[2]] = true end
   end
-  local checks = {}
-  for g, group in ipairs(groups) do
+  local left = {}
+  for g, group in ipairs(plan.groups) do
     local conditions = {}
     for i, condition in ipairs(group[2]) do
-      if not decided[g .. ':' .. i] then conditions[#conditions + 1] = condition end
+      if not decided[g .. ':' .. i] then
+        if condition[3] == 'eq' or condition[3] == 'in' then
+          condition.set = membership_set(condition[2], condition[4])
+        end
+        conditions[#conditions + 1] = condition
+      end
     end
-    if #conditions > 0 then checks[#checks + 1] = {group[1], conditions} end
+    if #conditions > 0 then left[#left + 1] = {group[1], conditions} end
   end
-  return checks
+  return left
 end
 
-local checks, read_fields = {}, {}
-
--- The fields a candidate is read for: the id (to know it exists), the
--- checked conditions' fields and the order fields.
+-- Sets what a candidate is read for: the id (to know it exists), the checked
+-- conditions' fields and, when rows carry them, the order fields.
 local function prepare(used, need_order_values)
   checks = checks_for(used)
-  read_fields = {pk_field}
-  local listed = {[pk_field] = true}
+  read_fields = {plan.pk}
+  local listed = {[plan.pk] = true}
   local function need(field)
     if not listed[field] then
       listed[field] = true
@@ -240,287 +109,267 @@ local function prepare(used, need_order_values)
   end
 end
 
--- The candidate's row {id, order values...} when it exists and matches, else nil.
+-- The candidate's row {id, order values...} when it exists and matches, else nil
+-- (ids that are not UUIDs, written by another tool, are skipped: never key names).
 local function examine(id)
-  if not string.match(id, UUID_PATTERN) then return nil end
+  examined = examined + 1
+  if not match(id, UUID_PATTERN) then return nil end
   local key = prefix .. ':' .. id
+  commands = commands + 1
   local raw = redis.pcall('HMGET', key, unpack(read_fields))
   if raw.err then return nil, read_error(key, raw) end
   if not raw[1] then return nil end  -- a stale entry: the record is gone
-  local values = {}
-  for i, field in ipairs(read_fields) do values[field] = canonical(raw[i], is_envelope) end
-  for _, group in ipairs(checks) do
-    local all = true
-    for _, condition in ipairs(group[2]) do
-      if not satisfies(values[condition[1]], condition[2], condition[3], condition[4]) then
-        all = false
-        break
-      end
-    end
-    if all == (group[1] == true) then return nil end
+  local values, defaults = {}, plan.defaults
+  for i, field in ipairs(read_fields) do
+    local value = canonical(raw[i], plan.envelope)
+    if value == nil then value = defaults[field] end
+    values[field] = value
   end
+  if not passes(values, checks) then return nil end
   local row = {id}
   for i, spec in ipairs(order) do row[i + 1] = values[spec[1]] or false end
   return row
 end
 
-local function row_less(a, b)
-  for i, spec in ipairs(order) do
-    local c = compare(spec[2], a[i + 1] or nil, b[i + 1] or nil)
-    if c ~= 0 then
-      if spec[3] then return c > 0 end
-      return c < 0
-    end
-  end
-  if desc then return a[1] > b[1] end
-  return a[1] < b[1]
+-- A candidate taken without reading it (an index or the id set vouches for it); its
+-- row is the id alone.
+local function take(id)
+  examined = examined + 1
+  if match(id, UUID_PATTERN) then return id end
+  return nil
 end
 
--- Answering ----------------------------------------------------------------------------------
+-- Answering -------------------------------------------------------------------------------
+-- A row is {id, order values...}, or the id alone when there is nothing to order by.
+local function row_id(row)
+  if type(row) == 'table' then return row[1] end
+  return row
+end
+
 -- The reply of a query that fitted in one call, from its rows in order.
 local function finish(rows)
   local first = offset + 1
   local last = wanted and math.min(#rows, wanted) or #rows
-  if mode == 'count' then return {'done', math.max(0, last - first + 1)} end
+  if mode == 'count' then return {'done', work(), math.max(0, last - first + 1)} end
   if mode == 'ids' then
-    local reply = {'done', 0}
-    for i = first, last do reply[#reply + 1] = rows[i][1] end
-    reply[2] = #reply - 2
+    local reply = {'done', work(), 0}
+    for i = first, last do reply[#reply + 1] = row_id(rows[i]) end
+    reply[3] = #reply - 3
     return reply
   end
   local roots = {}
   for i = first, last do
-    local id = rows[i][1]
-    if string.match(id, UUID_PATTERN) then
-      local key = prefix .. ':' .. id
-      seen[key] = true
-      local flat, err = load_record(1, id, key, plan.fields or nil, plan.streams or nil)
-      if err then return err end
-      if flat then roots[#roots + 1] = flat else records[#records] = nil end
-    end
+    local id = row_id(rows[i])
+    local key = prefix .. ':' .. id
+    seen[key] = true
+    local flat, err = load_record(1, id, key, plan.fields or nil, plan.streams or nil)
+    if err then return err end
+    if flat then roots[#roots + 1] = flat else records[#records] = nil end
   end
   for _, flat in ipairs(roots) do follow_pointers(1, flat, 0) end
   local err = load_pointers()
   if err then return err end
-  local reply = {'done', #roots}
+  local reply = {'done', work(), #roots}
   for _, record in ipairs(records) do reply[#reply + 1] = record end
   return reply
 end
 
 local function page(rows, next_cursor)
-  local reply = {'page', next_cursor or false}
+  local reply = {'page', work(), next_cursor or false}
   for _, row in ipairs(rows) do reply[#reply + 1] = row end
   return reply
 end
 
--- Examines `ids` into `rows`; stops early once `enough` rows match.
-local function collect(ids, rows, examine_them, enough)
-  for _, id in ipairs(ids) do
-    if enough and #rows >= enough then return nil end
-    if examine_them then
-      local row, err = examine(id)
-      if err then return err end
-      if row then rows[#rows + 1] = row end
-    else
-      rows[#rows + 1] = {id}
-    end
-  end
-  return nil
-end
-
--- gather: examine the candidates of the smallest source, then order in Lua.
+-- Gathering: examine the candidates of the smallest source, then order in Lua ------------
 local function gather(source, source_at, cursor, first_call)
-  -- Candidates with nothing left to check are taken as they are (the index is kept
-  -- in step with the records by every write), ten times as many per call.
-  local examine_them = #checks > 0 or #order > 0
+  -- Candidates that need no read are taken as they are (indexes are kept in step
+  -- with the records by every write), four times as many per call when no record
+  -- is loaded; ids a caller gave are always read, except to load them.
+  local trusted = source.kind ~= 'ids' or (mode == 'records' and not wanted)
+  local read_them = #checks > 0 or #order > 0 or not trusted
+  local many = not read_them and mode ~= 'records'
   local enough = #order == 0 and wanted or nil  -- unordered: any `wanted` rows will do
-  local ids, next_cursor = candidates(source, cursor, examine_them and budget or 10 * budget)
-  local deduped, listed = {}, {}  -- an 'in' over several values may list an id twice
+  local count = (many and source.kind ~= 'unique') and UNREAD * budget or budget  -- HGET each
+  local ids, next_cursor = source_page(call, source, cursor, count, KEYS[1])
+  local rows, listed = {}, {}  -- an 'in' over several values may list an id twice
   for _, id in ipairs(ids) do
+    if enough and #rows >= enough then break end
     if not listed[id] then
       listed[id] = true
-      deduped[#deduped + 1] = id
+      local row, err
+      if read_them then row, err = examine(id) else row = take(id) end
+      if err then return err end
+      if row then rows[#rows + 1] = row end
     end
   end
-  local rows = {}
-  local err = collect(deduped, rows, examine_them, enough)
-  if err then return err end
   local complete = not next_cursor or (enough and #rows >= enough)
   if first_call and complete then
-    if #order > 0 then table.sort(rows, row_less) end
+    if #order > 0 then table.sort(rows, row_less_for(order)) end
     return finish(rows)
   end
   return page(rows, not complete and {'gather', source_at, next_cursor} or false)
 end
 
--- The walk of the order field's index: the range its own conditions allow
--- (each an index range; the walk covers their intersection) and those sources.
-local walk_low, walk_high, walk_sources = nil, nil, {}
+-- Walking: the order field's index in order (None first ascending, last descending) ---
+local walk = plan.walk
+local desc = order[1] ~= nil and order[1][3]
 
-local function parse_bound(kind, bound)
-  if kind == 'lex' then
-    if bound == '-' or bound == '+' then return bound, false end
-    return string.sub(bound, 2), string.sub(bound, 1, 1) == '('
-  end
-  local open = string.sub(bound, 1, 1) == '('
-  local text = open and string.sub(bound, 2) or bound
-  local value = text == '-inf' and -math.huge or (text == '+inf' and math.huge or tonumber(text))
-  return value, open
-end
-
--- -1/0/1 comparing two parsed bounds' values ('-' and '+' are the lex ends).
-local function bound_cmp(kind, a, b)
-  if kind ~= 'lex' then return a < b and -1 or (a > b and 1 or 0) end
-  if a == b then return 0 end
-  if a == '-' or b == '+' then return -1 end
-  if a == '+' or b == '-' then return 1 end
-  return bytes_cmp(a, b)
-end
-
-local function plan_walk()
-  local kind = stream[2]
-  local low, high = kind == 'lex' and '-' or '-inf', kind == 'lex' and '+' or '+inf'
-  for _, source in ipairs(sources) do
-    if source.kind == 'index' and source.field == order[1][1] and estimate(source)
-        and #source.ranges == 1 then
-      local range = source.ranges[1]
-      local lv, lo = parse_bound(kind, range[1])
-      local cv, co = parse_bound(kind, low)
-      local c = bound_cmp(kind, lv, cv)
-      if c > 0 or (c == 0 and lo and not co) then low = range[1] end
-      local hv, ho = parse_bound(kind, range[2])
-      cv, co = parse_bound(kind, high)
-      c = bound_cmp(kind, hv, cv)
-      if c < 0 or (c == 0 and ho and not co) then high = range[2] end
-      walk_sources[#walk_sources + 1] = source
-    end
-  end
-  walk_low, walk_high = low, high
-end
-
--- Up to `window` ids of the walk from `position`, in order. Sorted-set scores
--- are doubles: Integers beyond 2^53, long Decimals and far datetimes may share
--- a score, so such runs are extended past the window and sorted by value.
-local function index_window(key, position, window)
-  local lex = stream[2] == 'lex'
-  local command = (desc and 'ZREV' or 'Z') .. (lex and 'RANGEBYLEX' or 'RANGEBYSCORE')
-  local from, to = walk_low, walk_high
-  if desc then from, to = walk_high, walk_low end
-  local family = order[1][2]
-  if family ~= 'exact' and family ~= 'datetime' then
-    local ids = {}
-    for _, member in ipairs(redis.call(command, key, from, to, 'LIMIT', position, window)) do
-      ids[#ids + 1] = member_id(stream[2], member)
-    end
-    return ids
-  end
-  local reply = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', position, window)
-  local ids, scores = {}, {}
-  for i = 1, #reply, 2 do
-    ids[#ids + 1], scores[#scores + 1] = reply[i], reply[i + 1]
-  end
-  while #ids > 0 do  -- extend while the next entries share the last score
-    local more = redis.call(command, key, from, to, 'WITHSCORES', 'LIMIT', position + #ids, 16)
-    local added = 0
-    for i = 1, #more, 2 do
-      if more[i + 1] ~= scores[#scores] then break end
-      ids[#ids + 1], scores[#scores + 1] = more[i], more[i + 1]
-      added = added + 1
-    end
-    if added < 16 then break end
-  end
-  local field = order[1][1]
-  local run_start = 1
-  for i = 2, #ids + 1 do
-    if i > #ids or scores[i] ~= scores[run_start] then
-      if i - run_start > 1 then
-        local run = {}
-        for j = run_start, i - 1 do
-          local raw = redis.call('HGET', prefix .. ':' .. ids[j], field)
-          run[#run + 1] = {ids[j], canonical(raw, is_envelope) or false}
-        end
-        table.sort(run, function(a, b)
-          local c = compare(family, a[2] or nil, b[2] or nil)
-          if c ~= 0 then if desc then return c > 0 end return c < 0 end
-          if desc then return a[1] > b[1] end
-          return a[1] < b[1]
-        end)
-        for j, entry in ipairs(run) do ids[run_start + j - 1] = entry[1] end
+-- The walk's range and the sources it covers: the order field's own one-range conditions.
+local function walk_sources()
+  local used, ranges = {}, {}
+  for _, source in ipairs(plan.sources) do
+    if source.kind == 'index' and source.field == order[1][1] then
+      source.ranges = index_ranges(source)
+      if source.ranges and #source.ranges == 1 then
+        used[#used + 1] = source
+        ranges[#ranges + 1] = source.ranges[1]
       end
-      run_start = i
     end
   end
-  return ids
+  return used, walk_range(walk[2], ranges)
 end
 
--- stream: walk the order field's index in order (nulls first ascending, last
--- descending) until `wanted` rows match.
-local function stream_walk(phase, position, first_call)
-  local key, nulls = KEYS[stream[1]], KEYS[stream[3]]
-  local rows, examined = {}, 0
-  local examine_them = #checks > 0
+-- Whether a score is exact: the entries sharing it share their value.
+local function exact_score(score)
+  local below = walk[4]
+  if below < 0 then return true end
+  return math.abs(tonumber(score)) < below
+end
+
+-- One window of the index walk from `rank` (the next rank to read, in walk order):
+-- {{member, score}...} and the next rank.
+local function index_window(key, first, last, rank, size)
+  local entries = {}
+  local low, high
+  if desc then low, high = math.max(first, rank - size + 1), rank
+  else low, high = rank, math.min(last, rank + size - 1) end
+  if low > high then return entries, rank end
+  local reply
+  if walk[2] == 'lex' then reply = call('ZRANGE', key, low, high)
+  else reply = call('ZRANGE', key, low, high, 'WITHSCORES') end
+  if walk[2] == 'lex' then
+    for i = 1, #reply do entries[i] = {reply[i], false} end
+  else
+    for i = 1, #reply, 2 do entries[#entries + 1] = {reply[i], reply[i + 1]} end
+  end
+  if desc then
+    local n = #entries
+    for i = 1, math.floor(n / 2) do entries[i], entries[n - i + 1] = entries[n - i + 1], entries[i] end
+    return entries, low - 1
+  end
+  return entries, high + 1
+end
+
+-- Walks from cursor {phase, rank, last member, found, stop score}; stops once `wanted` rows are
+-- found and the run of the last one's score is over (when scores are inexact),
+-- or when the budget is spent.
+local function walk_index(cursor, first_call, used, range)
+  local key, nulls = KEYS[walk[1]], walk[3] and KEYS[walk[3]]
   local phases = desc and {'index', 'nulls'} or {'nulls', 'index'}
-  if #walk_sources > 0 then phases = {'index', 'none'} end  -- a bounded walk: no None
-  local phase_at = (phase == nil or phase == phases[1]) and 1 or 2
-  while phase_at <= 2 do
-    local ids = {}
-    if phases[phase_at] == 'index' then
-      local window = math.max(16, math.min(budget - examined, 2 * ((wanted or 256) - #rows)))
-      ids = index_window(key, position, window)
-    elseif phases[phase_at] == 'nulls' and nulls then
-      ids = redis.call('SMEMBERS', nulls)
-      table.sort(ids, function(a, b) if desc then return a > b end return a < b end)
-    end
-    local err = collect(ids, rows, examine_them, wanted)
+  if #used > 0 or not nulls then phases = {'index'} end  -- a bounded walk: no None
+  local phase_at = 1
+  if cursor[1] and cursor[1] ~= phases[1] then phase_at = 2 end
+  local rank, last, found = cursor[2] or nil, cursor[3] or nil, cursor[4] or 0
+  local rows, stop_score = {}, cursor[5] and tonumber(cursor[5]) or nil
+  local first, final = rank_interval(call, walk[2], key, range)
+  local function add(id, score, group)
+    local row, err
+    if #checks > 0 or (score and not exact_score(score)) then row, err = examine(id)
+    else row = take(id) end
     if err then return err end
-    examined = examined + #ids
-    if phases[phase_at] == 'index' and #ids > 0 then
-      position = position + #ids
-    else
-      phase_at, position = phase_at + 1, 0
-    end
-    if wanted and #rows >= wanted then break end
-    if examined >= budget and phase_at <= 2 then
-      return page(rows, {'stream', phases[phase_at], position})
+    if row then
+      local value = type(row) == 'table' and row[2] or false
+      rows[#rows + 1] = {row_id(row), value, group}
+      found = found + 1
     end
   end
-  if first_call then return finish(rows) end
+  while phase_at <= #phases do
+    local done_phase = false
+    if phases[phase_at] == 'nulls' then
+      local reply = call('SSCAN', nulls, rank or '0', 'COUNT', budget)
+      for _, id in ipairs(reply[2]) do
+        local err = add(id, false, 'null')
+        if err then return err end
+      end
+      rank = reply[1]
+      done_phase = rank == '0'
+    else
+      if last then
+        local at = call('ZRANK', key, last)
+        if at then rank = desc and at - 1 or at + 1 end
+      end
+      rank = rank or (desc and final or first)
+      local size = math.max(16, math.min(budget - examined, 2 * ((wanted or 256) - found)))
+      local entries
+      entries, rank = index_window(key, first, final, rank, size)
+      for _, entry in ipairs(entries) do
+        local score = entry[2]
+        if wanted and found >= wanted then
+          if not (stop_score and score and tonumber(score) == stop_score) then
+            done_phase, phase_at = true, #phases  -- enough rows: no later phase either
+            break
+          end
+        end
+        local err = add(id_of(walk[2], entry[1]), score, score or false)
+        if err then return err end
+        last = entry[1]
+        if wanted and found >= wanted and not stop_score and score
+            and not exact_score(score) then
+          stop_score = tonumber(score)
+        end
+      end
+      done_phase = done_phase or #entries == 0 or rank < first or rank > final
+    end
+    if done_phase then
+      if wanted and found >= wanted then phase_at = #phases end
+      phase_at, rank, last = phase_at + 1, nil, nil
+    end
+    if phase_at <= #phases and examined + commands >= budget then
+      return page(rows, {'walk', phases[phase_at], rank or false, last or false, found,
+                         stop_score and format_score(stop_score) or false})
+    end
+  end
+  if first_call then
+    sort_runs(rows, row_less_for(order))
+    return finish(rows)
+  end
   return page(rows, false)
 end
 
+-- Dispatch ---------------------------------------------------------------------------------
 local ids_type = redis.call('TYPE', KEYS[1])['ok']
 if ids_type ~= 'set' and ids_type ~= 'none' then
   return read_error(KEYS[1], {err = ids_type})
 end
 
-if plan.resume then
-  local resume = plan.resume
-  if resume[1] == 'stream' then
-    plan_walk()
-    prepare(walk_sources, false)
-    return stream_walk(resume[2], resume[3], false)
-  end
-  local source = resume[2] == 0 and ALL or sources[resume[2]]
-  if source.kind == 'index' then estimate(source) end  -- computes its ranges
+local resume = plan.resume
+if resume and resume[1] == 'walk' then
+  local used, range = walk_sources()
+  prepare(used, walk[4] >= 0)  -- a run of an inexact score is ordered by value
+  return walk_index({resume[2], resume[3], resume[4], resume[5], resume[6]}, false, used, range)
+end
+if resume then
+  local source = resume[2] == 0 and ALL or plan.sources[resume[2]]
+  if source.kind == 'index' then source.ranges = index_ranges(source) end
   prepare({source}, #order > 0)
-  return gather(source, resume[2], resume[3], false)
+  return gather(source, resume[2], resume[3] or nil, false)
 end
 
-local source, source_at, size = choose_source()
-local use_stream = stream and (source == ALL or size > budget
-  or (wanted ~= nil and size > 4 * wanted))
-if mode == 'explain' then return {source_at, size, use_stream and 'stream' or 'gather'} end
-if use_stream then
-  plan_walk()
-  prepare(walk_sources, false)
-else
-  prepare({source}, #order > 0)
+-- the smallest usable source, its position (0: the whole id set) and size
+local source, source_at, size = ALL, 0, nil
+for i, candidate in ipairs(plan.sources) do
+  local count = source_size(call, candidate, KEYS[1])
+  if count and (size == nil or count < size) then source, source_at, size = candidate, i, count end
 end
-
-if not use_stream and mode == 'count' and #checks == 0 and (source == ALL or source.exact) then
-  -- the id set or an exact index alone knows the count
-  local last = wanted and math.min(size, wanted) or size
-  return {'done', math.max(0, last - offset)}
+if source == ALL then size = source_size(call, ALL, KEYS[1]) end
+local use_walk = walk and (source == ALL or size > budget or (wanted ~= nil and size > 4 * wanted))
+if mode == 'explain' then
+  return {'explain', work(), source_at, size, use_walk and 'stream' or 'gather'}
 end
-if use_stream then return stream_walk(nil, 0, true) end
-return gather(source, source_at, 0, true)
+if use_walk then
+  local used, range = walk_sources()
+  prepare(used, walk[4] >= 0)
+  return walk_index({}, true, used, range)
+end
+prepare({source}, #order > 0)
+return gather(source, source_at, nil, true)

@@ -291,16 +291,15 @@ CHECKER_GRANTS = ["+scan", "+info"]
 
 
 def lua_commands(checker: bool = False) -> set[str]:
-    """Every Redis command the scripts call (with ``checker``, the checker's scripts too):
-    literal names, plus the ZRANGEBY* family that query.lua builds from parts."""
+    """Every Redis command the scripts call (with ``checker``, the checker's scripts too) by
+    its literal name, through ``redis.call``, ``redis.pcall`` or a counting ``call``
+    wrapper (query.lua's)."""
     found: set[str] = set()
     for name, script in SCRIPTS.items():
         if name in CHECKER_SCRIPTS and not checker:
             continue
-        found |= {name.lower() for name in
-                  re.findall(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]", script.source)}
-        if "RANGEBYLEX" in script.source or "RANGEBYSCORE" in script.source:
-            found |= {"zrangebyscore", "zrevrangebyscore", "zrangebylex", "zrevrangebylex"}
+        found |= {name.lower() for name in re.findall(
+            r"(?:redis\.p?call|\bcall)\(\s*['\"]([A-Za-z]+)['\"]", script.source)}
     return found
 
 

@@ -156,18 +156,21 @@ def test_compile_sources_conditions_and_stream() -> None:
     assert groups[0][0] is False and groups[1] == [True, [["joined", "datetime", "lt",
                                                           ["2020-01-01T00:00:00.000000"]]]]
     assert plan["order"] == [["score", "exact", False]]
-    assert plan["stream"] == [2, "score", False]
+    # the walk of score's index; Integer scores are exact within 2^53
+    assert plan["walk"] == [2, "score", False, 2**53]
 
 
 def test_pk_and_unique_lookups_are_the_cheapest_sources() -> None:
     state = QuerySet(Player).filter(pk__in=[UID], team=TID).state
     sources = plan_of(compile_query(state, "ids"))["sources"]
-    assert sources[0] == {"kind": "ids", "values": [UID]}
+    assert sources[0] == {"kind": "ids", "values": [UID], "exact": True, "condition": [1, 1],
+                          "field": "id"}
     assert sources[1]["kind"] == "index"
     team_state = QuerySet(Team).filter(name="x").state
     team_call = compile_query(team_state, "count")
     assert plan_of(team_call)["sources"] == [{"kind": "unique", "key": 2, "values": ["x"],
-                                              "family": "text"}]
+                                              "family": "text", "exact": True,
+                                              "condition": [1, 1], "field": "name"}]
     assert team_call.keys[1] == "repocket:unit.query:Team:uniq:name"
 
 
@@ -188,18 +191,19 @@ def test_ordering_by_a_stream_or_json_is_refused() -> None:
 # -- decoding ------------------------------------------------------------------------------
 def test_done_replies_decode_per_mode() -> None:
     state = QueryState(Player)
-    assert compile_query(state, "count").decode([b"done", 4]) == 4
-    ids = compile_query(state, "ids").decode([b"done", 2, UID.encode(), TID.encode()])
+    work = [1, 2]  # candidates examined, commands run
+    assert compile_query(state, "count").decode([b"done", work, 4]) == 4
+    ids = compile_query(state, "ids").decode([b"done", work, 2, UID.encode(), TID.encode()])
     assert ids == [uuid.UUID(UID), uuid.UUID(TID)]
     record = [1, UID.encode(), [b"id", UID.encode(), b"name", b"Ann", b"score", b"3"], [b"x"]]
-    (player,) = compile_query(state, "records").decode([b"done", 1, record])
+    (player,) = compile_query(state, "records").decode([b"done", work, 1, record])
     assert (player.name, player.score, player.log, player.nick) == ("Ann", 3, b"x", None)
 
 
 def test_only_leaves_other_fields_deferred() -> None:
     state = QuerySet(Player).only("name").state
     record = [1, UID.encode(), [b"id", UID.encode(), b"name", b"Ann"], [False]]
-    (player,) = compile_query(state, "records").decode([b"done", 1, record])
+    (player,) = compile_query(state, "records").decode([b"done", [1, 2], 1, record])
     assert player._values == {"id": uuid.UUID(UID), "name": "Ann"}
 
 
@@ -207,13 +211,14 @@ def test_pages_continue_then_hydrate_with_get_many() -> None:
     state = QuerySet(Player).order_by("-score")[1:3].state
     first = compile_query(state, "records")
     rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), str(i).encode()] for i in range(4)]
-    follow = first.decode([b"page", [b"gather", 0, b"17"], rows[0], rows[3]])
+    work = [1, 2]
+    follow = first.decode([b"page", work, [b"gather", 0, b"17"], rows[0], rows[3]])
     assert isinstance(follow, Call) and follow.script.name == "query"
     assert plan_of(follow)["resume"] == ["gather", 0, "17"]  # resumes where the page stopped
-    final = follow.decode([b"page", None, rows[1], rows[2], rows[3]])  # a duplicate id too
+    final = follow.decode([b"page", work, None, rows[1], rows[2], rows[3]])  # a duplicate id
     assert isinstance(final, Call) and final.script.name == "get"
     assert final.args[2:] == (rows[2][0].decode(), rows[1][0].decode())  # scores 2, 1
-    count = compile_query(state, "count").decode([b"page", None, *rows])
+    count = compile_query(state, "count").decode([b"page", work, None, *rows])
     assert count == 2
 
 
@@ -236,13 +241,27 @@ def test_inexact_sources_leave_their_condition_to_the_script() -> None:
     assert not exact(at__gte=dt.datetime(2300, 1, 1))  # beyond 2**53 microseconds
 
 
-def test_stream_pages_keep_their_order() -> None:
-    state = QuerySet(Player).order_by("score")[0:3].state
+def test_walk_pages_keep_their_order_and_sort_runs_of_one_score() -> None:
+    """Rows of an index walk are (id, value, group): rows of different scores stay in
+    walk order; a run of one score (equal as numbers, '-0' and '0' too) is sorted by
+    value then id, across pages; lex rows (no group) keep their order."""
+    state = QuerySet(Player).order_by("score")[0:4].state
     call = compile_query(state, "ids")
-    rows = [[f"{i:08d}-0000-1000-8000-000000000000".encode(), b"9"] for i in (5, 1, 3, 2)]
-    follow = call.decode([b"page", [b"stream", b"index", 500], rows[0], rows[1]])
-    ids = follow.decode([b"page", None, rows[2], rows[3]])
-    assert [str(i)[:8] for i in ids] == ["00000005", "00000001", "00000003"]
+    work = [1, 2]
+
+    def row(i: int, value: bytes | None, group: bytes | None) -> list[object]:
+        return [f"{i:08d}-0000-1000-8000-000000000000".encode(), value, group]
+
+    rows = [row(7, None, b"null"), row(6, None, b"null"), row(3, b"-0", b"-0"),
+            row(2, b"0", b"0"), row(5, b"3", b"3"), row(1, b"5", b"5")]
+    follow = call.decode([b"page", work, [b"walk", b"index", 3, b"m", 3, False], *rows[:3]])
+    assert plan_of(follow)["resume"][4] == 3  # the rows found so far, each id once
+    ids = follow.decode([b"page", work, None, *rows[3:]])
+    assert [str(i)[:8] for i in ids] == ["00000006", "00000007", "00000002", "00000003"]
+    rows = [row(3, b"1", None), row(1, b"2", None)]
+    lex = compile_query(QuerySet(Player).order_by("name").state, "ids")
+    ids = lex.decode([b"page", work, [b"walk", b"index", 3, b"m", 3, False], *rows])
+    assert [str(i)[:8] for i in ids.decode([b"page", work, None])] == ["00000003", "00000001"]
 
 
 # -- ordering rows and merging shards --------------------------------------------------------
