@@ -273,31 +273,10 @@ def _loaded_fields(state: QueryState) -> tuple[list[str] | None, dict[str, bool]
     return fields, {name: True for name in meta.stream_names if name in wanted}
 
 
-def absent_value(attribute: Attribute) -> bytes | None:
-    """The canonical value Python reads for a field a record does not store (a field
-    added to the model after the record was written): what hydration gives it. None
-    when that is None, or a callable default (a new value on every read)."""
-    if attribute.null or attribute.is_stream or isinstance(attribute, AutoUUID):
-        return None
-    if callable(attribute.default):
-        return None
-    value = attribute.initial_value()
-    return None if value is None else attribute.encode(value)
-
-
-@functools.cache
-def _absent_values(model: type[ActiveRecord]) -> dict[str, bytes]:
-    found = {}
-    for name, attribute in model._meta.hash_fields:
-        value = absent_value(attribute)
-        if value is not None:
-            found[name] = value
-    return found
-
-
 def _defaults(state: QueryState) -> dict[str, bytes]:
-    """The absent-field values of the fields the script reads (conditions and order)."""
-    absent = _absent_values(state.model)
+    """What the fields the script reads (conditions and order) read as when a record
+    lacks them (one rule with hydration: ``Options.absent_values``)."""
+    absent = state.model._meta.absent_values()
     if not absent:
         return absent
     used = {c.field for _, conditions in state.groups for c in conditions}

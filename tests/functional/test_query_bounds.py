@@ -9,7 +9,6 @@ from __future__ import annotations
 import decimal
 import math
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -161,23 +160,35 @@ def test_iterator_chunks_read_nothing_twice(rows: list[Row],
 
 
 # -- item 4: a field added later reads as its default --
-@pytest.fixture(params=["envelope", "compact"])
-def evolved(request: pytest.FixtureRequest, client: redis.Redis) -> Iterator[type[ActiveRecord]]:
-    class Evolving(ActiveRecord):
-        class Meta:
-            namespace = "tb"
-            codec = request.param
+class EvolvingEnvelope(ActiveRecord):
+    class Meta:
+        namespace = "tb"
 
-        name = attributes.Unicode()
-        level = attributes.Integer(default=3)
-        tag = attributes.Unicode()
-        note = attributes.Unicode(null=True)
+    name = attributes.Unicode()
+    level = attributes.Integer(default=3)
+    tag = attributes.Unicode()
+    note = attributes.Unicode(null=True)
 
-    old = [Evolving.create(name=f"old{i}", level=3, tag="", note=None) for i in range(3)]
+
+class EvolvingCompact(ActiveRecord):
+    class Meta:
+        namespace = "tb"
+        codec = "compact"
+
+    name = attributes.Unicode()
+    level = attributes.Integer(default=3)
+    tag = attributes.Unicode()
+    note = attributes.Unicode(null=True)
+
+
+@pytest.fixture(params=[EvolvingEnvelope, EvolvingCompact])
+def evolved(request: pytest.FixtureRequest, client: redis.Redis) -> type[ActiveRecord]:
+    model: type[ActiveRecord] = request.param
+    old = [model.create(name=f"old{i}", level=3, tag="", note=None) for i in range(3)]
     for record in old:  # written before level and tag existed
-        client.hdel(Evolving._meta.record_key(record.id), "level", "tag")
-    Evolving.create(name="new", level=5, tag="t")
-    yield Evolving
+        client.hdel(model._meta.record_key(record.id), "level", "tag")
+    model.create(name="new", level=5, tag="t", note="n")
+    return model
 
 
 def test_absent_fields_are_their_default_on_the_server(evolved: type[ActiveRecord]) -> None:
@@ -260,14 +271,15 @@ def test_startswith_on_uuid_and_pointer_takes_a_prefix(client: redis.Redis) -> N
         assert raised.value.field == "ref" and raised.value.model == "Pet"
 
 
+class Counted(ActiveRecord):
+    class Meta:
+        namespace = "tb"
+        codec = "compact"
+
+    n = attributes.Integer()
+
+
 def test_a_corrupt_value_in_a_paged_order_is_a_stored_data_error(client: redis.Redis) -> None:
-    class Counted(ActiveRecord):
-        class Meta:
-            namespace = "tb"
-            codec = "compact"
-
-        n = attributes.Integer()
-
     records = [Counted.create(n=i) for i in range(10)]
     client.hset(Counted._meta.record_key(records[4].id), "n", "not a number")
     for budget in (3, 1000):
