@@ -105,8 +105,6 @@ def canonical(model: type[ActiveRecord], attribute: Attribute, value: Any) -> by
         raise InvalidQuery(f"{meta.name}.{attribute.name}: None is no value to compare with; "
                            f"use {attribute.name}__isnull=True", model=meta.name,
                            field=attribute.name, value=None)
-    if isinstance(attribute, Integer) and isinstance(value, int) and not isinstance(value, bool):
-        return str(value).encode("ascii")  # a bound of any size compares exactly as text
     try:
         if isinstance(attribute, Pointer):
             return str(attribute.lookup_id(value)).encode("ascii")
