@@ -1,9 +1,10 @@
-"""The ``repocket`` command.
+"""The ``repocket`` command (``DESCRIPTION`` below is its help text, plain for a terminal).
 
 ``repocket demo``: the tutorial, run against a throwaway server (or ``--url``).
 ``repocket check [--url URL] [--repair] MODULE...``: the consistency checker over every
 model the modules define; exits 1 when problems remain, 2 when it cannot run (checking
-works on a replica; repairing needs the primary).
+works on a replica; repairing needs the primary). A mistake of the caller (a module that
+cannot be imported, an unreachable server) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
+from types import ModuleType
+
+import redis.exceptions
 
 from . import ActiveRecord, attributes, configure
 from .errors import RepocketError
@@ -65,10 +70,44 @@ def demo(url: str | None) -> int:
     return 0
 
 
+DESCRIPTION = """\
+repocket: an active-record for Redis where every model operation is one atomic Lua script.
+
+commands:
+  repocket demo [--url URL]
+      run the tutorial against a throwaway redis-server (or an empty Redis at URL)
+  repocket check [--url URL] [--repair] MODULE [MODULE ...]
+      check (and with --repair, fix) the records, indexes and streams of every model
+      the modules define
+"""
+EPILOG = """\
+exit status: 0 when all is well, 1 when problems remain, 2 for a usage error, a module
+that cannot be imported or a Redis that cannot be reached (checking works on a replica;
+repairing needs the primary).
+"""
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class UsageError(Exception):
+    """A mistake of the caller, reported as one line and exit status 2."""
+
+
+def import_module(name: str) -> ModuleType:
+    """The module ``name`` (a dotted name, importable from the current directory)."""
+    if name.endswith(".py") or os.sep in name or "/" in name:
+        raise UsageError(f"{name!r} is a file path; give a module name, such as app.models")
+    if not _MODULE_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is not a module name")
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # the module, or something it imports, is not there
+        raise UsageError(f"cannot import {name!r}: {exc}") from None
+
+
 def check_models(url: str | None, module_names: Sequence[str], repair: bool) -> int:
     sys.path.insert(0, os.getcwd())
     models = [model for name in module_names
-              for model in check.models_in(importlib.import_module(name))]
+              for model in check.models_in(import_module(name))]
     if not models:
         print(f"no ActiveRecord models in {', '.join(module_names)}", file=sys.stderr)
         return 2
@@ -91,7 +130,7 @@ def check_models(url: str | None, module_names: Sequence[str], repair: bool) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="repocket", description=__doc__,
+    parser = argparse.ArgumentParser(prog="repocket", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run the tutorial")
@@ -102,9 +141,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "else redis://localhost:6379/0)")
     check_parser.add_argument("--repair", action="store_true", help="fix what can be fixed")
     args = parser.parse_args(argv)
-    if args.command == "check":
-        return check_models(args.url, args.modules, args.repair)
-    return demo(args.url)
+    try:
+        if args.command == "check":
+            return check_models(args.url, args.modules, args.repair)
+        return demo(args.url)
+    except (UsageError, RepocketError, redis.exceptions.RedisError) as exc:
+        print(f"repocket {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":
