@@ -88,20 +88,21 @@ repairing needs the primary).
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
-class UsageError(Exception):
-    """A mistake of the caller, reported as one line and exit status 2."""
+class CommandError(Exception):
+    """What stops the command (a module that cannot be imported, a refused repair...): one
+    line on stderr, exit status 2."""
 
 
 def import_module(name: str) -> ModuleType:
     """The module ``name`` (a dotted name, importable from the current directory)."""
     if name.endswith(".py") or os.sep in name or "/" in name:
-        raise UsageError(f"{name!r} is a file path; give a module name, such as app.models")
+        raise CommandError(f"{name!r} is a file path; give a module name, such as app.models")
     if not _MODULE_NAME.fullmatch(name):
-        raise UsageError(f"{name!r} is not a module name")
+        raise CommandError(f"{name!r} is not a module name")
     try:
         return importlib.import_module(name)
     except ImportError as exc:  # the module, or something it imports, is not there
-        raise UsageError(f"cannot import {name!r}: {exc}") from None
+        raise CommandError(f"cannot import {name!r}: {exc}") from None
 
 
 def check_models(url: str | None, module_names: Sequence[str], repair: bool) -> int:
@@ -118,8 +119,7 @@ def check_models(url: str | None, module_names: Sequence[str], repair: bool) -> 
         try:
             report = model.objects.check(repair=repair)
         except RepocketError as exc:  # e.g. --repair against a replica: ReadOnly
-            print(f"{model.__module__}.{model.__name__}: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(f"{model.__module__}.{model.__name__}: {exc}") from None
         print(f"{model.__module__}.{model.__name__}: {report.records} records, "
               f"{len(report.problems)} problems" + (f", {report.repaired} repaired"
                                                      if repair else ""))
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return check_models(args.url, args.modules, args.repair)
         return demo(args.url)
-    except (UsageError, RepocketError, redis.exceptions.RedisError) as exc:
+    except (CommandError, RepocketError, redis.exceptions.RedisError) as exc:
         print(f"repocket {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
 
