@@ -245,7 +245,13 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
         return "matplotlib is not installed (pip install matplotlib): no chart"
     names = [n for n, s in result["systems"].items() if s["status"] == "ok"]
     ops = result["ops"]
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(ops)), 5))
+    concurrency = result.get("concurrency")
+    if concurrency:
+        fig, (ax, cax) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(ops)) + 6, 5),
+                                      gridspec_kw={"width_ratios": [max(1, len(ops)), 4]})
+        _concurrency_bars(cax, concurrency)
+    else:
+        fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(ops)), 5))
     width = 0.8 / max(1, len(names))
     for i, name in enumerate(names):
         med, lo, hi = [], [], []
@@ -268,6 +274,22 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+def _concurrency_bars(ax: Any, concurrency: dict[str, Any]) -> None:
+    """The concurrency section: asyncio tasks and threads, repocket and the baseline."""
+    columns = [("create", "create_ops_per_s"), ("get", "get_ops_per_s"),
+               ("filter (rows/s)", "filter_rows_per_s"), ("delete", "delete_ops_per_s")]
+    rows = concurrency["rows"]
+    width = 0.8 / max(1, len(rows))
+    for i, row in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(columns))]
+        ax.bar(xs, [row[key] for _, key in columns], width, label=f"{row['system']} {row['mode']}")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels([name for name, _ in columns])
+    ax.set_yscale("log")
+    ax.set_title(f"{concurrency['workers']} concurrent workers (median)")
+    ax.legend(fontsize=8)
 
 
 __all__ = ["OPS", "build", "chart", "markdown", "text", "write_json"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,18 @@ async def test_errors_are_typed_as_in_sync_and_write_nothing(aclient: redis.asyn
         await Player.objects.aget(id="not an id")
 
 
+async def test_concurrent_creates_of_one_unique_value_one_wins(aclient: redis.asyncio.Redis,
+                                                                client: redis.Redis) -> None:
+    outcomes = await asyncio.gather(*(Team.objects.acreate(name="only") for _ in range(32)),
+                                    return_exceptions=True)
+    winners = [t for t in outcomes if isinstance(t, Team)]
+    assert len(winners) == 1
+    assert all(isinstance(e, errors.UniqueViolation) and e.owner == str(winners[0].id)
+               for e in outcomes if e is not winners[0])
+    assert await Team.objects.acount() == 1
+    assert (await Team.objects.acheck()).ok
+
+
 # -- round trips -------------------------------------------------------------------------------
 async def test_one_evalsha_per_operation_as_in_sync(aclient: redis.asyncio.Redis,
                                                     client: redis.Redis,
@@ -418,6 +431,21 @@ def test_one_client_per_event_loop(client: redis.Redis, redis_url: str) -> None:
     assert asyncio.run(work("b")) == "b"  # a new loop: a new client, not the closed one
     assert seen[0] is not seen[1]
     assert seen[0].get_connection_kwargs()["retry"].get_retries() == 0
+
+
+def test_loops_in_threads_each_get_their_own_client(client: redis.Redis,
+                                                     redis_url: str) -> None:
+    configure.connection_pool(url=redis_url)
+
+    async def work(name: str) -> int:
+        await Team.objects.abulk_create([Team(name=f"{name}{i}") for i in range(20)])
+        found = await Team.objects.filter(name__startswith=name).acount()
+        await configure.aclose()
+        return found
+
+    with ThreadPoolExecutor(4) as pool:  # four loops at once, one per thread
+        assert list(pool.map(lambda n: asyncio.run(work(n)), "abcd")) == [20] * 4
+    assert Team.objects.count() == 80
 
 
 def test_a_client_given_as_is_is_refused_in_another_loop(client: redis.Redis,
