@@ -173,13 +173,13 @@ class RedisServer:
         The first start picks a free port; a restart keeps the port and directory."""
         if self.running:
             return self
-        ports = [self.port] if self.port else [free_port() for _ in range(START_ATTEMPTS)]
-        for port in ports:
-            self.port = port
+        restarting = bool(self.port)
+        for _attempt in range(1 if restarting else START_ATTEMPTS):
+            self.port = self.port if restarting else free_port()
             self._spawn()
             if self._wait_until_ready():
                 return self
-            self._reap()
+            self.stop()
             if self.tls and "TLS" in self.log() and "support" in self.log():
                 raise TLSUnsupported(f"{self.binary} was built without TLS support")
         raise ServerStartError(f"{self.binary} did not start on 127.0.0.1:{self.port}; its log "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
 def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
     proc, out = run_bench(tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert re.search(r"started a throwaway (Redis|Valkey) \S+ on 127\.0\.0\.1:\d+", proc.stderr)
     result: dict[str, Any] = json.loads(out.read_text())
     assert result["ops"] == OPS
     assert result["meta"]["target"] == "throwaway redis-server"
