@@ -3,7 +3,6 @@ runs the calls that ``repocket.core.query`` compiles."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -52,7 +51,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         self._cache: list[ActiveRecord] | None = None
 
     def _clone(self, **changes: Any) -> QuerySet:
-        return QuerySet(self.model, dataclasses.replace(self.state, **changes))
+        return QuerySet(self.model, self.state.evolve(**changes))
 
     # -- refining ------------------------------------------------------------------------
     def filter(self, *, pointer_depth: int | None = None, **lookups: Any) -> QuerySet:

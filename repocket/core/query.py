@@ -84,6 +84,14 @@ class QueryState:
     depth: int = 1
     budget: int = BUDGET
 
+    def evolve(self, **changes: Any) -> QueryState:
+        """A copy with ``changes``: one dict copy, where ``dataclasses.replace`` runs
+        ``__init__`` and its checks again (a refinement is on every query's path)."""
+        copy = object.__new__(QueryState)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
+
 
 # -- lookups ---------------------------------------------------------------------------
 def _field(model: type[ActiveRecord], name: str, value: Any = None) -> Attribute:
@@ -314,10 +322,19 @@ class _Pages:
 Work = list[dict[str, int]]  # per call: candidates examined, commands run
 
 
-def compile_query(state: QueryState, mode: str, resume: Any = None,
-                  pages: _Pages | None = None, work: Work | None = None) -> Call:
-    """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain'). With
-    ``work``, each call's work counters are appended to it."""
+@dataclass(frozen=True)
+class _Compiled:
+    """What every call of one query shares: its KEYS, plan, read schema and loaded fields."""
+
+    keys: tuple[str, ...]
+    plan: dict[str, Any]
+    packed: bytes  # the plan of its first call
+    schema: bytes
+    models: list[type[ActiveRecord]]
+    fields: list[str] | None
+
+
+def _compile(state: QueryState, mode: str, is_envelope: bool) -> _Compiled:
     model = state.model
     meta = model._meta
     keys = _Keys(meta.ids_key)
@@ -325,7 +342,7 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
     fields, streams = _loaded_fields(state)
     schema, models = operations.read_schema(model)
     plan = {
-        "envelope": meta.codec.is_envelope, "pk": meta.pk_name, "defaults": _defaults(state),
+        "envelope": is_envelope, "pk": meta.pk_name, "defaults": _defaults(state),
         "sources": _sources(state, keys),
         "groups": [[negated, [[c.field, meta.fields[c.field].family, c.op, list(c.values)]
                               for c in conditions]] for negated, conditions in state.groups],
@@ -334,8 +351,32 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
         "walk": _walk(state, keys, order), "offset": state.offset,
         "limit": -1 if state.limit is None else state.limit, "mode": mode,
         "fields": fields or False, "streams": streams if streams is not None else False,
-        "budget": state.budget, "resume": resume if resume is not None else False,
+        "budget": state.budget, "resume": False,
     }
+    return _Compiled(tuple(keys.keys), plan, pack(plan), schema, models, fields)
+
+
+_compile_small = functools.lru_cache(maxsize=512)(_compile)
+SMALL_PLAN = 64  # lookup values up to which a compiled query is kept for reuse
+
+
+def _compiled(state: QueryState, mode: str) -> _Compiled:
+    """The query compiled; small ones (most, in a service) from a cache."""
+    is_envelope = state.model._meta.codec.is_envelope
+    size = sum(len(c.values) for _, conditions in state.groups for c in conditions)
+    if size <= SMALL_PLAN:
+        return _compile_small(state, mode, is_envelope)
+    return _compile(state, mode, is_envelope)
+
+
+def compile_query(state: QueryState, mode: str, resume: Any = None,
+                  pages: _Pages | None = None, work: Work | None = None) -> Call:
+    """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain'). With
+    ``work``, each call's work counters are appended to it."""
+    meta = state.model._meta
+    compiled = _compiled(state, mode)
+    models, fields = compiled.models, compiled.fields
+    packed = compiled.packed if resume is None else pack({**compiled.plan, "resume": resume})
     carried = _Pages() if pages is None else pages
 
     def decode(reply: list[Any]) -> Any:
@@ -355,8 +396,8 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
             return compile_query(state, mode, next_cursor, carried, work)
         return _finish_pages(state, mode, carried)
 
-    return Call(SCRIPTS["query"], tuple(keys.keys),
-                (schema, operations.check_depth(state.depth), meta.prefix, pack(plan)),
+    return Call(SCRIPTS["query"], compiled.keys,
+                (compiled.schema, operations.check_depth(state.depth), meta.prefix, packed),
                 decode, meta.name)
 
 

@@ -362,7 +362,14 @@ for i, candidate in ipairs(plan.sources) do
   if count and (size == nil or count < size) then source, source_at, size = candidate, i, count end
 end
 if source == ALL then size = source_size(call, ALL, KEYS[1]) end
-local use_walk = walk and (source == ALL or size > budget or (wanted ~= nil and size > 4 * wanted))
+-- Walk the order field's index when the smallest source is that index's own range
+-- (read in order, nothing to sort, nothing read for exact scores), or when the
+-- smallest source is too big to gather and sort in one call.
+local function walks_itself(chosen)
+  return chosen.kind == 'index' and chosen.field == order[1][1] and #chosen.ranges == 1
+end
+local use_walk = walk and (source == ALL or size > budget or walks_itself(source)
+  or (wanted ~= nil and size > 4 * wanted))
 if mode == 'explain' then
   return {'explain', work(), source_at, size, use_walk and 'stream' or 'gather'}
 end

@@ -116,6 +116,22 @@ def test_order_by_a_field_of_few_values_walks_by_rank(rows: list[Row]) -> None:
                                                  reverse=True)]
 
 
+def test_a_range_ordered_by_its_own_field_is_walked_in_order(rows: list[Row]) -> None:
+    """filter(f__gte=x).order_by('-f')[:10]: the range is read in order, no record is
+    read and nothing sorted, whatever the range's size."""
+    qs = Row.objects.filter(size__gte=0).order_by("-size")[:10]  # size is not indexed
+    assert qs.explain()["strategy"] == "gather"
+    indexed = Row.objects.filter(status__gte=1).order_by("-status")[:10]
+    assert indexed.explain()["strategy"] == "stream"
+    spent = indexed.work("records")
+    assert len(spent) == 1 and spent[0]["examined"] <= 16 and spent[0]["commands"] <= 6
+    expected = sorted((r for r in rows if r.status >= 1), key=lambda r: (r.status, str(r.id)),
+                      reverse=True)[:10]
+    assert [r.id for r in indexed] == [r.id for r in expected]
+    small = Row.objects.filter(status__range=(2, 3)).order_by("status")[:5]
+    assert small.explain()["strategy"] == "stream" and small.work("ids")[0]["examined"] <= 16
+
+
 def test_a_slice_of_one_long_exact_tie_run_reads_only_what_it_needs(rows: list[Row]) -> None:
     """600 records, 120 per status: the first 10 by status are found without walking
     the rest of the tie run (Integer scores are exact: members are in id order)."""

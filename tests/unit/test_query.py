@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import uuid
@@ -9,7 +10,7 @@ import uuid
 import msgpack
 import pytest
 
-from repocket import ActiveRecord, attributes, errors
+from repocket import ActiveRecord, attributes, configure, errors
 from repocket.api.queryset import QuerySet
 from repocket.core.merge import merge_counts, merge_rows
 from repocket.core.plan import Call
@@ -314,3 +315,24 @@ def test_exact_decimal_rows_sort_exactly() -> None:
             for i, v in enumerate(values)]
     ordered = [decimal.Decimal(r[1].decode()) for r in sorted(rows, key=key)]
     assert ordered == sorted(decimal.Decimal(v) for v in values)
+
+
+def test_refining_copies_the_state_without_rerunning_init() -> None:
+    base = QuerySet(Player).filter(score__gt=1)
+    refined = base.order_by("-score")[2:5]
+    assert refined.state == dataclasses.replace(base.state, order=("-score",), offset=2, limit=3)
+    assert base.state.order == () and base.state.limit is None  # the original is unchanged
+
+
+def test_a_compiled_query_is_reused_but_follows_the_default_codec() -> None:
+    state = QuerySet(Team).filter(name="x").state  # Team follows the default codec
+    first = compile_query(state, "ids")
+    assert compile_query(state, "ids").args == first.args  # from the cache
+    assert plan_of(first)["envelope"] is True
+    try:
+        configure.default_codec("compact")
+        assert plan_of(compile_query(state, "ids"))["envelope"] is False
+    finally:
+        configure.default_codec("envelope")
+    big = QuerySet(Player).filter(score__in=list(range(1000))).state
+    assert plan_of(compile_query(big, "ids"))["sources"][0]["values"][-1] == "999"
