@@ -41,6 +41,8 @@ local function match_key(family, value)
     if number == nil then return 'raw:' .. value end  -- compare falls back to bytes
     if number ~= number then return nil end
   elseif family == 'exact' then
+    -- an integer of up to 31 digits, as Python writes it, is its own normal form
+    if #value <= 31 and string.find(value, '^%-?[1-9]%d*$') then return value end
     if not decimal_parts(value) then return 'raw:' .. value end
   elseif family == 'datetime' then
     if not datetime_parts(value) then return 'raw:' .. value end
