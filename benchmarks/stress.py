@@ -9,8 +9,8 @@ model shaped to hurt — few distinct values, one value shared by every record
 plus a wide Pointer tree, and runs per size the operations known to have
 blocked: huge ``__in`` lists, ordering over tie runs, the iterator, big batches,
 deep gets. Per operation it reports the longest single script call (``SLOWLOG``,
-which records every call over 1 ms), how many script calls it took (``INFO
-commandstats``) and the operation's client time.
+which records every call over 1 ms; the median too when every call took over 1 ms),
+how many script calls it took (``INFO commandstats``) and the operation's client time.
 
     python -m benchmarks.stress [--url URL] [--sizes 10000 100000] [--huge] [--json PATH]
 """
@@ -21,6 +21,8 @@ import argparse
 import decimal
 import itertools
 import json
+import os
+import statistics
 import sys
 import time
 import uuid
@@ -119,10 +121,12 @@ def longest_call(client: redis.Redis, run: Callable[[], Any]) -> dict[str, Any]:
         wait_until_idle(client)  # a client timeout leaves the script running
     elapsed = time.perf_counter() - start
     calls = script_calls(client) - calls
-    longest = max((entry["duration"] for entry in client.slowlog_get(100_000)
-                   if entry["command"].split(b" ", 1)[0].upper().startswith(b"EVAL")),
-                  default=0)
-    return {"longest_ms": longest / 1000, "calls": calls, "client_s": elapsed, "error": failed}
+    logged = sorted(entry["duration"] for entry in client.slowlog_get(100_000)
+                    if entry["command"].split(b" ", 1)[0].upper().startswith(b"EVAL"))
+    longest = logged[-1] if logged else 0
+    median = statistics.median(logged) if len(logged) == calls and logged else 0
+    return {"longest_ms": longest / 1000, "median_ms": median / 1000, "calls": calls,
+            "client_s": elapsed, "error": failed}
 
 
 def operations(size: int, root: Leaf) -> dict[str, Callable[[], Any]]:
@@ -183,6 +187,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 cells.append("-")
                 continue
             longest = "<1" if cell["longest_ms"] == 0 else f"{cell['longest_ms']:.1f}"
+            if cell["median_ms"]:
+                longest += f" (median {cell['median_ms']:.1f})"
             flag = " **over 50 ms**" if cell["longest_ms"] > LIMIT_MS else ""
             failed = f" ({cell['error']})" if cell["error"] else ""
             cells.append(f"{longest} ms in {cell['calls']:,} calls{flag}{failed}")
@@ -194,10 +200,14 @@ def run(url: str, sizes: list[int], only: list[str] | None, json_path: str | Non
     client.config_set("slowlog-log-slower-than", SLOW_US)
     client.config_set("slowlog-max-len", 100_000)
     results = []
+    load_before = os.getloadavg()[0]
     for size in sorted(sizes):
         populate(size)
         results.append(measure(client, size, only))
     print_table(results)
+    load_after = os.getloadavg()[0]
+    print(f"\n(machine load average {load_before:.1f} at the start, {load_after:.1f} at the end, "
+          f"on {os.cpu_count()} cores: durations grow with it)")
     if json_path:
         with open(json_path, "w") as out:
             json.dump(results, out, indent=2)
