@@ -5,6 +5,9 @@
 model the modules define; exits 1 when problems remain, 2 when it cannot run (checking
 works on a replica; repairing needs the primary). A mistake of the caller (a module that
 cannot be imported, an unreachable server) is one line on stderr and exit status 2.
+``repocket scripts [--codec C] [--full] MODULE...``: the Lua scripts generated for every
+model the modules define (save, delete, append, get), libraries shown as includes
+unless ``--full``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from types import ModuleType
 import redis.exceptions
 
 from . import ActiveRecord, attributes, configure
+from .core import luagen
 from .errors import RepocketError
 from .tools import check
 from .tools.server import given_or_throwaway
@@ -79,6 +83,9 @@ commands:
   repocket check [--url URL] [--repair] MODULE [MODULE ...]
       check (and with --repair, fix) the records, indexes and streams of every model
       the modules define
+  repocket scripts [--codec C] [--full] MODULE [MODULE ...]
+      print the Lua scripts generated for every model the modules define (save, delete,
+      append, get); --full expands the library includes
 """
 EPILOG = """\
 exit status: 0 when all is well, 1 when problems remain, 2 for a usage error, a module
@@ -129,6 +136,24 @@ def check_models(url: str | None, module_names: Sequence[str], repair: bool) -> 
     return 0 if clean else 1
 
 
+def print_scripts(module_names: Sequence[str], codec: str | None, full: bool) -> int:
+    sys.path.insert(0, os.getcwd())
+    models = [model for name in module_names
+              for model in check.models_in(import_module(name))]
+    if not models:
+        print(f"no ActiveRecord models in {', '.join(module_names)}", file=sys.stderr)
+        return 2
+    for model in models:
+        meta = model._meta
+        codecs = tuple((codec or m._meta.codec.name) == "envelope"
+                       for m in meta.reachable_models)
+        for name, source in luagen.sources(meta, codecs):
+            sha = luagen.compile_source(name, source).sha
+            print(f"-- ===== {model.__module__}.{model.__name__} {name} (SHA1 {sha}) =====")
+            print(luagen.link(source) if full else luagen.readable(source))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="repocket", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,8 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_parser.add_argument("--url", help="the Redis to check (default: $REPOCKET_URL, "
                               "else redis://localhost:6379/0)")
     check_parser.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    scripts_parser = commands.add_parser("scripts", help="print the models' generated Lua")
+    scripts_parser.add_argument("modules", nargs="+", help="modules defining the models")
+    scripts_parser.add_argument("--codec", choices=("envelope", "compact"),
+                                help="the codec (default: each model's own)")
+    scripts_parser.add_argument("--full", action="store_true",
+                                help="expand the library includes")
     args = parser.parse_args(argv)
     try:
+        if args.command == "scripts":
+            return print_scripts(args.modules, args.codec, args.full)
         if args.command == "check":
             return check_models(args.url, args.modules, args.repair)
         return demo(args.url)

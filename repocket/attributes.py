@@ -16,7 +16,6 @@ import functools
 import json
 import math
 import re
-import secrets
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from dateutil import parser as _dateparser
 
 from .core import codecs
+from .core.ids import new_id
 from .errors import (
     InvalidId,
     PointerTargetMissing,
@@ -85,7 +85,7 @@ def uuid_from_ascii(raw: bytes) -> uuid.UUID:
 
 def random_node_uuid1() -> uuid.UUID:
     """A version-1 UUID whose node is random (multicast bit set, per RFC 4122), not the MAC."""
-    return uuid.uuid1(node=secrets.randbits(48) | (1 << 40))
+    return new_id()  # no system call per id (see core/ids.py)
 
 
 def short_repr(value: Any, limit: int = 80) -> str:

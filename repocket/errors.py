@@ -42,6 +42,12 @@ class ValidationError(FieldError, ValueError):
     """A value cannot be stored in a field (wrong type, out of range, not encodable)."""
 
 
+class ValueTooLarge(ValidationError):
+    """A value (or a ByteStream after an append) would be longer than the longest string
+    the server accepts (its ``proto-max-bulk-len``, 512 MB by default); nothing was
+    written. ``value`` is the size in bytes."""
+
+
 class InvalidId(ValidationError):
     """An id is not a UUID (ids become part of key names, so they are strict)."""
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -76,6 +78,56 @@ class EnvelopeCodec:
         else:
             canonical = text.encode("utf-8", "surrogatepass")
         return field.decode(canonical)
+
+
+def envelope_encoder(field: Attribute) -> Callable[[Any], bytes]:
+    """``EnvelopeCodec().encode`` for one field, byte for byte, without building a dict:
+    the JSON around the value is the same for every value of the field, so only the
+    value is escaped (``json.dumps`` of one string); values that are not UTF-8 take the
+    general path (base64)."""
+    prefix = f'{{"type": {json.dumps(type(field).__name__, ensure_ascii=False)}, "value": '
+    suffix = f', "module": {json.dumps(type(field).__module__, ensure_ascii=False)}}}'
+    head, tail = prefix.encode("utf-8"), suffix.encode("utf-8")
+    general = EnvelopeCodec().encode
+    quote, encode = encode_basestring, field.encode  # what json.dumps does to one str
+
+    def encode_envelope(value: Any) -> bytes:
+        canonical = encode(value)
+        try:
+            text = canonical.decode("utf-8")
+        except UnicodeDecodeError:
+            return general(field, value)
+        return head + quote(text).encode("utf-8") + tail
+
+    return encode_envelope
+
+
+def envelope_decoder(field: Attribute) -> Callable[[bytes], Any]:
+    """``EnvelopeCodec().decode`` for one field, with a fast path for the exact bytes
+    repocket writes: ``{"type": "<T>", "value": "<v>", "module": "<m>"}`` where ``<v>``
+    holds no escape, quote or control character, so it is the canonical value's UTF-8
+    as it is. Anything else (escapes, base64, another type name, foreign JSON) goes
+    through ``json.loads`` as before."""
+    head = f'{{"type": {json.dumps(type(field).__name__, ensure_ascii=False)}, "value": "'
+    tail = f'", "module": {json.dumps(type(field).__module__, ensure_ascii=False)}}}'
+    prefix, suffix = head.encode("utf-8"), tail.encode("utf-8")
+    start, end = len(prefix), -len(suffix)
+    general = EnvelopeCodec().decode
+    decode = field.decode
+
+    def decode_envelope(raw: bytes) -> Any:
+        if raw.startswith(prefix) and raw.endswith(suffix):
+            middle = raw[start:end]
+            if b"\\" not in middle and b'"' not in middle:
+                try:
+                    text = middle.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = ""
+                if text.isprintable() or not middle:
+                    return decode(middle)
+        return general(field, raw)
+
+    return decode_envelope
 
 
 class CompactCodec:

@@ -21,7 +21,7 @@ class Script:
     sha: str
 
 
-_INCLUDE = re.compile(r"^-- @include ((?:[a-z]+/)?_[a-z_]+)$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- @include ((?:[a-z]+/)?_?[a-z_]+)$", re.MULTILINE)
 SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune", "audit_keys",
                 "scan")
 # The checker's scripts write only in 'repair' mode; checking runs them flagged no-writes.
@@ -32,12 +32,31 @@ def _read(name: str) -> str:
     return (resources.files("repocket") / "lua" / f"{name}.lua").read_text("utf-8")
 
 
-def _script(name: str, source: str) -> Script:
+def make_script(name: str, source: str) -> Script:
     return Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
 
 
+_script = make_script
+
+
+def expand(source: str, included: set[str] | None = None) -> str:
+    """``source`` with its ``-- @include`` lines replaced by the files they name
+    (``_name`` or ``lib/name``), recursively; a file already included is not included
+    twice."""
+    done = set() if included is None else included
+
+    def include(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in done:
+            return f"-- ({name} included above)"
+        done.add(name)
+        return expand(_read(name), done)
+
+    return _INCLUDE.sub(include, source)
+
+
 def load_script(name: str) -> Script:
-    return _script(name, _INCLUDE.sub(lambda match: _read(match.group(1)), _read(name)))
+    return make_script(name, expand(_read(name)))
 
 
 def read_only(script: Script) -> Script:

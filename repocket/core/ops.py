@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..attributes import short_repr, uuid_text
-from ..errors import InvalidQuery, UnsavedPointer, ValidationError
+from ..errors import InvalidQuery, UnsavedPointer, ValidationError, ValueTooLarge
 from . import keys as keyspace
 from .hydrate import hydrate
-from .lua import SCRIPTS
-from .plan import Call, pack
+from .luagen import scripts_for
+from .plan import DEFAULT_MAX_BYTES, Call, pack, then
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -36,6 +36,8 @@ class _SaveBlock:
     args: list[Any]
     pointer_keys: dict[str, str]
     apply: Callable[[], None]
+    large: list[tuple[str, int]]  # (field, bytes) of the values that might pass a server limit
+    work: int  # about how many Redis commands its part of the script runs
 
 
 def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
@@ -48,6 +50,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     to_delete: list[str] = []
     new_stored: dict[str, bytes | None] = {}
     pointer_keys: dict[str, str] = {}
+    large: list[tuple[str, int]] = []
     dangling = record.__dict__.get("_dangling", ())
     for name, encode, _attribute in meta.encoders(codec):
         if name not in values or (partial and name in dangling):
@@ -66,6 +69,8 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
         new_stored[name] = raw
         if not partial or stored.get(name) != raw:
             to_set += (name, raw)
+            if len(raw) >= MIN_SERVER_LIMIT:
+                large.append((name, len(raw)))
             if name in meta.pointer_names:
                 pointer_keys[_pointer_target_key(record, name, value)] = name
     hash_key = record._key()
@@ -73,8 +78,11 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
     for name in meta.stream_names:
         if name in values:
-            stream_ops += _stream_op(values[name], synced.get(name), meta.fields[name].null,
-                                     known=name in synced)
+            op = _stream_op(values[name], synced.get(name), meta.fields[name].null,
+                            known=name in synced)
+            stream_ops += op
+            if len(op[1]) >= MIN_SERVER_LIMIT and op[0] == b"S":
+                large.append((name, len(op[1])))
         else:
             stream_ops += (b"", b"")  # deferred: untouched
 
@@ -89,21 +97,49 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
          *pointer_keys],
         [uuid_text(record.pk), b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
          len(pointer_keys), *to_set, *to_delete, *stream_ops],
-        pointer_keys, apply)
+        pointer_keys, apply, large,
+        4 + len(meta.stream_names) + len(pointer_keys) + 2 * len(meta.model_keys))
 
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
                decode: Callable[[Any], Any]) -> Call:
+    """The call of the model's save script (its header documents this frame)."""
     meta = model._meta
     keys: list[str] = [meta.ids_key, *meta.model_keys]
-    args: list[Any] = [meta.write_schema(), len(meta.model_keys), len(blocks),
-                       len(meta.stream_names)]
+    args: list[Any] = [len(blocks), DEFAULT_MAX_BYTES]
     key_fields: dict[str, str] = {}
+    large: list[tuple[str, int]] = []
     for block in blocks:
         keys += block.keys
         args += block.args
         key_fields.update(block.pointer_keys)
-    return Call(SCRIPTS["save"], tuple(keys), tuple(args), decode, meta.name, key_fields)
+        large += block.large
+    return Call(scripts_for(model).save, tuple(keys), tuple(args), decode, meta.name, key_fields,
+                _limit_binder(meta.name, args, large, at=1))
+
+
+MIN_SERVER_LIMIT = 1024 * 1024  # the lowest proto-max-bulk-len Redis accepts
+
+
+def _limit_binder(model: str, args: list[Any], large: list[tuple[str, int]],
+                  at: int) -> Callable[[int], tuple[Any, ...]]:
+    """What ``Call.args_for_limit`` does for a write: refuse a value the server cannot take
+    (a typed error naming the field, before anything is sent), and tell the script
+    the limit, so that it refuses an APPEND that would pass it before its first write."""
+    def bind(limit: int) -> tuple[Any, ...]:
+        for name, size in large:
+            if size > limit:
+                raise ValueTooLarge(
+                    f"{model}.{name}: {size} bytes is more than the server accepts in "
+                    f"one string (proto-max-bulk-len {limit}); nothing was written",
+                    model=model, field=name, value=size)
+        if limit == args[at]:
+            return tuple(args)
+        bound = list(args)
+        bound[at] = limit
+        return tuple(bound)
+
+    return bind
 
 
 def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
@@ -121,17 +157,39 @@ def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
     return _save_call(type(record), [block], decode)
 
 
+WRITE_BUDGET = 8_000  # about how many Redis commands one bulk_create call may run
+BYTES_BUDGET = 64 * 1024 * 1024  # and how many bytes of values it may carry
+
+
 def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecord]) -> Call:
-    """One atomic save of new records: all written, or none (a unique violation, a
-    missing Pointer target)."""
+    """Saves of new records, in calls bounded by a work budget (about WRITE_BUDGET
+    commands and BYTES_BUDGET bytes: no call blocks Redis for long, whatever the
+    batch size). Each call is atomic: all its records are written or, on a unique
+    violation or a missing Pointer target, none of them; an error in a later call
+    leaves the records of the earlier calls written."""
     blocks = [_save_block(record, whole=True) for record in records]
+    return _bulk_calls(model, blocks, 0, list(records))
 
-    def decode(reply: bytes) -> list[ActiveRecord]:
-        for block in blocks:
+
+def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
+                records: list[ActiveRecord]) -> Call:
+    end, work, size = start, 0, 0
+    while end < len(blocks):
+        work, size = work + blocks[end].work, size + _bytes(blocks[end])
+        if end > start and (work > WRITE_BUDGET or size > BYTES_BUDGET):
+            break
+        end += 1
+
+    def decode(reply: bytes) -> Any:
+        for block in blocks[start:end]:
             block.apply()
-        return list(records)
+        return _bulk_calls(model, blocks, end, records) if end < len(blocks) else records
 
-    return _save_call(model, blocks, decode)
+    return _save_call(model, blocks[start:end], decode)
+
+
+def _bytes(block: _SaveBlock) -> int:
+    return sum(len(arg) for arg in block.args if isinstance(arg, bytes))
 
 
 def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
@@ -180,10 +238,8 @@ def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
         on_deleted()
         return int(reply[0]), int(reply[1])
 
-    return Call(SCRIPTS["delete"], tuple(keys),
-                (meta.write_schema(), len(meta.model_keys), len(meta.stream_names),
-                 *(str(record_id) for record_id in record_ids)),
-                decode, meta.name)
+    return Call(scripts_for(model).delete, tuple(keys),
+                tuple(str(record_id) for record_id in record_ids), decode, meta.name)
 
 
 def compile_delete(record: ActiveRecord) -> Call:
@@ -208,36 +264,69 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
             record._synced_streams[name] = (record._synced_streams.get(name) or b"") + data
         return int(reply)
 
-    return Call(SCRIPTS["append"], (hash_key, stream_key), (data,), decode, meta.name,
-                {stream_key: name})
+    args = [data, DEFAULT_MAX_BYTES]
+    large = [(name, len(data))] if len(data) >= MIN_SERVER_LIMIT else []
+    return Call(scripts_for(type(record)).append, (hash_key, stream_key), tuple(args), decode,
+                meta.name, {stream_key: name}, _limit_binder(meta.name, args, large, at=1))
 
 
 # -- reads: get and filter --------------------------------------------------------------
+READ_BUDGET = 1_000  # the most records one get call loads; Pointer fan-out continues after
+
+
 def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1) -> Call:
     """One record by id (None when missing), its Pointers loaded ``depth`` levels deep."""
-    meta = model._meta
-    schema, models = read_schema(model)
-    text = uuid_text(record_id)
-
-    def decode(reply: list[Any]) -> ActiveRecord | None:
-        return hydrate(models, reply)[0]
-
-    return Call(SCRIPTS["get"], (keyspace.record_key(meta.prefix, text),),
-                (schema, check_depth(depth), text), decode, meta.name)
+    text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
+    return _read_call(model, model._meta.reachable_models, [(1, text, 0)], check_depth(depth),
+                      [], 0)
 
 
 def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
                      depth: int = 1) -> Call:
-    """Records by id, in order, None for each missing one."""
+    """Records by id, in order, None for each missing one. One call, unless the Pointer
+    fan-out passes READ_BUDGET records: then follow-up calls load the rest."""
     meta = model._meta
-    schema, models = read_schema(model)
-    ids = [str(record_id) for record_id in record_ids]
+    models = meta.reachable_models
+    ids = [uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
+           for record_id in record_ids]
+    roots = [(1, text, 0) for text in ids]
+    return _read_call(model, models, roots, check_depth(depth), [], len(ids))
 
-    def decode(reply: list[Any]) -> list[ActiveRecord | None]:
-        return hydrate(models, reply)[:len(ids)]
 
-    return Call(SCRIPTS["get"], tuple(keyspace.record_key(meta.prefix, i) for i in ids),
-                (schema, check_depth(depth), *ids), decode, meta.name)
+def _read_call(model: type[ActiveRecord], models: list[type[ActiveRecord]],
+               items: Sequence[tuple[int, str, int]], depth: int, found: list[Any],
+               roots: int, seen: set[tuple[int, str]] | None = None) -> Call:
+    """The get script loading ``items`` (model number, id, Pointer depth), at most
+    READ_BUDGET of them (the rest wait for the next call); ``found`` holds the records
+    earlier calls of the same read returned. It decodes to the first ``roots`` records,
+    or with ``roots`` 0 to the one record of a get."""
+    seen = set() if seen is None else seen
+    budget = max(READ_BUDGET, roots)  # get_many's roots all load in the first call
+    now, backlog = items[:budget], items[budget:]
+    keys = tuple(keyspace.record_key(models[number - 1]._meta.prefix, text)
+                 for number, text, _ in now)
+    args: list[Any] = [depth, budget]
+    for item in now:
+        args += item
+
+    def decode(reply: list[Any]) -> Any:
+        records = found + list(reply)
+        more: list[Any] = []
+        if records and records[-1] and records[-1][0] == b"more":
+            more = records.pop()[1:]
+        loaded = {(entry[0], entry[1].decode("ascii")) for entry in records[len(found):]}
+        seen.update(loaded)
+        rest: dict[tuple[int, str], tuple[int, str, int]] = {}
+        for item in (*backlog, *((int(more[i]), more[i + 1].decode("ascii"), int(more[i + 2]))
+                                 for i in range(0, len(more), 3))):
+            if (item[0], item[1]) not in seen:
+                rest.setdefault((item[0], item[1]), item)
+        if rest:
+            return _read_call(model, models, list(rest.values()), depth, records, roots, seen)
+        found_records = hydrate(models, records)
+        return found_records[:roots] if roots else found_records[0]
+
+    return Call(scripts_for(model).get, keys, tuple(args), decode, model._meta.name)
 
 
 GET_CHUNK = 500  # records one get call reads: a bounded script, a bounded reply
@@ -247,13 +336,12 @@ def compile_get_chunked(model: type[ActiveRecord], record_ids: Sequence[uuid.UUI
                         depth: int = 1, found: tuple[ActiveRecord | None, ...] = ()) -> Call:
     """``compile_get_many`` in calls of at most GET_CHUNK ids, one after the other."""
     chunk, rest = record_ids[:GET_CHUNK], record_ids[GET_CHUNK:]
-    call = compile_get_many(model, chunk, depth)
 
-    def decode(reply: list[Any]) -> Any:
-        records = found + tuple(call.decode(reply))
-        return compile_get_chunked(model, rest, depth, records) if rest else list(records)
+    def next_chunk(records: list[ActiveRecord | None]) -> Any:
+        done = found + tuple(records)
+        return compile_get_chunked(model, rest, depth, done) if rest else list(done)
 
-    return replace(call, decode=decode)
+    return then(compile_get_many(model, chunk, depth), next_chunk)
 
 
 def check_depth(depth: int) -> int:

@@ -25,6 +25,13 @@ class Call:
     decode: Callable[[Any], Any]
     model: str = ""
     key_fields: dict[str, str] = field(default_factory=dict)  # key -> field, for error messages
+    # Given the server's longest accepted string (proto-max-bulk-len), the ARGV to send:
+    # it raises a typed error for a value over it and passes it to the script. None:
+    # nothing depends on it. ``args`` as they are assume DEFAULT_MAX_BYTES (Redis' default).
+    args_for_limit: Callable[[int], tuple[Any, ...]] | None = None
+
+
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024  # Redis' default proto-max-bulk-len
 
 
 def pack(value: Any) -> bytes:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..attributes import Attribute, AutoUUID, Pointer, uuid_text
 from . import keys as keyspace
-from .codecs import Codec, get_codec
+from .codecs import CODECS, Codec, envelope_decoder, envelope_encoder, get_codec
 from .plan import pack
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class Options:
         self.model_keys = tuple(keys)
         self.key_position = {key: i + 2 for i, key in enumerate(keys)}
         self.schema_cache: dict[Any, bytes] = {}
+        self.script_cache: dict[str, Any] = {}  # default codec -> luagen.ModelScripts
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
         self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}
@@ -59,9 +60,11 @@ class Options:
     @property
     def codec(self) -> Codec:
         # A model without Meta.codec follows the configured default, which may change.
+        if self.codec_name:
+            return CODECS[self.codec_name]  # checked when the class was defined
         from ..connections import configure
 
-        return get_codec(self.codec_name or configure.default_codec())
+        return get_codec(configure.default_codec())
 
     def write_schema(self) -> bytes:
         """The msgpack schema of lua/_index.lua: codec, indexes and unique constraints."""
@@ -120,7 +123,7 @@ class Options:
         if key not in self.encoder_cache:
             self.encoder_cache[key] = [
                 (name, attribute.encode if not codec.is_envelope
-                 else functools.partial(codec.encode, attribute), attribute)
+                 else envelope_encoder(attribute), attribute)
                 for name, attribute in self.hash_fields]
         return self.encoder_cache[key]
 
@@ -129,7 +132,7 @@ class Options:
         if codec.name not in self.decoder_cache:
             self.decoder_cache[codec.name] = [
                 (name, name.encode(), attribute.decode if not codec.is_envelope
-                 else functools.partial(codec.decode, attribute), attribute)
+                 else envelope_decoder(attribute), attribute)
                 for name, attribute in self.hash_fields if name != self.pk_name]
         return self.decoder_cache[codec.name]
 

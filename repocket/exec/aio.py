@@ -19,9 +19,9 @@ import redis.asyncio
 import redis.exceptions as rexc
 
 from ..core.lua import Script
-from ..core.plan import Call, Command, Emit, Plan
+from ..core.plan import DEFAULT_MAX_BYTES, Call, Command, Emit, Plan
 from .plans import command_error
-from .scripts import translate_error
+from .scripts import _MAX_BYTES, may_read_config, translate_error
 
 
 async def aevalsha(client: redis.asyncio.Redis, script: Script, keys: tuple[Any, ...],
@@ -40,11 +40,29 @@ async def aexecute(client: redis.asyncio.Redis, call: Call) -> Any:
     while isinstance(result, Call):
         call = result
         try:
-            reply = await aevalsha(client, call.script, call.keys, call.args)
+            args = call.args
+            if call.args_for_limit is not None:
+                args = call.args_for_limit(await amax_bytes(client))
+            reply = await aevalsha(client, call.script, call.keys, args)
         except rexc.RedisError as exc:
             raise translate_error(exc, call) from exc
         result = call.decode(reply)
     return result
+
+
+async def amax_bytes(client: redis.asyncio.Redis) -> int:
+    """``scripts.max_bytes`` for an asyncio client (same cache, same rule)."""
+    limit = _MAX_BYTES.get(client)
+    if limit is None:
+        limit = DEFAULT_MAX_BYTES
+        if may_read_config(client):
+            try:
+                reply: dict[Any, Any] = await client.config_get("proto-max-bulk-len")
+                limit = int(reply.get("proto-max-bulk-len") or DEFAULT_MAX_BYTES)
+            except (rexc.ResponseError, ValueError, TypeError):
+                pass
+        _MAX_BYTES[client] = limit
+    return limit
 
 
 async def arun_command(client: redis.asyncio.Redis, command: Command) -> Any:

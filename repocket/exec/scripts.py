@@ -10,6 +10,7 @@ again with EVAL, which runs the script and caches it. Errors are mapped to
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any
 
 import redis
@@ -18,7 +19,7 @@ import redis.exceptions as rexc
 from .. import errors
 from ..core import keys as keyspace
 from ..core.lua import Script
-from ..core.plan import Call
+from ..core.plan import DEFAULT_MAX_BYTES, Call
 from .guard import in_event_loop, refuse_in_event_loop
 
 
@@ -41,11 +42,41 @@ def execute(client: redis.Redis, call: Call) -> Any:
     while isinstance(result, Call):
         call = result
         try:
-            reply = evalsha(client, call.script, call.keys, call.args)
+            args = call.args
+            if call.args_for_limit is not None:
+                args = call.args_for_limit(max_bytes(client))
+            reply = evalsha(client, call.script, call.keys, args)
         except rexc.RedisError as exc:
             raise translate_error(exc, call) from exc
         result = call.decode(reply)
     return result
+
+
+_MAX_BYTES: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def max_bytes(client: redis.Redis) -> int:
+    """The server's proto-max-bulk-len, read once per client with CONFIG GET; Redis'
+    default when the user may not run CONFIG. A client logged in as a named ACL user
+    does not ask (the documented ACL rule does not grant CONFIG, and a refusal would
+    fill the server's ACL LOG)."""
+    limit = _MAX_BYTES.get(client)
+    if limit is None:
+        limit = DEFAULT_MAX_BYTES
+        if may_read_config(client):
+            try:
+                reply: dict[Any, Any] = client.config_get("proto-max-bulk-len")
+                limit = int(reply.get("proto-max-bulk-len") or DEFAULT_MAX_BYTES)
+            except (rexc.ResponseError, ValueError, TypeError):
+                pass
+        _MAX_BYTES[client] = limit
+    return limit
+
+
+def may_read_config(client: Any) -> bool:
+    """False for a client logged in as a named ACL user (see max_bytes)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    return kwargs.get("username") in (None, "", "default")
 
 
 # -- error mapping --------------------------------------------------------------
@@ -110,6 +141,11 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
             "nothing was written",
             model=call.model, field=",".join(fields),
             value=values[0] if len(values) == 1 else values, owner=str(details.get("owner")))
+    if code == "too_large":
+        return errors.ValueTooLarge(
+            f"{call.model}.{field}: {details.get('size')} bytes would pass the longest string "
+            f"the server accepts (proto-max-bulk-len {details.get('limit')}); nothing was "
+            "written", model=call.model, field=field, value=details.get("size"))
     if code == "record_missing":
         field = keyspace.stream_field(str(details.get("stream", "")))
         return errors.DoesNotExist(

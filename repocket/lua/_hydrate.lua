@@ -10,23 +10,14 @@
 -- model's prefix. (On Redis Cluster this read is the documented exception to
 -- "every key in KEYS": targets live in other slots.)
 
-local UUID_PATTERN = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+-- @include lib/read
 local schema = cmsgpack.unpack(ARGV[1])
 local max_depth = tonumber(ARGV[2])
 local records = {}
 local seen = {}
 local pending = {}
 
--- The error reply for a failed read: a key of another type becomes a typed
--- 'wrongtype' error naming it; any other error (e.g. NOPERM) passes through.
-local function read_error(key, reply)
-  if string.sub(reply.err, 1, 9) ~= 'WRONGTYPE' and string.find(reply.err, ' ') then
-    return redis.error_reply(reply.err)
-  end
-  return redis.error_reply('REPOCKET ' .. cjson.encode(
-    {code = 'wrongtype', key = key, expected = 'hash or string',
-     actual = redis.call('TYPE', key)['ok']}))
-end
+local read_error = read_failure
 
 -- Appends the record at `key` to `records`; returns its flat hash (nil if
 -- missing), or an error reply as second value. `fields` (optional) limits the
@@ -69,13 +60,7 @@ local function load_record(model_index, id, key, fields, streams)
 end
 
 local function stored_id(model_index, raw)
-  if schema[model_index][2] == 1 then
-    local ok, envelope = pcall(cjson.decode, raw)
-    if not ok or type(envelope) ~= 'table' then return nil end
-    raw = envelope.value
-  end
-  if type(raw) == 'string' and string.match(raw, UUID_PATTERN) then return raw end
-  return nil
+  return pointer_id(raw, schema[model_index][2] == 1)
 end
 
 -- Queues the not yet seen targets of a loaded record's Pointers.

@@ -6,12 +6,7 @@
 --    {{{field, ...}, hash KEYS index, {family, ...}}, ...},   -- unique constraints
 --    {field = canonical value, ...}}   -- what an absent tracked field reads: its declared
 --                                      -- default (Options.absent_values), never nil
--- Index entries, for a record <id>:
---   score index  sorted set, member <id>, score = the value (numbers, datetimes)
---   lex index    sorted set, score 0, member <value with \0 as \0\1> \0\0 <id>
---   null set     the ids whose value is None (absent)
---   unique hash  field <value> (or msgpack of the values, for several fields) -> <id>,
---                each value in its normal form (_values.lua): equal values, one field
+-- @include lib/index
 
 local wschema = cmsgpack.unpack(ARGV[1])
 local is_envelope = wschema[1] == 1
@@ -36,10 +31,6 @@ end
 -- The prefix of the model's record keys: KEYS[1] is '<prefix>:ids'.
 local function records_prefix() return (string.gsub(KEYS[1], ':ids$', '')) end
 
-local function lex_member(value, id)
-  return lex_escape(value) .. '\0\0' .. id
-end
-
 -- field -> canonical value (or nil) of the tracked fields stored at `hash_key`; a
 -- field the hash lacks (added to the model after the record was saved) reads as
 -- its declared default, as in Python.
@@ -62,14 +53,9 @@ local function stored_values(hash_key)
 end
 
 local function unique_value(unique, values)
-  local fields, families = unique[1], unique[3]
-  local parts = {}
-  for i, field in ipairs(fields) do
-    if values[field] == nil then return nil end
-    parts[i] = normal_form(families[i], values[field])
-  end
-  if #fields == 1 then return parts[1] end
-  return cmsgpack.pack(parts)
+  local ordered = {}
+  for i, field in ipairs(unique[1]) do ordered[i] = values[field] end
+  return unique_field(unique[3], ordered)
 end
 
 -- An error reply if `values` would take a unique value another record holds
@@ -78,16 +64,13 @@ local function check_uniques(id, values, claimed)
   for _, unique in ipairs(uniques) do
     local value = unique_value(unique, values)
     if value ~= nil then
-      local key = KEYS[unique[2]]
-      local owner = redis.call('HGET', key, value)
-      local claim = claimed[key .. '\0' .. value]
-      if (owner and owner ~= id) or (claim and claim ~= id) then
+      local owner, err = unique_owner(KEYS[unique[2]], value, id, claimed)
+      if err then return err end
+      if owner then
         local shown = {}
         for i, field in ipairs(unique[1]) do shown[i] = values[field] end
-        return fail('unique', {fields = unique[1], values = shown, owner = owner or claim,
-                               id = id})
+        return fail('unique', {fields = unique[1], values = shown, owner = owner, id = id})
       end
-      claimed[key .. '\0' .. value] = id
     end
   end
   return nil
@@ -109,23 +92,8 @@ end
 -- Moves one index's entries for a record from `before` to `after` (nil: None);
 -- `deleting` removes them altogether.
 local function move_entry(index, id, before, after, deleting)
-  local family, kind = index[2], index[3]
-  local zset, nulls = KEYS[index[4]], index[5] > 0 and KEYS[index[5]]
-  if kind == 'lex' and before ~= nil and before ~= after then
-    redis.call('ZREM', zset, lex_member(before, id))
-  end
-  if after == nil then
-    if kind == 'score' then redis.call('ZREM', zset, id) end
-    if nulls and not deleting then redis.call('SADD', nulls, id)
-    elseif nulls then redis.call('SREM', nulls, id) end
-    return
-  end
-  if kind == 'score' then
-    redis.call('ZADD', zset, format_score(score_of(family, after) or 0), id)
-  else
-    redis.call('ZADD', zset, 0, lex_member(after, id))
-  end
-  if nulls then redis.call('SREM', nulls, id) end
+  move_index_entry(index[3], index[2], KEYS[index[4]], index[5] > 0 and KEYS[index[5]] or nil,
+                   id, before, after, deleting)
 end
 
 -- Moves a record's entries from its `old` values to its `new` ones; `old` is
@@ -141,11 +109,7 @@ local function update_entries(id, old, new, known)
     end
   end
   for _, unique in ipairs(uniques) do
-    local key = KEYS[unique[2]]
     local before, after = unique_value(unique, old), new and unique_value(unique, new)
-    if before ~= nil and before ~= after and redis.call('HGET', key, before) == id then
-      redis.call('HDEL', key, before)
-    end
-    if after ~= nil and not (known and before == after) then redis.call('HSET', key, after, id) end
+    move_claim(KEYS[unique[2]], id, before, after, known)
   end
 end

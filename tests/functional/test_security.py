@@ -18,6 +18,8 @@ import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
 from repocket.core.lua import SCRIPTS
+from repocket.core.luagen import compile_source
+from repocket.core.luagen import sources as luagen_sources
 from repocket.tools.server import RedisServer
 from tests.support.servers import server_version, tls_server
 from tests.support.work import ScriptCall, script_calls
@@ -291,11 +293,16 @@ CHECKER_GRANTS = ["+scan", "+info"]
 
 
 def lua_commands(checker: bool = False) -> set[str]:
-    """Every Redis command the scripts call (with ``checker``, the checker's scripts too) by
+    """Every Redis command the scripts call (with ``checker``, the checker's scripts too;
+    the per-model scripts generated for this module's models, in both codecs, always) by
     its literal name, through ``redis.call``, ``redis.pcall`` or a counting ``call``
     wrapper (query.lua's)."""
     found: set[str] = set()
-    for name, script in SCRIPTS.items():
+    generated = {f"{model.__name__}.{name}.{codecs[0]}": compile_source(name, source)
+                 for model in (Player, Forged) for codecs in ((True,) * 8, (False,) * 8)
+                 for name, source in luagen_sources(
+                     model._meta, codecs[:len(model._meta.reachable_models)])}
+    for name, script in {**SCRIPTS, **generated}.items():
         if name in CHECKER_SCRIPTS and not checker:
             continue
         found |= {name.lower() for name in re.findall(

@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import os
 import uuid
 
 import pytest
@@ -406,13 +407,24 @@ def test_parse_uuid_wrong_type() -> None:
 
 
 def test_auto_uuid_is_version_1_with_a_random_multicast_node() -> None:
-    ids = [random_node_uuid1() for _ in range(50)] + [Everything().id for _ in range(50)]
+    ids = [random_node_uuid1() for _ in range(5000)] + [Everything().id for _ in range(50)]
     for value in ids:
         assert value.version == 1
         assert value.variant == uuid.RFC_4122
         assert value.node & (1 << 40), "the multicast bit marks a node that is not a MAC"
-    assert len({value.node for value in ids}) > 90  # random, not the machine's MAC
-    assert len(set(ids)) == len(ids)
+    assert len(set(ids)) == len(ids)  # unique even when made faster than the clock ticks
+    assert [value.time for value in ids] == sorted(value.time for value in ids)
+    # one random node per process (no system call per id), not the machine's MAC ...
+    assert len({value.node for value in ids}) == 1
+    assert ids[0].node != uuid.getnode()
+    # ... and a forked child draws its own
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.write(write, str(random_node_uuid1().node).encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert int(os.read(read, 100)) != ids[0].node
 
 
 def test_auto_uuid_clean_raises_invalid_id() -> None:

@@ -15,13 +15,14 @@ from repocket.core.hydrate import from_redis, hydrate
 from repocket.core.lua import SCRIPT_NAMES, SCRIPTS, load_script
 from repocket.core.ops import (
     MAX_DEPTH,
+    READ_BUDGET,
     compile_append,
     compile_delete,
     compile_get,
     compile_save,
     read_schema,
 )
-from repocket.core.plan import Call
+from repocket.core.plan import DEFAULT_MAX_BYTES, Call
 
 UID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 TID = "40997aa4-71fc-4ad3-b0d7-04c0fac6d6d8"
@@ -74,10 +75,12 @@ def saved(record: ActiveRecord) -> ActiveRecord:
 
 
 def split_save_args(call: Call) -> dict[str, object]:
-    """The parts of a one-record save call (lua/save.lua's ARGV layout)."""
-    _schema, n_model_keys, n_records, n_streams = call.args[:4]
-    assert (n_model_keys, n_records) == (0, 1)  # these models have no indexes
-    args = call.args[4:]
+    """The parts of a one-record save call (the generated save script's ARGV layout)."""
+    n_records, max_bytes = call.args[:2]
+    assert (n_records, max_bytes) == (1, DEFAULT_MAX_BYTES)
+    # these models have no indexes: the frame starts at KEYS[2]; the streams follow the hash
+    n_streams = sum(key.startswith(f"{call.keys[1]}:field:") for key in call.keys)
+    args = call.args[2:]
     n_set, n_del = args[2], args[3]
     rest = list(args[5:])
     pairs = rest[:2 * n_set]
@@ -245,9 +248,8 @@ def test_json_mutated_in_place_is_a_validation_error_at_compile() -> None:
 def test_delete_call() -> None:
     record = saved(Rec(id=UID))
     call = compile_delete(record)
-    assert (call.script.name, call.keys, call.args[1:], call.model) == (
-        "delete", (IDS, HASH, OUT, ERR), (0, 2, UID), "Rec")
-    assert call.args[0] == Rec._meta.write_schema()
+    assert (call.script.name, call.keys, call.args, call.model) == (
+        "delete", (IDS, HASH, OUT, ERR), (UID,), "Rec")
     assert call.decode([1, 3]) == 3  # keys deleted, as 0.1 returned
     assert not record._persisted
     assert split_save_args(compile_save(record))["partial"] == b"0"
@@ -257,7 +259,7 @@ def test_append_call() -> None:
     record = saved(Rec(id=UID, out=b"ab"))
     call = compile_append(record, "out", b"cd")
     assert (call.script.name, call.keys, call.args, call.model) == (
-        "append", (HASH, OUT), (b"cd",), "Rec")
+        "append", (HASH, OUT), (b"cd", DEFAULT_MAX_BYTES), "Rec")
     assert call.key_fields == {OUT: "out"}
     assert call.decode(4) == 4
     assert record.out == b"abcd"
@@ -268,8 +270,10 @@ def test_append_call() -> None:
 def test_get_call_and_schema() -> None:
     call = compile_get(Rec, uuid.UUID(UID), depth=2)
     assert (call.script.name, call.keys, call.model) == ("get", (HASH,), "Rec")
-    schema, depth, record_id = call.args  # one id: get is get_many of one
-    assert (depth, record_id) == (2, UID)
+    # one id: get is get_many of one; per key its model number, id and Pointer depth
+    assert call.args == (2, READ_BUDGET, 1, UID, 0)
+    assert "repocket:unit.ops:Tgt:" in call.script.source  # Pointer targets' prefix baked in
+    schema, _ = read_schema(Rec)  # the generic reference's schema
     assert msgpack.unpackb(schema, raw=False) == [
         ["repocket:unit.ops:Rec", 1, ["out", "err"], [["target", 2]]],
         ["repocket:unit.ops:Tgt", 1, ["notes"], []],

@@ -1,0 +1,828 @@
+"""Per-model Lua: save, delete, append and get written for one (model, codec).
+
+The generic scripts (``lua/save.lua`` ...) read a schema blob and loop over field
+descriptors on every call; the scripts written here have the schema baked in:
+the model's keys are named locals, every index and unique constraint is its own
+few lines, the codec is a constant. They call the same library functions
+(``lua/lib/*.lua``) as the generic scripts, so canonical values, index entries,
+ordering and unique normal forms have one source.
+
+Their KEYS and ARGV frames are the generic scripts' minus the schema prelude
+(see each header), so the operations in ``ops.py`` build one frame for both and
+the differential test runs the same call through either. Generation is pure
+text; :func:`scripts_for` caches the result on the model's ``_meta`` per codec.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..attributes import Attribute
+from ..connections import configure
+from . import keys as keyspace
+from .lua import Script, expand, make_script
+
+if TYPE_CHECKING:
+    from ..api.model import ActiveRecord
+    from .schema import Options
+
+LIBRARIES = ("lib/checks", "lib/values", "lib/index", "lib/read")
+_LUA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LUA_RESERVED = frozenset((
+    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
+    "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while"))
+
+
+@dataclass(frozen=True)
+class ModelScripts:
+    """One model's generated scripts for one codec (``get`` for the codecs its reads reach)."""
+
+    save: Script
+    delete: Script
+    append: Script
+    get: Script
+
+    def __iter__(self) -> Any:
+        return iter((self.save, self.delete, self.append, self.get))
+
+
+# -- Lua text helpers ---------------------------------------------------------------------
+def lua_string(value: str | bytes) -> str:
+    """A Lua string literal holding exactly ``value``'s bytes."""
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    out = []
+    for byte in raw:
+        char = chr(byte)
+        if 32 <= byte < 127 and char not in "'\\":
+            out.append(char)
+        else:
+            out.append(f"\\{byte:03d}")
+    return "'" + "".join(out) + "'"
+
+
+def lua_field(table: str, name: str) -> str:
+    """``table.name``, or ``table['name']`` when the name is not a Lua identifier."""
+    if _LUA_NAME.fullmatch(name) and name not in _LUA_RESERVED:
+        return f"{table}.{name}"
+    return f"{table}[{lua_string(name)}]"
+
+
+def lua_list(values: Iterable[str]) -> str:
+    return "{" + ", ".join(lua_string(value) for value in values) + "}"
+
+
+def with_libraries(body: str) -> str:
+    """``body`` behind the library includes (``-- @include lib/...``), unexpanded."""
+    lines = body.split("\n")
+    at = next(i for i, line in enumerate(lines) if line == "-- @libraries")
+    lines[at:at + 1] = [f"-- @include {name}" for name in LIBRARIES]
+    return "\n".join(lines)
+
+
+# -- what the scripts need to know about a model ----------------------------------------------
+def tracked_fields(meta: Options) -> list[str]:
+    """Every field an index or a unique constraint reads, once, in declaration order."""
+    wanted = set(meta.indexed) | {name for group in meta.unique_together for name in group}
+    return [name for name in meta.fields if name in wanted]
+
+
+def absent_default(attribute: Attribute) -> bytes | None:
+    """The canonical value Python reads for a field absent from a stored record (one added
+    to the model later): its declared default; None when that is None or not a constant."""
+    if attribute.nullable and attribute.null:
+        return None
+    if callable(attribute.default):
+        return None
+    value = attribute.initial_value()
+    if value is None:
+        return None
+    try:
+        return attribute.encode(value)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def _key_locals(meta: Options) -> list[tuple[str, str, str, str]]:
+    """(Lua name, KEYS index, what it is, key) of the keys every write script receives."""
+    rows = [("ids", "KEYS[1]", "the id set", meta.ids_key)]
+    position = meta.key_position
+    for name in meta.indexed:
+        key = keyspace.index_key(meta.prefix, name)
+        rows.append((f"idx_{name}", f"KEYS[{position[key]}]", f"index of {name}", key))
+        null = keyspace.null_key(meta.prefix, name)
+        if null in position:
+            rows.append((f"null_{name}", f"KEYS[{position[null]}]", f"ids whose {name} is None",
+                         null))
+    for group in meta.unique_together:
+        key = keyspace.unique_key(meta.prefix, group)
+        rows.append((f"uniq_{'_'.join(group)}", f"KEYS[{position[key]}]",
+                     f"unique {'+'.join(group)}", key))
+    return rows
+
+
+def _keys_header(meta: Options) -> list[str]:
+    rows = _key_locals(meta)
+    width = max(len(what) for _, _, what, _ in rows)
+    return [f"-- {index:<8} {what:<{width}}  {key}" for _, index, what, key in rows]
+
+
+def _keys_table(meta: Options) -> str:
+    rows = [f"  {name} = {index}," for name, index, _, _ in _key_locals(meta)]
+    return "local K = {\n" + "\n".join(rows) + "\n}"
+
+
+def _defaults_table(meta: Options, fields: list[str]) -> str:
+    rows = []
+    for name in fields:
+        default = absent_default(meta.fields[name])
+        if default is not None:
+            rows.append(f"  [{lua_string(name)}] = {lua_string(default)},")
+    if not rows:
+        return "local ABSENT = {}"
+    return ("-- a field absent from a stored record reads as its declared default, as in Python\n"
+            "local ABSENT = {\n" + "\n".join(rows) + "\n}")
+
+
+def _unique_name(group: tuple[str, ...]) -> str:
+    return "_".join(group)
+
+
+# -- save ---------------------------------------------------------------------------------
+_SAVE_HEADER = """#!lua
+-- save {model} ({codec} codec), generated by repocket.core.luagen from the model.
+-- Writes records (one, or a bulk_create batch) with their ByteStreams, index entries,
+-- unique claims and id-set entries, atomically. Every check for every record runs
+-- before the first write, so a failing call changes nothing. The #!lua shebang makes
+-- Redis refuse it over maxmemory before it runs.
+--
+{keys}
+-- then, for each record in turn:
+--   KEYS  its hash                         {prefix}:<id>
+--   KEYS  its {n_streams} ByteStream keys {streams}   <hash key>:field:<name>
+--   KEYS  its P Pointer target hashes, which must exist
+-- ARGV[1]  R, the number of records
+-- ARGV[2]  the longest string Redis accepts (proto-max-bulk-len): no APPEND may pass it
+-- then, for each record: id, partial ('1': only changed fields, of a record loaded
+--   from Redis), N, D, P, N field/value pairs to HSET, D fields to HDEL, and per
+--   ByteStream {streams} an op/data pair:
+--   ''  leave the stream,  'A'  APPEND,  'S'  SET,  'D'  DEL
+--
+-- Reply: 'saved', or 'gone' (nothing written) when a partial save finds its record
+--        deleted meanwhile: the caller then saves the whole record.
+-- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
+--         REPOCKET {{"code": "pointer_missing", "key"}}
+--         REPOCKET {{"code": "unique", "fields", "values", "owner", "id"}}
+--         REPOCKET {{"code": "too_large", "key", "size", "limit"}}
+"""
+
+_SAVE_FRAME = """
+local R, MAX_BYTES = tonumber(ARGV[1]), tonumber(ARGV[2])
+local S = {n_streams}
+local IS_ENVELOPE = {is_envelope}
+-- HMGET of a stored record: its id, then the fields indexes and constraints read
+local READ = {read_fields}
+local TRACKED = {{{tracked_set}}}
+
+-- Where each record's keys and arguments are.
+local records = {{}}
+local key_at, arg_at = {first_record_key}, 3
+for r = 1, R do
+  local n_set, n_del, n_ptr = tonumber(ARGV[arg_at + 2]), tonumber(ARGV[arg_at + 3]),
+    tonumber(ARGV[arg_at + 4])
+  local record = {{hash = KEYS[key_at], first_stream = key_at + 1, first_pointer = key_at + 1 + S,
+                  n_ptr = n_ptr, id = ARGV[arg_at], partial = ARGV[arg_at + 1] == '1',
+                  first_set = arg_at + 5, n_set = n_set, n_del = n_del}}
+  record.first_del = record.first_set + 2 * n_set
+  record.first_op = record.first_del + n_del
+  records[r] = record
+  key_at = key_at + 1 + S + n_ptr
+  arg_at = record.first_op + 2 * S
+end
+
+-- The tracked values a record holds once written.
+local function new_values(record)
+  local values = {{}}
+  if record.partial then
+    for field, value in pairs(record.old) do values[field] = value end
+  end
+  for i = record.first_set, record.first_del - 1, 2 do
+    if TRACKED[ARGV[i]] then values[ARGV[i]] = canonical(ARGV[i + 1], IS_ENVELOPE) or nil end
+  end
+  for i = record.first_del, record.first_op - 1 do values[ARGV[i]] = nil end
+  return values
+end
+
+-- An error reply unless the ByteStream at KEYS[at] is a string (or absent) that an
+-- APPEND of `data` keeps within MAX_BYTES.
+local function check_stream(at, op, data)
+  local key = KEYS[at]
+  if op ~= 'A' then return check_type(key, 'string') end
+  local length = redis.pcall('STRLEN', key)
+  if is_error(length) then return pcall_failure(key, 'string', length) end
+  if length + #data > MAX_BYTES then
+    return fail('too_large', {{key = key, size = length + #data, limit = MAX_BYTES}})
+  end
+  return nil
+end
+
+local function check_pointers(record)
+  for i = record.first_pointer, record.first_pointer + record.n_ptr - 1 do
+    local target = redis.call('TYPE', KEYS[i])['ok']
+    if target == 'none' then return fail('pointer_missing', {{key = KEYS[i]}}) end
+    if target ~= 'hash' then
+      return fail('wrongtype', {{key = KEYS[i], expected = 'hash', actual = target}})
+    end
+  end
+  return nil
+end
+
+local function write_stream(key, op, data)
+  if op == 'A' then redis.call('APPEND', key, data)
+  elseif op == 'S' then redis.call('SET', key, data)
+  elseif op == 'D' then redis.call('DEL', key)
+  end
+end
+"""
+
+_SAVE_CHECK = """
+-- Reads what a record holds and checks everything its write needs: an error reply,
+-- 'gone', or nil.
+local function check(record, claimed, unique_checked)
+  local raw = redis.pcall('HMGET', record.hash, unpack(READ))  -- also its type check
+  if is_error(raw) then return pcall_failure(record.hash, 'hash', raw) end
+  local err
+  for s = 1, S do
+    local op = record.first_op + 2 * s - 2
+    err = check_stream(record.first_stream + s - 1, ARGV[op], ARGV[op + 1])
+    if err then return err end
+  end
+  err = check_pointers(record)
+  if err then return err end
+  local exists = raw[1] ~= false
+  if record.partial and not exists then return 'gone' end
+  local old, defaulted = {{}}, false
+{read_old}
+  record.old = old
+  -- entries of a record are trusted (unchanged ones not rewritten) unless a field was
+  -- absent: nothing indexed its default yet
+  record.known = record.partial and not defaulted
+  local new = new_values(record)
+  record.new = new
+  local owner
+{check_uniques}
+  return nil
+end
+"""
+
+_SAVE_WRITE = """
+local function write(record)
+  if record.n_set > 0 then
+    redis.call('HSET', record.hash, unpack(ARGV, record.first_set, record.first_del - 1))
+  end
+  if record.n_del > 0 then
+    redis.call('HDEL', record.hash, unpack(ARGV, record.first_del, record.first_op - 1))
+  end
+  for s = 1, S do
+    local op = record.first_op + 2 * s - 2
+    write_stream(KEYS[record.first_stream + s - 1], ARGV[op], ARGV[op + 1])
+  end
+  local id, old, new, known = record.id, record.old, record.new, record.known
+{write_entries}
+end
+
+local err = {model_checks}
+if err then return err end
+local claimed, unique_checked = {{}}, {{}}
+for _, record in ipairs(records) do
+  err = check(record, claimed, unique_checked)
+  if err then return err end
+end
+{unchecked_uniques}
+-- The first write doubles as the id set's type check: nothing is written before it.
+local ids = {{}}
+for r, record in ipairs(records) do ids[r] = record.id end
+local added = redis.pcall('SADD', K.ids, unpack(ids))
+if is_error(added) then return pcall_failure(K.ids, 'set', added) end
+for _, record in ipairs(records) do write(record) end
+return 'saved'
+"""
+
+
+def _read_old(meta: Options, fields: list[str]) -> str:
+    """Lua filling ``old`` from the HMGET reply ``raw`` (READ order: id first)."""
+    lines = []
+    for i, name in enumerate(fields, start=2):
+        target = lua_field("old", name)
+        line = f"  {target} = canonical(raw[{i}], IS_ENVELOPE) or nil"
+        if absent_default(meta.fields[name]) is not None:
+            line += (f"\n  if exists and raw[{i}] == false then "
+                     f"{target}, defaulted = ABSENT[{lua_string(name)}], true end")
+        lines.append(line)
+    return "\n".join(lines) if lines else "  -- no field is indexed or unique"
+
+
+def _unique_values(meta: Options, group: tuple[str, ...], table: str) -> str:
+    families = lua_list(meta.fields[name].family for name in group)
+    values = "{" + ", ".join(lua_field(table, name) for name in group) + "}"
+    return f"unique_field({families}, {values})"
+
+
+def _check_uniques(meta: Options) -> str:
+    blocks = []
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        key = lua_field("K", f"uniq_{name}")
+        fields_list = lua_list(group)
+        shown = "{" + ", ".join(lua_field("new", f) for f in group) + "}"
+        blocks.append(f"""  -- unique {'+'.join(group)}
+  record.{_ident('uniq_old_' + name)} = {_unique_values(meta, group, 'old')}
+  record.{_ident('uniq_new_' + name)} = {_unique_values(meta, group, 'new')}
+  if record.{_ident('uniq_new_' + name)} ~= nil then
+    owner, err = unique_owner({key}, record.{_ident('uniq_new_' + name)}, record.id, claimed)
+    if err then return err end
+    if owner then
+      return fail('unique', {{fields = {fields_list}, values = {shown}, owner = owner,
+                             id = record.id}})
+    end
+    unique_checked[{key}] = true
+  end""")
+    return "\n".join(blocks) if blocks else "  -- no unique constraint"
+
+
+def _ident(name: str) -> str:
+    """A Lua identifier made from field names (which are Python identifiers)."""
+    return name if name not in _LUA_RESERVED else name + "_"
+
+
+def _index_entry(meta: Options, name: str, deleting: bool) -> str:
+    attribute = meta.fields[name]
+    zset = lua_field("K", f"idx_{name}")
+    null = keyspace.null_key(meta.prefix, name)
+    nulls = lua_field("K", f"null_{name}") if null in meta.key_position else "nil"
+    before = lua_field("old", name)
+    after = "nil" if deleting else lua_field("new", name)
+    call = (f"move_index_entry('{attribute.index_kind}', '{attribute.family}', {zset}, {nulls}, "
+            f"id, {before}, {after}, {'true' if deleting else 'false'})")
+    if deleting:
+        return f"  {call}"
+    return f"  if not (known and {before} == {after}) then\n    {call}\n  end"
+
+
+def _write_entries(meta: Options) -> str:
+    lines = [f"  -- index of {name}\n" + _index_entry(meta, name, deleting=False)
+             for name in meta.indexed]
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        key = lua_field("K", f"uniq_{name}")
+        lines.append(f"  -- unique {'+'.join(group)}\n"
+                     f"  move_claim({key}, id, record.{_ident('uniq_old_' + name)}, "
+                     f"record.{_ident('uniq_new_' + name)}, known)")
+    return "\n".join(lines) if lines else "  -- no index, no unique constraint"
+
+
+def _model_checks(meta: Options) -> str:
+    """The type checks of the model-wide keys the write may touch (but the id set and
+    the unique hashes, whose first command doubles as their check)."""
+    checks = []
+    for name in meta.indexed:
+        checks.append(f"check_type({lua_field('K', f'idx_{name}')}, 'zset')")
+        if keyspace.null_key(meta.prefix, name) in meta.key_position:
+            checks.append(f"check_type({lua_field('K', f'null_{name}')}, 'set')")
+    return "\n  or ".join(checks) + " or nil" if checks else "nil"
+
+
+def _unchecked_uniques(meta: Options) -> str:
+    if not meta.unique_together:
+        return ""
+    keys = ", ".join(lua_field("K", f"uniq_{_unique_name(group)}")
+                     for group in meta.unique_together)
+    return f"""-- A unique hash no claim was checked against (values None) may still be written to.
+for _, key in ipairs({{{keys}}}) do
+  if not unique_checked[key] then
+    err = check_type(key, 'hash')
+    if err then return err end
+  end
+end"""
+
+
+def save_source(meta: Options, is_envelope: bool) -> str:
+    """The per-model save script, its libraries as ``-- @include`` lines."""
+    fields = tracked_fields(meta)
+    streams = list(meta.stream_names)
+    header = _SAVE_HEADER.format(
+        model=meta.name, codec="envelope" if is_envelope else "compact",
+        keys="\n".join(_keys_header(meta)), prefix=meta.prefix, n_streams=len(streams),
+        streams="(" + ", ".join(streams) + ")" if streams else "(none)")
+    frame = _SAVE_FRAME.format(
+        n_streams=len(streams), is_envelope="true" if is_envelope else "false",
+        read_fields=lua_list([meta.pk_name, *fields]),
+        tracked_set=", ".join(f"[{lua_string(name)}] = true" for name in fields),
+        first_record_key=2 + len(meta.model_keys))
+    check = _SAVE_CHECK.format(read_old=_read_old(meta, fields),
+                               check_uniques=_check_uniques(meta))
+    write = _SAVE_WRITE.format(write_entries=_write_entries(meta),
+                               model_checks=_model_checks(meta),
+                               unchecked_uniques=_unchecked_uniques(meta))
+    return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n"
+            + _defaults_table(meta, fields) + "\n" + frame + check + write)
+
+
+# -- delete ---------------------------------------------------------------------------------
+_DELETE = """#!lua flags=allow-oom
+-- delete {model} ({codec} codec), generated by repocket.core.luagen from the model.
+-- Removes records with their ByteStreams, index entries, unique claims and id-set
+-- entries, atomically; every check runs before the first write. It only frees
+-- memory, so it runs even over maxmemory (allow-oom), where it is how an
+-- application makes room.
+--
+{keys}
+-- then, for each record: its hash                       {prefix}:<id>
+--   and its {n_streams} ByteStream keys {streams}       <hash key>:field:<name>
+-- ARGV[1 ..]  the records' ids, in KEYS order
+--
+-- Reply: {{records deleted, keys deleted (hashes + existing streams)}}.
+-- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
+
+-- @libraries
+
+{keys_table}
+{defaults}
+local S = {n_streams}
+local IS_ENVELOPE = {is_envelope}
+-- HMGET of a stored record: its id, then the fields indexes and constraints read
+local READ = {read_fields}
+local FIRST = {first_record_key}
+
+local err = {model_checks}
+if err then return err end
+
+-- Reads every record (the HMGET doubles as its type check) and its claims.
+local records = {{}}
+local claims_checked = {{}}
+for r = 1, #ARGV do
+  local at = FIRST + (r - 1) * (S + 1)
+  local record = {{hash = KEYS[at], at = at, id = ARGV[r]}}
+  local raw = redis.pcall('HMGET', record.hash, unpack(READ))
+  if is_error(raw) then return pcall_failure(record.hash, 'hash', raw) end
+  for s = 1, S do
+    err = check_type(KEYS[at + s], 'string')
+    if err then return err end
+  end
+  local exists = raw[1] ~= false
+  local old, defaulted = {{}}, false
+{read_old}
+  record.old = old
+  local owner
+{read_claims}
+  records[r] = record
+end
+{unchecked_uniques}
+local ids = {{}}
+for r, record in ipairs(records) do ids[r] = record.id end
+if #ids > 0 then
+  -- the first write doubles as the id set's type check: nothing is written before it
+  local removed = redis.pcall('SREM', K.ids, unpack(ids))
+  if is_error(removed) then return pcall_failure(K.ids, 'set', removed) end
+end
+
+local found, deleted = 0, 0
+for _, record in ipairs(records) do
+  local id, old = record.id, record.old
+{delete_entries}
+  local removed = redis.call('DEL', record.hash)
+  found, deleted = found + removed, deleted + removed
+  if S > 0 then
+    deleted = deleted + redis.call('DEL', unpack(KEYS, record.at + 1, record.at + S))
+  end
+end
+return {{found, deleted}}
+"""
+
+
+def _read_claims(meta: Options) -> str:
+    """Lua reading, per unique constraint, whether this record holds its claim (the
+    pcall'd HGET doubles as the unique hash's type check)."""
+    blocks = []
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        key = lua_field("K", f"uniq_{name}")
+        field = _ident("claim_" + name)
+        blocks.append(f"""  local {field} = {_unique_values(meta, group, 'old')}
+  if {field} ~= nil then
+    owner = redis.pcall('HGET', {key}, {field})
+    if is_error(owner) then return pcall_failure({key}, 'hash', owner) end
+    claims_checked[{key}] = true
+    record.{field} = owner == record.id and {field} or nil
+  end""")
+    return "\n".join(blocks) if blocks else "  -- no unique constraint"
+
+
+def _delete_entries(meta: Options) -> str:
+    lines = [f"  -- index of {name}\n" + _index_entry(meta, name, deleting=True)
+             for name in meta.indexed]
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        field = _ident("claim_" + name)
+        lines.append(f"  -- unique {'+'.join(group)}: released only if this record holds it\n"
+                     f"  if record.{field} then redis.call('HDEL', "
+                     f"{lua_field('K', f'uniq_{name}')}, record.{field}) end")
+    return "\n".join(lines) if lines else "  -- no index, no unique constraint"
+
+
+def delete_source(meta: Options, is_envelope: bool) -> str:
+    fields = tracked_fields(meta)
+    streams = list(meta.stream_names)
+    unchecked = _unchecked_uniques(meta).replace("unique_checked", "claims_checked")
+    return _DELETE.format(
+        model=meta.name, codec="envelope" if is_envelope else "compact",
+        keys="\n".join(_keys_header(meta)), prefix=meta.prefix, n_streams=len(streams),
+        streams="(" + ", ".join(streams) + ")" if streams else "(none)",
+        keys_table=_keys_table(meta), defaults=_defaults_table(meta, fields),
+        is_envelope="true" if is_envelope else "false",
+        read_fields=lua_list([meta.pk_name, *fields]),
+        first_record_key=2 + len(meta.model_keys), model_checks=_model_checks(meta),
+        read_old=_read_old(meta, fields), read_claims=_read_claims(meta),
+        unchecked_uniques=unchecked, delete_entries=_delete_entries(meta))
+
+
+# -- append ---------------------------------------------------------------------------------
+_APPEND = """#!lua
+-- append to a ByteStream of {model}, generated by repocket.core.luagen: add bytes to the
+-- end of one ByteStream of an existing record, never past the server's string limit.
+--
+-- KEYS[1]  the record's hash (must exist)     {prefix}:<id>
+-- KEYS[2]  the ByteStream                     <hash key>:field:<name>, name one of {streams}
+-- ARGV[1]  the bytes to append
+-- ARGV[2]  the longest string Redis accepts (proto-max-bulk-len)
+--
+-- Reply: the stream's length after the append.
+-- Errors: REPOCKET {{"code": "record_missing", "key", "stream"}}
+--         REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
+--         REPOCKET {{"code": "too_large", "key", "size", "limit"}}
+
+-- @libraries
+
+local hash, stream, data, max_bytes = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+-- the record's id field: whether it exists, and (pcall) the hash's type check
+local id = redis.pcall('HGET', hash, {pk})
+if is_error(id) then return pcall_failure(hash, 'hash', id) end
+if not id then return fail('record_missing', {{key = hash, stream = stream}}) end
+local length = redis.pcall('STRLEN', stream)  -- also the stream's type check
+if is_error(length) then return pcall_failure(stream, 'string', length) end
+if length + #data > max_bytes then
+  return fail('too_large', {{key = stream, size = length + #data, limit = max_bytes}})
+end
+return redis.call('APPEND', stream, data)
+"""
+
+
+def append_source(meta: Options) -> str:
+    return _APPEND.format(model=meta.name, prefix=meta.prefix, pk=lua_string(meta.pk_name),
+                          streams=", ".join(meta.stream_names) or "(none)")
+
+
+# -- get ------------------------------------------------------------------------------------
+_GET = """#!lua flags=no-writes
+-- get {model}, generated by repocket.core.luagen: records by id (one for get, several
+-- for get_many), each with its ByteStreams and, breadth first, the records its
+-- Pointers name, up to a depth, each record once per call, at most a budget of
+-- records per call. Read-only (no-writes): it runs on replicas and over maxmemory.
+--
+-- KEYS[i]     a record's hash (the roots, or the records a previous call left)
+-- ARGV[1]     how many Pointer levels to load (0 = none)
+-- ARGV[2]     the most records this call loads (the budget)
+-- then per KEYS[i]: its model number (below), its id, its Pointer depth
+-- Models (numbers as in the reply; Pointer targets and ByteStream keys are built from
+-- these prefixes, only from stored ids that are UUIDs: the documented exception to
+-- "every key in KEYS", as targets are only known once read):
+{models}
+--
+-- Reply: a list of records {{model number, id, HGETALL flat list | false when missing,
+--        {{stream values | false}}}}, the KEYS ones first in order, then Pointer targets;
+--        when the budget ran out, a last entry {{'more', model, id, depth, ...}} lists the
+--        records still to load (a follow-up call loads them).
+-- Errors: REPOCKET {{"code": "wrongtype", "key", ...}} when a key holds another type.
+
+-- @libraries
+
+local MAX_DEPTH, BUDGET = tonumber(ARGV[1]), tonumber(ARGV[2])
+local records, seen, pending = {{}}, {{}}, {{}}
+
+local function queue(model, id, key, depth)
+  if not seen[key] then
+    seen[key] = true
+    pending[#pending + 1] = {{model, id, key, depth}}
+  end
+end
+{loaders}
+local LOAD = {{{load_table}}}
+
+local roots = {{}}
+for i, key in ipairs(KEYS) do
+  local at = 3 + 3 * (i - 1)
+  seen[key] = true
+  local flat, err = LOAD[tonumber(ARGV[at])](ARGV[at + 1], key)
+  if err then return err end
+  roots[i] = {{tonumber(ARGV[at]), flat or false, tonumber(ARGV[at + 2])}}
+end
+for _, root in ipairs(roots) do
+  if root[2] then FOLLOW[root[1]](root[2], root[3]) end
+end
+local next_item = 1
+while next_item <= #pending and #records < BUDGET do
+  local item = pending[next_item]
+  next_item = next_item + 1
+  local flat, err = LOAD[item[1]](item[2], item[3])
+  if err then return err end
+  if flat then FOLLOW[item[1]](flat, item[4]) end
+end
+if next_item <= #pending then
+  local more = {{'more'}}
+  for i = next_item, #pending do
+    local item = pending[i]
+    more[#more + 1] = item[1]
+    more[#more + 1] = item[2]
+    more[#more + 1] = item[4]
+  end
+  records[#records + 1] = more
+end
+return records
+"""
+
+_LOADER = """
+-- model {number}: {name} ({codec}), records {prefix}:<id>
+local function load_{number}(id, key)
+  local flat = redis.pcall('HGETALL', key)
+  if is_error(flat) then return nil, read_failure(key, flat) end
+  if #flat == 0 then
+    records[#records + 1] = {{{number}, id, false, {{}}}}
+    return nil
+  end
+  local streams = {{}}
+{streams}
+  records[#records + 1] = {{{number}, id, flat, streams}}
+  return flat
+end
+"""
+
+_STREAM = """  local stream_{i} = redis.pcall('GET', key .. {suffix})
+  if is_error(stream_{i}) then return nil, read_failure(key .. {suffix}, stream_{i}) end
+  streams[{i}] = stream_{i}"""
+
+_FOLLOWER = """
+-- queues the targets of a model {number} record's Pointers ({names})
+local function follow_{number}(flat, depth)
+  if depth >= MAX_DEPTH then return end
+{locals}
+  for i = 1, #flat, 2 do
+{matches}
+  end
+  local id
+{queues}
+end
+"""
+
+
+def _loader(number: int, model: type[ActiveRecord], is_envelope: bool) -> str:
+    meta = model._meta
+    streams = "\n".join(_STREAM.format(i=i, suffix=lua_string(f":field:{name}"))
+                        for i, name in enumerate(meta.stream_names, start=1))
+    return _LOADER.format(number=number, name=meta.name, prefix=meta.prefix,
+                          codec="envelope" if is_envelope else "compact",
+                          streams=streams or "  -- no ByteStream")
+
+
+def _follower(number: int, model: type[ActiveRecord], is_envelope: bool,
+              numbers: dict[type[ActiveRecord], int]) -> str:
+    meta = model._meta
+    if not meta.pointer_names:
+        return f"\nlocal function follow_{number}(flat, depth) end  -- {meta.name}: no Pointer\n"
+    names = list(meta.pointer_names)
+    locals_ = "\n".join(f"  local raw_{i}" for i in range(1, len(names) + 1))
+    matches = "\n".join(
+        f"    {'if' if i == 1 else 'elseif'} flat[i] == {lua_string(name)} then "
+        f"raw_{i} = flat[i + 1]" for i, name in enumerate(names, start=1)) + "\n    end"
+    queues = []
+    for i, name in enumerate(names, start=1):
+        target = meta.fields[name].to_model  # type: ignore[attr-defined]
+        prefix = lua_string(target._meta.prefix + ":")
+        queues.append(
+            f"  id = raw_{i} and pointer_id(raw_{i}, {'true' if is_envelope else 'false'})\n"
+            f"  if id then queue({numbers[target]}, id, {prefix} .. id, depth + 1) end")
+    return _FOLLOWER.format(number=number, names=", ".join(names), locals=locals_,
+                            matches=matches, queues="\n".join(queues))
+
+
+def get_source(meta: Options, codecs: tuple[bool, ...]) -> str:
+    """The read of ``meta``'s model and every model its Pointers reach; ``codecs`` says
+    per reachable model (in ``reachable_models`` order) whether it is envelope-coded."""
+    models = meta.reachable_models
+    numbers = meta.model_numbers
+    described = []
+    loaders, followers = [], []
+    for model, is_envelope in zip(models, codecs, strict=True):
+        number = numbers[model]
+        sub = model._meta
+        pointers = ", ".join(f"{name} -> {numbers[sub.fields[name].to_model]}"  # type: ignore
+                             for name in sub.pointer_names) or "none"
+        described.append(f"--   {number}  {sub.name:<12} {sub.prefix}:<id>  "
+                         f"{'envelope' if is_envelope else 'compact'}; streams: "
+                         f"{', '.join(sub.stream_names) or 'none'}; Pointers: {pointers}")
+        loaders.append(_loader(number, model, is_envelope))
+        followers.append(_follower(number, model, is_envelope, numbers))
+    numbers_list = [numbers[model] for model in models]
+    follow_table = "local FOLLOW = {" + ", ".join(f"follow_{n}" for n in numbers_list) + "}\n"
+    return _GET.format(model=meta.name, models="\n".join(described),
+                       loaders="".join(loaders) + "".join(followers) + follow_table,
+                       load_table=", ".join(f"load_{n}" for n in numbers_list))
+
+
+# -- compiled, cached -----------------------------------------------------------------------
+_DEFINITION = re.compile(r"^local (?:function )?([A-Za-z_][A-Za-z0-9_]*)")
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@functools.cache
+def _library_blocks() -> list[tuple[str, str, str]]:
+    """(library, defined name, text) of every top-level definition of the libraries, in
+    order; comment lines just above a definition belong to it."""
+    blocks: list[tuple[str, str, str]] = []
+    for library in LIBRARIES:
+        pending: list[str] = []
+        for line in expand(f"-- @include {library}").split("\n"):
+            found = _DEFINITION.match(line)
+            if found:
+                blocks.append((library, found.group(1), "\n".join([*pending, line])))
+                pending = []
+            elif line.startswith("--"):
+                pending.append(line)
+            elif not line.strip():
+                pending = []
+            elif blocks:  # the body of the definition above
+                library_, name, text = blocks[-1]
+                blocks[-1] = (library_, name, f"{text}\n{line}")
+    return blocks
+
+
+def _code_words(text: str) -> set[str]:
+    code = "\n".join(line.split("--", 1)[0] for line in text.split("\n"))
+    return set(_WORD.findall(code))
+
+
+def link(source: str) -> str:
+    """``source`` with its ``-- @libraries`` line replaced by the library definitions it
+    uses, directly or through other definitions (each once, in library order): a script
+    defines no function it never calls, as defining them costs every call."""
+    blocks = _library_blocks()
+    defined = {name for _, name, _ in blocks}
+    needed = _code_words(source) & defined
+    while True:
+        more = set().union(*(_code_words(text) for _, name, text in blocks if name in needed))
+        if more & defined <= needed:
+            break
+        needed |= more & defined
+    parts, library = [], ""
+    for lib, name, text in blocks:
+        if name in needed:
+            if lib != library:
+                parts.append(f"-- from {lib}.lua")
+                library = lib
+            parts.append(text)
+    return source.replace("-- @libraries", "\n".join(parts), 1)
+
+
+def compile_source(name: str, source: str) -> Script:
+    """A Script from a generated source: the library definitions it uses linked in."""
+    return make_script(name, link(source))
+
+
+def readable(source: str) -> str:
+    """A generated source as ``repocket scripts`` prints it: libraries as includes."""
+    return with_libraries(source)
+
+
+def scripts_for(model: type[ActiveRecord]) -> ModelScripts:
+    """The model's generated scripts for the codecs in force now, made on first use and
+    cached on ``_meta`` (a model without ``Meta.codec`` follows the default, which may
+    change: the codecs are part of the cache key)."""
+    meta = model._meta
+    default = configure.default_codec()  # with each model's Meta.codec, decides every codec
+    cached = meta.script_cache.get(default)
+    if cached is None:
+        codecs = tuple(m._meta.codec.is_envelope for m in meta.reachable_models)
+        cached = ModelScripts(*(compile_source(name, source)
+                                for name, source in sources(meta, codecs)))
+        meta.script_cache[default] = cached
+    return cached
+
+
+def sources(meta: Options, codecs: tuple[bool, ...]) -> list[tuple[str, str]]:
+    """(name, source) of the model's four scripts; ``codecs`` as for :func:`get_source`."""
+    return [("save", save_source(meta, codecs[0])),
+            ("delete", delete_source(meta, codecs[0])),
+            ("append", append_source(meta)),
+            ("get", get_source(meta, codecs))]

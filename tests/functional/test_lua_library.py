@@ -1,0 +1,156 @@
+"""Lua-level tests of the script library (repocket/lua/lib/*.lua), run on the real test
+server through EVAL of a small harness that includes the libraries: the same Lua 5.1
+(with cjson and cmsgpack) that runs repocket's scripts."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+
+import pytest
+import redis
+
+from repocket.core.lua import expand
+from repocket.core.luagen import LIBRARIES
+
+HARNESS = "\n".join(f"-- @include {name}" for name in LIBRARIES) + "\n"
+
+
+def lua(client: redis.Redis, body: str, keys: tuple[str, ...] = (), *args: Any) -> Any:
+    """Runs ``body`` after the libraries; its return value comes back as Redis replies do."""
+    return client.eval(expand(HARNESS + body), len(keys), *keys, *args)
+
+
+def library_sources() -> dict[str, str]:
+    folder = resources.files("repocket") / "lua" / "lib"
+    return {path.name: path.read_text("utf-8") for path in folder.iterdir()
+            if path.name.endswith(".lua")}
+
+
+def test_every_library_is_pure_definitions() -> None:
+    """No code runs at include time and nothing reads ARGV or KEYS: top-level lines only
+    define local functions and constants."""
+    sources = library_sources()
+    assert {f"{name}.lua" for name in (lib.split("/")[1] for lib in LIBRARIES)} <= set(sources)
+    for name, text in sources.items():
+        code = "\n".join(line.split("--")[0] for line in text.splitlines())
+        assert "ARGV" not in code and "KEYS" not in code, name
+        for line in text.splitlines():
+            if line and not line.startswith((" ", "--", "end", "}")):
+                assert re.match(r"local (function \w+\(|[A-Z0-9_]+ = )", line), (name, line)
+
+
+def test_including_the_libraries_runs_no_command(client: redis.Redis) -> None:
+    before = client.info("stats")["total_commands_processed"]
+    assert lua(client, "return 'ok'") == b"ok"
+    assert client.info("stats")["total_commands_processed"] == before + 2  # INFO + EVAL
+
+
+@pytest.mark.parametrize("raw, is_envelope, expected", [
+    ('{"type": "Unicode", "value": "abc", "module": "m"}', True, b"abc"),
+    ('{"value": "/w==", "encoding": "base64"}', True, b"\xff"),
+    ("not json", True, False),
+    ('{"value": 5}', True, False),
+    ("as it is", False, b"as it is"),
+])
+def test_canonical(client: redis.Redis, raw: str, is_envelope: bool, expected: Any) -> None:
+    result = lua(client, "return {canonical(ARGV[1], ARGV[2] == '1')}", (), raw,
+                 "1" if is_envelope else "0")
+    assert result == ([expected] if expected is not False else [None])
+
+
+@pytest.mark.parametrize("family, value, expected", [
+    ("exact", "1.50", b"1.5"), ("exact", "-0.000", b"0"), ("exact", "1E+3", b"1000"),
+    ("float", "-0.0", b"0"), ("float", "1.5", b"1.5"),
+    ("datetime", "1970-01-01T01:00:00+01:00", b"0.000000"),
+    ("datetime", "2020-01-01T00:00:00.5", b"1577836800.500000"),
+    ("text", "a\0b", b"a\0b"),
+])
+def test_normal_form(client: redis.Redis, family: str, value: str, expected: bytes) -> None:
+    assert lua(client, "return normal_form(ARGV[1], ARGV[2])", (), family, value) == expected
+
+
+@pytest.mark.parametrize("family, a, b, expected", [
+    ("exact", "10", "9", 1), ("exact", "-1.5", "-1.50", 0), ("exact", "0.1", "0.10001", -1),
+    ("exact", "123456789012345678901234567890", "123456789012345678901234567891", -1),
+    ("float", "1e300", "-1e300", 1),
+    ("datetime", "2020-01-01T00:00:00+01:00", "2019-12-31T23:00:00", 0),
+    ("text", "a", "ab", -1), ("text", "\xff", "a", 1),
+    ("json", '{"a": [1, 2]}', '{"a":[1,2]}', 0), ("json", "[]", "{}", 1),
+])
+def test_compare(client: redis.Redis, family: str, a: str, b: str, expected: int) -> None:
+    assert lua(client, "return compare(ARGV[1], ARGV[2], ARGV[3])", (), family, a, b) == expected
+
+
+def test_scores_and_lex_members(client: redis.Redis) -> None:
+    body = """return {format_score(score_of('exact', '-2.5')),
+                      format_score(score_of('datetime', '1970-01-01T00:00:01.000002')),
+                      lex_member('a\\0b', 'ID'), lex_member_value(ARGV[1]),
+                      lex_member_id(ARGV[1])}"""
+    member = b"x\0\1y\0\0" + b"0" * 36
+    assert lua(client, body, (), member) == [b"-2.5", b"1000002", b"a\0\1b\0\0ID", b"x\0y",
+                                             b"0" * 36]
+
+
+def test_unique_field(client: redis.Redis) -> None:
+    body = """return {unique_field({'exact'}, {'1.50'}),
+                      unique_field({'text', 'exact'}, {'a'}) or false,
+                      cmsgpack.unpack(unique_field({'text', 'float'}, {'a', '-0.0'}))}"""
+    assert lua(client, body) == [b"1.5", None, [b"a", b"0"]]
+
+
+def test_pointer_id(client: redis.Redis) -> None:
+    uid = "970773fa-4de1-11e5-86f4-6c4008a70392"
+    body = """return {pointer_id(ARGV[1], false), pointer_id(ARGV[2], true),
+                      pointer_id('repocket:*', false) or false,
+                      pointer_id('{"value": 3}', true) or false}"""
+    envelope = f'{{"type": "Pointer", "value": "{uid}", "module": "m"}}'
+    assert lua(client, body, (), uid, envelope) == [uid.encode(), uid.encode(), None, None]
+
+
+def test_move_index_entry(client: redis.Redis) -> None:
+    keys = ("t:score", "t:null", "t:lex")
+    lua(client, """move_index_entry('score', 'exact', KEYS[1], KEYS[2], 'id1', nil, '5', false)
+                   move_index_entry('lex', 'text', KEYS[3], nil, 'id1', nil, 'a', false)
+                   return 1""", keys)
+    assert client.zrange("t:score", 0, -1, withscores=True) == [(b"id1", 5.0)]
+    assert client.zrange("t:lex", 0, -1) == [b"a\0\0id1"]
+    lua(client, """move_index_entry('score', 'exact', KEYS[1], KEYS[2], 'id1', '5', nil, false)
+                   move_index_entry('lex', 'text', KEYS[3], nil, 'id1', 'a', 'b', false)
+                   return 1""", keys)
+    assert client.zcard("t:score") == 0 and client.smembers("t:null") == {b"id1"}
+    assert client.zrange("t:lex", 0, -1) == [b"b\0\0id1"]
+    lua(client, """move_index_entry('score', 'exact', KEYS[1], KEYS[2], 'id1', nil, nil, true)
+                   move_index_entry('lex', 'text', KEYS[3], nil, 'id1', 'b', nil, true)
+                   return 1""", keys)
+    assert client.exists(*keys) == 0
+
+
+def test_unique_owner_and_move_claim(client: redis.Redis) -> None:
+    client.hset("t:uniq", "v", "other")
+    body = """local claimed = {}
+              local a = unique_owner(KEYS[1], 'v', 'me', claimed)
+              local b = unique_owner(KEYS[1], 'w', 'me', claimed)
+              local c = unique_owner(KEYS[1], 'w', 'you', claimed)
+              move_claim(KEYS[1], 'me', 'x', 'w', false)
+              return {a, b or false, c}"""
+    assert lua(client, body, ("t:uniq",)) == [b"other", None, b"me"]
+    assert client.hgetall("t:uniq") == {b"v": b"other", b"w": b"me"}
+    lua(client, "move_claim(KEYS[1], 'me', 'v', nil, false) return 1", ("t:uniq",))
+    assert client.hget("t:uniq", "v") == b"other"  # another record's claim is not released
+    client.delete("t:uniq")
+    client.rpush("t:uniq", "x")
+    with pytest.raises(redis.ResponseError, match='"code":"wrongtype"'):
+        lua(client, "local _, err = unique_owner(KEYS[1], 'v', 'me', {}) return err",
+            ("t:uniq",))
+
+
+def test_type_checks(client: redis.Redis) -> None:
+    client.set("t:string", "x")
+    assert lua(client, "return check_type(KEYS[1], 'string') or 'fine'", ("t:string",)) == b"fine"
+    with pytest.raises(redis.ResponseError, match='"expected":"hash"'):
+        lua(client, "return check_type(KEYS[1], 'hash')", ("t:string",))
+    with pytest.raises(redis.ResponseError, match='"actual":"string"'):
+        lua(client, """local reply = redis.pcall('HGET', KEYS[1], 'f')
+                       return pcall_failure(KEYS[1], 'hash', reply)""", ("t:string",))
