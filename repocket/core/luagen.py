@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..attributes import Attribute
 from ..connections import configure
 from . import keys as keyspace
+from .codecs import CODECS
 from .lua import Script, expand, make_script
 
 if TYPE_CHECKING:
@@ -90,22 +90,6 @@ def tracked_fields(meta: Options) -> list[str]:
     return [name for name in meta.fields if name in wanted]
 
 
-def absent_default(attribute: Attribute) -> bytes | None:
-    """The canonical value Python reads for a field absent from a stored record (one added
-    to the model later): its declared default; None when that is None or not a constant."""
-    if attribute.nullable and attribute.null:
-        return None
-    if callable(attribute.default):
-        return None
-    value = attribute.initial_value()
-    if value is None:
-        return None
-    try:
-        return attribute.encode(value)
-    except (TypeError, ValueError, ArithmeticError):
-        return None
-
-
 def _key_locals(meta: Options) -> list[tuple[str, str, str, str]]:
     """(Lua name, KEYS index, what it is, key) of the keys every write script receives."""
     rows = [("ids", "KEYS[1]", "the id set", meta.ids_key)]
@@ -138,7 +122,7 @@ def _keys_table(meta: Options) -> str:
 def _defaults_table(meta: Options, fields: list[str]) -> str:
     rows = []
     for name in fields:
-        default = absent_default(meta.fields[name])
+        default = meta.absent_values().get(name)
         if default is not None:
             rows.append(f"  [{lua_string(name)}] = {lua_string(default)},")
     if not rows:
@@ -318,7 +302,7 @@ def _read_old(meta: Options, fields: list[str]) -> str:
     for i, name in enumerate(fields, start=2):
         target = lua_field("old", name)
         line = f"  {target} = canonical(raw[{i}], IS_ENVELOPE) or nil"
-        if absent_default(meta.fields[name]) is not None:
+        if name in meta.absent_values():
             line += (f"\n  if exists and raw[{i}] == false then "
                      f"{target}, defaulted = ABSENT[{lua_string(name)}], true end")
         lines.append(line)
@@ -576,7 +560,16 @@ if is_error(length) then return pcall_failure(stream, 'string', length) end
 if length + #data > max_bytes then
   return fail('too_large', {{key = stream, size = length + #data, limit = max_bytes}})
 end
-return redis.call('APPEND', stream, data)
+-- ARGV[2] may be Redis' default rather than this server's limit (the client did not ask
+-- the server): the APPEND, the only write, then fails whole, and says so typed
+local appended = redis.pcall('APPEND', stream, data)
+if is_error(appended) then
+  if string.find(appended.err, 'proto-max-bulk-len', 1, true) then
+    return fail('too_large', {{key = stream, size = length + #data}})
+  end
+  return redis.error_reply(appended.err)
+end
+return appended
 """
 
 
@@ -810,13 +803,14 @@ def scripts_for(model: type[ActiveRecord]) -> ModelScripts:
     cached on ``_meta`` (a model without ``Meta.codec`` follows the default, which may
     change: the codecs are part of the cache key)."""
     meta = model._meta
-    default = configure.default_codec()  # with each model's Meta.codec, decides every codec
-    cached = meta.script_cache.get(default)
+    default = configure.default_codec()
+    names = tuple(m._meta.codec_name or default for m in meta.reachable_models)
+    cached = meta.script_cache.get(names)
     if cached is None:
-        codecs = tuple(m._meta.codec.is_envelope for m in meta.reachable_models)
+        codecs = tuple(CODECS[name].is_envelope for name in names)
         cached = ModelScripts(*(compile_source(name, source)
                                 for name, source in sources(meta, codecs)))
-        meta.script_cache[default] = cached
+        meta.script_cache[names] = cached
     return cached
 
 

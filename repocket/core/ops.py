@@ -37,6 +37,7 @@ class _SaveBlock:
     pointer_keys: dict[str, str]
     apply: Callable[[], None]
     large: list[tuple[str, int]]  # (field, bytes) of the values that might pass a server limit
+    appends: bool  # whether its script APPENDs to a ByteStream (checked against the limit)
     work: int  # about how many Redis commands its part of the script runs
 
 
@@ -51,6 +52,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     new_stored: dict[str, bytes | None] = {}
     pointer_keys: dict[str, str] = {}
     large: list[tuple[str, int]] = []
+    appends = False  # an APPEND in the script: it must know the server's limit
     dangling = record.__dict__.get("_dangling", ())
     for name, encode, _attribute in meta.encoders(codec):
         if name not in values or (partial and name in dangling):
@@ -83,6 +85,8 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
             stream_ops += op
             if len(op[1]) >= MIN_SERVER_LIMIT and op[0] == b"S":
                 large.append((name, len(op[1])))
+            elif op[0] == b"A":
+                appends = True
         else:
             stream_ops += (b"", b"")  # deferred: untouched
 
@@ -97,7 +101,7 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
          *pointer_keys],
         [uuid_text(record.pk), b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
          len(pointer_keys), *to_set, *to_delete, *stream_ops],
-        pointer_keys, apply, large,
+        pointer_keys, apply, large, appends,
         4 + len(meta.stream_names) + len(pointer_keys) + 2 * len(meta.model_keys))
 
 
@@ -109,13 +113,17 @@ def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
     args: list[Any] = [len(blocks), DEFAULT_MAX_BYTES]
     key_fields: dict[str, str] = {}
     large: list[tuple[str, int]] = []
+    appends = False
     for block in blocks:
         keys += block.keys
         args += block.args
         key_fields.update(block.pointer_keys)
         large += block.large
+        appends = appends or block.appends
+    # the server's limit is asked for (once per client) only when it matters
+    binder = _limit_binder(meta.name, args, large, at=1) if large or appends else None
     return Call(scripts_for(model).save, tuple(keys), tuple(args), decode, meta.name, key_fields,
-                _limit_binder(meta.name, args, large, at=1))
+                binder)
 
 
 MIN_SERVER_LIMIT = 1024 * 1024  # the lowest proto-max-bulk-len Redis accepts
@@ -265,9 +273,11 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
         return int(reply)
 
     args = [data, DEFAULT_MAX_BYTES]
-    large = [(name, len(data))] if len(data) >= MIN_SERVER_LIMIT else []
+    # a small append needs no limit: the script's APPEND, its only write, fails whole
+    binder = (_limit_binder(meta.name, args, [(name, len(data))], at=1)
+              if len(data) >= MIN_SERVER_LIMIT else None)
     return Call(scripts_for(type(record)).append, (hash_key, stream_key), tuple(args), decode,
-                meta.name, {stream_key: name}, _limit_binder(meta.name, args, large, at=1))
+                meta.name, {stream_key: name}, binder)
 
 
 # -- reads: get and filter --------------------------------------------------------------
@@ -341,7 +351,8 @@ def compile_get_chunked(model: type[ActiveRecord], record_ids: Sequence[uuid.UUI
         done = found + tuple(records)
         return compile_get_chunked(model, rest, depth, done) if rest else list(done)
 
-    return then(compile_get_many(model, chunk, depth), next_chunk)
+    call: Call = then(compile_get_many(model, chunk, depth), next_chunk)
+    return call
 
 
 def check_depth(depth: int) -> int:

@@ -51,7 +51,7 @@ class Options:
         self.model_keys = tuple(keys)
         self.key_position = {key: i + 2 for i, key in enumerate(keys)}
         self.schema_cache: dict[Any, bytes] = {}
-        self.script_cache: dict[str, Any] = {}  # default codec -> luagen.ModelScripts
+        self.script_cache: dict[tuple[str, ...], Any] = {}  # codecs -> luagen.ModelScripts
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
         self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}

@@ -142,10 +142,11 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
             model=call.model, field=",".join(fields),
             value=values[0] if len(values) == 1 else values, owner=str(details.get("owner")))
     if code == "too_large":
+        limit = f" {details['limit']}" if "limit" in details else ""
         return errors.ValueTooLarge(
             f"{call.model}.{field}: {details.get('size')} bytes would pass the longest string "
-            f"the server accepts (proto-max-bulk-len {details.get('limit')}); nothing was "
-            "written", model=call.model, field=field, value=details.get("size"))
+            f"the server accepts (proto-max-bulk-len{limit}); nothing was written",
+            model=call.model, field=field, value=details.get("size"))
     if code == "record_missing":
         field = keyspace.stream_field(str(details.get("stream", "")))
         return errors.DoesNotExist(
