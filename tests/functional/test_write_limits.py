@@ -152,13 +152,14 @@ def test_an_old_record_saved_after_a_field_was_added_indexes_its_default(
     old = Player.create(name="ann")
     doomed = Player.create(name="bob")
 
-    class Player(ActiveRecord):  # type: ignore[no-redef]  # level added later, indexed
-        class Meta:
-            namespace = "limits.evolve"
+    with pytest.warns(errors.ModelRedefined):
+        class Player(ActiveRecord):  # type: ignore[no-redef]  # level added later, indexed
+            class Meta:
+                namespace = "limits.evolve"
 
-        name = attributes.Unicode()
-        level = attributes.Integer(index=True, default=3)
-        rank = attributes.Unicode(unique=True, default="novice")
+            name = attributes.Unicode()
+            level = attributes.Integer(index=True, default=3)
+            rank = attributes.Unicode(unique=True, default="novice")
 
     index = Player._meta.model_keys[0]
     unique = Player._meta.model_keys[-1]
