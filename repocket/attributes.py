@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs as _text_codecs
 import datetime as _dt
 import decimal
+import enum
 import functools
 import json
 import math
@@ -39,10 +40,13 @@ __all__ = [
     "UUID",
     "Attribute",
     "AutoUUID",
+    "Boolean",
     "ByteStream",
     "Bytes",
+    "Date",
     "DateTime",
     "Decimal",
+    "Enum",
     "Float",
     "Integer",
     "Pointer",
@@ -144,8 +148,9 @@ class Attribute:
     is_stream: ClassVar[bool] = False
     # How the Lua scripts compare canonical values (see lua/_values.lua) and
     # which kind of index holds them ('lex', 'score', or None: not indexable).
-    family: ClassVar[str] = "text"
-    index_kind: ClassVar[str | None] = "lex"
+    # (An Enum field sets both per instance, from the type of its enum's values.)
+    family: str = "text"
+    index_kind: str | None = "lex"
 
     def __init__(self, null: bool = False, default: Any = None, encoding: str = "utf-8", *,
                  index: bool = False, unique: bool = False):
@@ -337,7 +342,7 @@ class Integer(Attribute):
     write ints of more than ``sys.get_int_max_str_digits()`` digits (4300 by default).
     """
 
-    __base_type__ = int
+    __base_type__: ClassVar[type] = int
     empty_value = 0
     family = "exact"
     index_kind = "score"
@@ -359,6 +364,38 @@ class Integer(Attribute):
 
     def decode(self, raw: bytes) -> int:
         return int(raw)
+
+
+class Boolean(Integer):
+    """Handles bool, stored as ``1`` or ``0`` (Redis' own convention); indexed and compared
+    as the Integers 1 and 0 (so False orders first). Takes True and False, the ints 1 and 0
+    and the texts ``true``/``false``/``1``/``0`` (any case); anything else is refused rather
+    than judged by its truthiness (``"no"`` is not False)."""
+
+    __base_type__ = bool
+    empty_value = False
+
+    def coerce(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in _BOOLEAN_TEXTS:
+            return _BOOLEAN_TEXTS[value.lower()]
+        if isinstance(value, (int, str)):
+            raise ValueError("expected True or False (or 1, 0, 'true', 'false')")
+        raise TypeError(f"expected bool, not {type(value).__name__}")
+
+    def encode(self, value: int) -> bytes:  # a bool
+        return b"1" if value else b"0"
+
+    def decode(self, raw: bytes) -> bool:
+        if raw not in (b"0", b"1"):
+            raise ValueError("a Boolean is stored as 1 or 0")
+        return raw == b"1"
+
+
+_BOOLEAN_TEXTS = {"true": True, "false": False, "1": True, "0": False}
 
 
 class Float(Attribute):
@@ -458,6 +495,107 @@ class DateTime(Attribute):
     def sort_key(self, value: Any) -> Any:
         # Naive datetimes are taken as UTC so that naive and aware values can be ordered.
         return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+
+
+class Date(Attribute):
+    """Handles ``datetime.date``, stored as ISO 8601 ``YYYY-MM-DD``.
+
+    That text orders as the dates do (years have four digits), so a Date is indexed and
+    compared as text: equality, ranges, ordering, and ``startswith`` (``"2026-01"``: a
+    month). A ``datetime`` is refused rather than silently cut to its date (which date
+    it falls on depends on a time zone): pass ``value.date()``. Strings are parsed as ISO
+    8601 dates.
+    """
+
+    __base_type__ = _dt.date
+
+    def coerce(self, value: Any) -> _dt.date:
+        if isinstance(value, str):
+            value = _dt.date.fromisoformat(value)
+        if isinstance(value, _dt.datetime):
+            raise TypeError("expected a date, not a datetime (pass its .date())")
+        if not isinstance(value, _dt.date):
+            raise TypeError(f"expected date, not {type(value).__name__}")
+        return value
+
+    def encode(self, value: _dt.date) -> bytes:
+        return value.isoformat().encode("ascii")
+
+    def decode(self, raw: bytes) -> _dt.date:
+        if not _DATE_TEXT.fullmatch(raw):  # one stored form: the server compares the text
+            raise ValueError("a Date is stored as YYYY-MM-DD")
+        return _dt.date.fromisoformat(raw.decode("ascii"))
+
+
+_DATE_TEXT = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class Enum(Attribute):
+    """Handles the members of one ``enum.Enum`` class, stored by value.
+
+    Every value of the enum must be a str (stored as its text, compared and indexed as
+    text) or every value an int (stored as decimal digits, compared and indexed as an
+    Integer). Takes a member, or a value of one (``Color("red")``, so ``"red"``).
+    """
+
+    __base_type__ = enum.Enum
+
+    def __init__(self, enum_type: type[enum.Enum], null: bool = False, default: Any = None,
+                 encoding: str = "utf-8", **options: Any):
+        super().__init__(null=null, default=default, encoding=encoding, **options)
+        self.enum_type = enum_type
+        self.family, self.index_kind, by_text = _enum_storage(enum_type)
+        self._members_by_text = by_text
+
+    def coerce(self, value: Any) -> enum.Enum:
+        if isinstance(value, self.enum_type):
+            return value
+        if isinstance(value, enum.Enum):
+            raise TypeError(f"expected a {self.enum_type.__name__}, not a "
+                            f"{type(value).__name__}")
+        return self.enum_type(value)  # ValueError when no member has that value
+
+    def encode(self, value: enum.Enum) -> bytes:
+        return _enum_value_text(value.value)
+
+    def decode(self, raw: bytes) -> enum.Enum:
+        member = self._members_by_text.get(raw)
+        if member is not None:
+            return member
+        # a value no member was declared with: a Flag combination (Perm.R | Perm.W), or junk
+        text = raw.decode("utf-8")
+        if self.family == "exact":
+            if not _INTEGER_TEXT.fullmatch(text):
+                raise ValueError(f"{text[:80]!r} is not an integer")
+            return self.enum_type(int(text))
+        return self.enum_type(text)
+
+    def sort_key(self, value: Any) -> Any:
+        return value.value
+
+
+def _enum_value_text(value: Any) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else b"%d" % value
+
+
+def _enum_storage(enum_type: Any) -> tuple[str, str, dict[bytes, enum.Enum]]:
+    """(family, index kind, members by stored text) for an Enum field over ``enum_type``."""
+    if not (isinstance(enum_type, type) and issubclass(enum_type, enum.Enum)):
+        raise RepocketActiveRecordDefinitionError(
+            f"Enum fields take an enum.Enum class, not {enum_type!r}")
+    values = [member.value for member in enum_type]
+    if values and all(isinstance(v, str) for v in values):
+        family, kind = "text", "lex"
+    elif values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        family, kind = "exact", "score"
+    else:
+        raise RepocketActiveRecordDefinitionError(
+            f"{enum_type.__name__}: an Enum field stores values that are all str or all int")
+    try:
+        by_text = {_enum_value_text(member.value): member for member in enum_type}
+    except UnicodeEncodeError as exc:  # a lone surrogate in a value
+        raise RepocketActiveRecordDefinitionError(f"{enum_type.__name__}: {exc}") from None
+    return family, kind, by_text
 
 
 class UUID(Attribute):

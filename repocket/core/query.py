@@ -12,12 +12,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..attributes import UUID, Attribute, AutoUUID, Integer, Pointer, parse_uuid
+from ..attributes import UUID, Attribute, AutoUUID, Date, Integer, Pointer, parse_uuid
 from ..errors import (
     InvalidId,
     InvalidQuery,
@@ -143,6 +144,17 @@ def uuid_prefix(model: type[ActiveRecord], attribute: Attribute, value: Any) -> 
                           model=meta.name, field=attribute.name, value=value)
 
 
+# the start of a stored Date, YYYY-MM-DD: '2026' (a year), '2026-01' (a month)...
+_DATE_PREFIX = re.compile(r"[0-9]{0,4}|[0-9]{4}-(?:[0-9]{0,2}|[0-9]{2}-[0-9]{0,2})")
+
+
+def date_prefix(model: type[ActiveRecord], attribute: Attribute, value: Any) -> bytes:
+    """The canonical form of the start of a date, for ``startswith`` on a Date field."""
+    if isinstance(value, str) and _DATE_PREFIX.fullmatch(value):
+        return value.encode("ascii")
+    return canonical(model, attribute, value)
+
+
 def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
     """``project__id__in=[...]`` -> Condition('project', 'in', (canonical ids...))."""
     name, *rest = key.split("__")
@@ -181,6 +193,8 @@ def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
                                           canonical(model, attribute, high)))
     if lookup.op == "startswith" and isinstance(attribute, (UUID, Pointer)):
         return Condition(field, "startswith", (uuid_prefix(model, attribute, value),))
+    if lookup.op == "startswith" and isinstance(attribute, Date):
+        return Condition(field, "startswith", (date_prefix(model, attribute, value),))
     return Condition(field, lookup.op, (canonical(model, attribute, value),))
 
 
