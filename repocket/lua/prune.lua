@@ -10,7 +10,7 @@
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
 -- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M
 -- ARGV[3]  which key to prune (its KEYS index)
--- ARGV[4]  cursor (a rank for sorted sets, a SCAN cursor otherwise; '0' to start)
+-- ARGV[4]  cursor ('@<rank>' for sorted sets, a SCAN cursor otherwise; '0' to start)
 -- ARGV[5]  how many entries to look at
 -- ARGV[6]  'check' (report only) or 'repair'
 --
@@ -57,7 +57,7 @@ local function current(id) return stored_values(prefix .. ':' .. id) end
 
 local function prune_sorted_set(index)
   local field, family, kind = index[1], index[2], index[3]
-  local start = tonumber(cursor)
+  local start = tonumber((string.gsub(cursor, '^@', '')))
   local reply = redis.call('ZRANGE', key, start, start + count - 1, 'WITHSCORES')
   local removed = 0
   for i = 1, #reply, 2 do
@@ -86,7 +86,8 @@ local function prune_sorted_set(index)
     end
   end
   local entries = #reply / 2
-  local next_cursor = entries < count and '0' or tostring(start + entries - removed)
+  -- '@<rank>': a rank of 0 (a first page wholly removed) must not read as the end
+  local next_cursor = entries < count and '0' or '@' .. (start + entries - removed)
   return {next_cursor, #found}
 end
 

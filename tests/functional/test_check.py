@@ -3,6 +3,7 @@ the `repocket check` command reports it."""
 
 from __future__ import annotations
 
+import collections
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from repocket import ActiveRecord, attributes, configure, errors
 from repocket.tools import check
 from tests.conftest import RoundTrips
 from tests.support.servers import StartServer
+from tests.support.work import script_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -296,3 +298,27 @@ def test_an_eviction_policy_is_reported(client: redis.Redis, tickets: list[Ticke
     assert report.eviction_policy == "allkeys-lru" and not report.ok
     (problem,) = report.unrepaired
     assert problem.kind == "eviction-policy" and "noeviction" in problem.detail
+
+
+def test_each_call_does_bounded_work_whatever_the_data_size(client: redis.Redis) -> None:
+    """Measured by the server (MONITOR): the elements each script call reads or writes,
+    damaged data and repairs included, stay within a bound set by batch_size alone."""
+    Ticket.objects.bulk_create([Ticket(title=f"t{i}", code=f"c{i}", rank=i, log=b"x")
+                                for i in range(1_500)], batch_size=500)
+    ids = Ticket.objects.all().ids()
+    client.srem(f"{PREFIX}:ids", *map(str, ids[:300]))           # unlisted records
+    client.delete(f"{PREFIX}:idx:rank")                            # every entry missing
+    client.zadd(f"{PREFIX}:idx:title", {f"junk{i}": 0 for i in range(300)})  # foreign
+    batch = 100
+    per_record = 3 + len(Ticket._meta.model_keys)  # TYPE, HMGET, EXISTS + one per index key
+    for repair in (False, True):
+        report, calls = script_calls(
+            client, lambda repair=repair: check.run(Ticket, repair=repair, batch_size=batch))
+        found = collections.Counter(kinds(report))
+        assert found["unlisted-record"] == 300 and found["foreign-member"] == 300
+        # checking sees the ids in the set; repairing lists the others first
+        assert found["missing-entry"] == (1_500 if repair else 1_200)
+        assert len(calls) >= 1_500 // batch  # batched, not one call
+        busiest = max(call.work for call in calls)
+        assert busiest <= 2 * batch * per_record, busiest
+    assert Ticket.objects.check().ok
