@@ -24,6 +24,7 @@ from ..core.query import (
     parse_order,
 )
 from ..errors import InvalidQuery, MultipleObjectsReturned
+from ..exec.guard import in_event_loop
 from ..exec.plans import run_plan, stream_plan
 from ..exec.scripts import execute
 from .aio import AsyncQuerySetMixin
@@ -131,7 +132,11 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
 
     def __repr__(self) -> str:
         """At most REPR_OUTPUT_SIZE records, as Django shows them: an unevaluated queryset
-        reads only those (plus one, to know whether to say more remain)."""
+        reads only those (plus one, to know whether to say more remain). Inside a running
+        event loop an unevaluated queryset is not read (a repr in a log line must not
+        block the loop, nor raise)."""
+        if self._cache is None and in_event_loop():
+            return f"<QuerySet {self.model._meta.name} (not evaluated: await .alist())>"
         shown: list[Any] = list(self._cache if self._cache is not None
                                 else self[:REPR_OUTPUT_SIZE + 1]._fetch())
         if len(shown) > REPR_OUTPUT_SIZE:

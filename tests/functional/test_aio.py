@@ -159,6 +159,10 @@ async def test_sync_calls_inside_a_running_loop_raise(aclient: redis.asyncio.Red
         Player.objects.filter(name="ann").count()
     with pytest.raises(errors.SyncInEventLoop):
         Player.objects.check()
+    qs = Player.objects.filter(name="ann")
+    assert "not evaluated" in repr(qs)  # a log line neither blocks nor raises
+    await qs.alist()
+    assert repr(qs) == "<QuerySet []>"
     assert snapshot(client) == before
     with blocking():
         assert Player.objects.count() == 0  # blocking knowingly
