@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import redis
 
-from repocket.core.lua import _read
+from repocket.core.lua import expand
 
 LIBRARIES = ("_values", "query/_conditions", "query/_ordering")
 
 
 def lua(client: redis.Redis, body: str, *args: Any) -> Any:
-    source = "\n".join(_read(name) for name in LIBRARIES) + "\n" + body
+    source = expand("".join(f"-- @include {name}\n" for name in LIBRARIES)) + "\n" + body
     return client.eval(source, 0, *args)
 
 
