@@ -573,6 +573,9 @@ def assert_each_call_bounded(calls: list[ScriptCall], name: str) -> None:
     commands = collections.Counter(args[0].decode().upper() for args in busiest.commands)
     assert busiest.work <= WORK_PER_CALL, (
         f"{name}: one script call read {busiest.work} elements: {commands.most_common(5)}")
+    # a LIMIT offset walks its skiplist member by member: paging by offset is quadratic
+    walked = max(call.skipped for call in calls)
+    assert walked <= WORK_PER_CALL, f"{name}: one script call stepped over {walked} members"
 
 
 @pytest.mark.parametrize("name, run, expected", [
