@@ -37,6 +37,11 @@ if TYPE_CHECKING:
 REPR_OUTPUT_SIZE = 20  # records a queryset's repr shows (Django's number)
 
 
+def _is_position(value: Any) -> bool:
+    """An index or slice bound a query can send: the scripts count in doubles."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53
+
+
 def _run(op: Call | Any) -> Any:
     """Run an op: a Call (chain), or a result the cache already had."""
     return execute(configure.get_connection(), op)
@@ -145,10 +150,10 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            if (index.step not in (None, 1) or (index.start or 0) < 0
-                    or (index.stop is not None and index.stop < 0)):
-                raise InvalidQuery("querysets take slices [start:stop] with no step and no "
-                                   "negative bound")
+            if (index.step not in (None, 1) or not _is_position(index.start or 0)
+                    or (index.stop is not None and not _is_position(index.stop))):
+                raise InvalidQuery("querysets take slices [start:stop] of integers from 0 to "
+                                   "2**53, with no step")
             start = self.state.offset + (index.start or 0)
             stop = None if index.stop is None else self.state.offset + index.stop
             if self.state.limit is not None:
@@ -156,8 +161,8 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
                 stop = end if stop is None else min(stop, end)
             limit = None if stop is None else max(0, stop - start)
             return self._clone(offset=start, limit=limit)
-        if not isinstance(index, int) or index < 0:
-            raise InvalidQuery("querysets take non-negative integer indexes")
+        if not _is_position(index):
+            raise InvalidQuery("querysets take integer indexes from 0 to 2**53")
         if self._cache is not None:
             return self._cache[index]
         found = self[index:index + 1]._fetch()

@@ -200,6 +200,9 @@ def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
 
 def parse_order(model: type[ActiveRecord], spec: str) -> tuple[Attribute, bool]:
     """``'-name'`` -> (the name field, descending)."""
+    if not isinstance(spec, str):
+        raise InvalidQuery(f"{model._meta.name}: order_by takes field names, not {spec!r}",
+                           model=model._meta.name, value=spec)
     descending = spec.startswith("-")
     attribute = _field(model, spec.lstrip("-"))
     if attribute.family not in ORDERED_FAMILIES or attribute.is_stream:
