@@ -357,7 +357,8 @@ def compile_get_chunked(model: type[ActiveRecord], record_ids: Sequence[uuid.UUI
 
 def check_depth(depth: int) -> int:
     if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= MAX_DEPTH:
-        raise InvalidQuery(f"pointer_depth must be an integer from 0 to {MAX_DEPTH}, not {depth!r}")
+        raise InvalidQuery(f"pointer_depth must be an integer from 0 to {MAX_DEPTH}, "
+                           f"not {short_repr(depth)}")
     return depth
 
 

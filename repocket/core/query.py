@@ -18,7 +18,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..attributes import UUID, Attribute, AutoUUID, Date, Integer, Pointer, parse_uuid
+from ..attributes import (
+    UUID,
+    Attribute,
+    AutoUUID,
+    Date,
+    Integer,
+    Pointer,
+    parse_uuid,
+    short_repr,
+)
 from ..errors import (
     InvalidId,
     InvalidQuery,
@@ -140,7 +149,7 @@ def uuid_prefix(model: type[ActiveRecord], attribute: Attribute, value: Any) -> 
         return canonical(model, attribute, value)
     meta = model._meta
     raise ValidationError(f"{meta.name}.{attribute.name}__startswith takes the start of a UUID "
-                          f"(hex digits and dashes, at most 36), not {value!r}",
+                          f"(hex digits and dashes, at most 36), not {short_repr(value)}",
                           model=meta.name, field=attribute.name, value=value)
 
 
@@ -201,8 +210,8 @@ def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
 def parse_order(model: type[ActiveRecord], spec: str) -> tuple[Attribute, bool]:
     """``'-name'`` -> (the name field, descending)."""
     if not isinstance(spec, str):
-        raise InvalidQuery(f"{model._meta.name}: order_by takes field names, not {spec!r}",
-                           model=model._meta.name, value=spec)
+        raise InvalidQuery(f"{model._meta.name}: order_by takes field names, not "
+                           f"{short_repr(spec)}", model=model._meta.name, value=spec)
     descending = spec.startswith("-")
     attribute = _field(model, spec.lstrip("-"))
     if attribute.family not in ORDERED_FAMILIES or attribute.is_stream:

@@ -89,3 +89,10 @@ def test_order_by_a_non_field_is_invalid_query(spec: Any) -> None:
 def test_bad_indexes_and_slices_are_invalid_query(index: Any) -> None:
     with pytest.raises(errors.InvalidQuery):
         QAll.objects.all()[index]
+
+
+@pytest.mark.parametrize("depth", [-1, 17, 10**5000, "1", None, 1.0, True])
+def test_a_bad_pointer_depth_is_invalid_query(depth: Any) -> None:
+    with pytest.raises(errors.InvalidQuery) as raised:
+        QAll.objects.filter(pointer_depth=depth)
+    assert len(str(raised.value)) < 200
