@@ -31,15 +31,16 @@ end
 -- The prefix of the model's record keys: KEYS[1] is '<prefix>:ids'.
 local function records_prefix() return (string.gsub(KEYS[1], ':ids$', '')) end
 
--- field -> canonical value (or nil) of the tracked fields stored at `hash_key`; a
--- field the hash lacks (added to the model after the record was saved) reads as
--- its declared default, as in Python.
-local function stored_values(hash_key)
+-- field -> canonical value (or nil) of the tracked fields (or only `fields`, a
+-- list of some of them) stored at `hash_key`; a field the hash lacks (added to the
+-- model after the record was saved) reads as its declared default, as in Python.
+local function stored_values(hash_key, fields)
+  fields = fields or tracked_fields
   local values = {}
-  if #tracked_fields == 0 then return values end
-  local raw = redis.call('HMGET', hash_key, unpack(tracked_fields))
+  if #fields == 0 then return values end
+  local raw = redis.call('HMGET', hash_key, unpack(fields))
   local exists = nil  -- asked only when a default would be used: no record, no values
-  for i, field in ipairs(tracked_fields) do
+  for i, field in ipairs(fields) do
     local value
     if raw[i] then
       value = canonical(raw[i], is_envelope)

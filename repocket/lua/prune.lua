@@ -53,7 +53,16 @@ local function lex_id(member)
 end
 local prefix = records_prefix()
 
-local function current(id) return stored_values(prefix .. ':' .. id) end
+-- The fields the pruned key holds entries of: read only those (one decode each).
+local pruned_fields = {}
+for _, index in ipairs(indexes) do
+  if index[4] == target or index[5] == target then pruned_fields = {index[1]} end
+end
+for _, unique in ipairs(uniques) do
+  if unique[2] == target then pruned_fields = unique[1] end
+end
+
+local function current(id) return stored_values(prefix .. ':' .. id, pruned_fields) end
 
 local function prune_sorted_set(index)
   local field, family, kind = index[1], index[2], index[3]
