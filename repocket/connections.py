@@ -17,7 +17,7 @@ from redis.retry import Retry
 from .aio_clients import AsyncClients, AsyncClientSource, factory_from_settings, factory_from_sync
 from .core.codecs import get_codec
 from .errors import ConfigurationError
-from .exec import guard
+from .exec import guard, observe
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -141,6 +141,21 @@ class configure:
         SyncInEventLoop: for notebooks and scripts that block knowingly."""
         guard.allow_sync_in_event_loop(allowed)
 
+    @staticmethod
+    def instrument(callback: observe.Hook | None) -> None:
+        """Call ``callback(report)`` after every script call, sync or async, with a
+        ``repocket.CallReport``: ``operation`` (the script: ``save``, ``get``, ``query``,
+        ``delete``...), ``model``, ``round_trips``, ``duration`` (seconds) and ``error`` (the
+        exception raised, or None). For metrics and tracing; None removes the hook. An
+        exception the hook raises is logged, not raised (the call has run)."""
+        observe.instrument(callback)
+
+    @staticmethod
+    def slow_call_threshold(seconds: float | None) -> None:
+        """Log a warning on the ``repocket`` logger for each script call slower than
+        ``seconds`` (None, the default: never)."""
+        observe.slow_call_threshold(seconds)
+
     @classmethod
     def default_codec(cls, name: str | None = None) -> str:
         """Get, or set with ``name``, the codec of models without ``Meta.codec``."""
@@ -155,11 +170,13 @@ class configure:
     @classmethod
     def reset(cls) -> None:
         """Forget the configured client (closing it if repocket built it) and restore the
-        defaults."""
+        defaults (no instrumentation hook, no slow-call threshold)."""
         with cls._lock:
             previous, owned = cls._client, cls._owned
             cls._client, cls._owned = None, False
             cls._async = None
             cls._default_codec = "envelope"
+        observe.instrument(None)
+        observe.slow_call_threshold(None)
         if previous is not None and owned:
             previous.close()

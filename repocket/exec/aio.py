@@ -20,6 +20,7 @@ import redis.exceptions as rexc
 
 from ..core.lua import Script
 from ..core.plan import DEFAULT_MAX_BYTES, Call, Command, Emit, Plan
+from . import observe
 from .plans import command_error
 from .scripts import _MAX_BYTES, may_read_config, translate_error
 
@@ -36,17 +37,29 @@ async def aevalsha(client: redis.asyncio.Redis, script: Script, keys: tuple[Any,
 
 async def aexecute(client: redis.asyncio.Redis, call: Call) -> Any:
     """Run a compiled operation and its follow-ups; return the decoded result."""
-    result: Any = call
-    while isinstance(result, Call):
-        call = result
-        try:
-            args = call.args
-            if call.args_for_limit is not None:
-                args = call.args_for_limit(await amax_bytes(client))
-            reply = await aevalsha(client, call.script, call.keys, args)
-        except rexc.RedisError as exc:
-            raise translate_error(exc, call) from exc
-        result = call.decode(reply)
+    if not isinstance(call, Call):  # a result known already (cached): nothing to run
+        return call
+    watch = observe.start(call.script.name, call.model)
+    try:
+        result: Any = call
+        while isinstance(result, Call):
+            call = result
+            if watch is not None:
+                watch.round_trips += 1
+            try:
+                args = call.args
+                if call.args_for_limit is not None:
+                    args = call.args_for_limit(await amax_bytes(client))
+                reply = await aevalsha(client, call.script, call.keys, args)
+            except rexc.RedisError as exc:
+                raise translate_error(exc, call) from exc
+            result = call.decode(reply)
+    except BaseException as exc:  # CancelledError too: the hook hears of a cancelled call
+        if watch is not None:
+            watch.finish(exc)
+        raise
+    if watch is not None:
+        watch.finish(None)
     return result
 
 

@@ -20,6 +20,7 @@ from .. import errors
 from ..core import keys as keyspace
 from ..core.lua import Script
 from ..core.plan import DEFAULT_MAX_BYTES, Call
+from . import observe
 from .guard import in_event_loop, refuse_in_event_loop
 
 
@@ -38,17 +39,29 @@ def execute(client: redis.Redis, call: Call) -> Any:
     """Run a compiled operation and its follow-ups; return the decoded result."""
     if in_event_loop() and isinstance(call, Call):
         refuse_in_event_loop(f"{call.model}.{call.script.name}")
-    result: Any = call
-    while isinstance(result, Call):
-        call = result
-        try:
-            args = call.args
-            if call.args_for_limit is not None:
-                args = call.args_for_limit(max_bytes(client))
-            reply = evalsha(client, call.script, call.keys, args)
-        except rexc.RedisError as exc:
-            raise translate_error(exc, call) from exc
-        result = call.decode(reply)
+    if not isinstance(call, Call):  # a result known already (cached): nothing to run
+        return call
+    watch = observe.start(call.script.name, call.model)
+    try:
+        result: Any = call
+        while isinstance(result, Call):
+            call = result
+            if watch is not None:
+                watch.round_trips += 1
+            try:
+                args = call.args
+                if call.args_for_limit is not None:
+                    args = call.args_for_limit(max_bytes(client))
+                reply = evalsha(client, call.script, call.keys, args)
+            except rexc.RedisError as exc:
+                raise translate_error(exc, call) from exc
+            result = call.decode(reply)
+    except BaseException as exc:  # the hook hears of interrupted calls too
+        if watch is not None:
+            watch.finish(exc)
+        raise
+    if watch is not None:
+        watch.finish(None)
     return result
 
 
