@@ -55,6 +55,10 @@ class Manager(AsyncManagerMixin):
     def all(self, *, pointer_depth: int = 1) -> QuerySet:
         return self.get_queryset().filter(pointer_depth=pointer_depth)
 
+    def none(self) -> QuerySet:
+        """A queryset matching nothing: evaluating it makes no round trip."""
+        return self.get_queryset().none()
+
     def create(self, **kwargs: Any) -> ActiveRecord:
         return self.model.create(**kwargs)
 

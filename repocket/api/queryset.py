@@ -77,6 +77,11 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
     def all(self) -> QuerySet:
         return self._clone()
 
+    def none(self) -> QuerySet:
+        """A queryset matching nothing (as Django's): every evaluation of it, and of any
+        queryset refined from it, returns empty without a round trip."""
+        return self._clone(empty=True)
+
     def order_by(self, *fields: str) -> ResultSet:
         """Order on the server; a sliced queryset (a page) is fetched and its records
         reordered in memory, as repocket 0.1's ResultSet did."""
@@ -191,7 +196,8 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
 
     def _get_op(self, lookups: dict[str, Any]) -> Any:
         meta = self.model._meta
-        plain = not self.state.groups and self.state.only is None and not self.state.defer
+        plain = (not self.state.groups and self.state.only is None and not self.state.defer
+                 and not self.state.empty)
         record_id = id_lookup(self.model, lookups) if plain else None
         if record_id is not None:
             return operations.compile_get(self.model, record_id, self.state.depth)
@@ -292,6 +298,10 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         return _run(self._explain_op())  # type: ignore[no-any-return]
 
     def _explain_op(self) -> Any:
+        if self.state.empty:
+            return {"candidates": [], "chosen": "none (a none() query asks Redis nothing)",
+                    "examined at most": 0, "strategy": "none", "scans": False,
+                    "conditions": []}
         keys = _Keys(self.model._meta.ids_key)
         sources = _sources(self.state, keys)
 

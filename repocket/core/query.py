@@ -93,6 +93,7 @@ class QueryState:
     defer: tuple[str, ...] = ()
     depth: int = 1
     budget: int = BUDGET
+    empty: bool = False  # none(): matches nothing, asks Redis nothing
 
     def evolve(self, **changes: Any) -> QueryState:
         """A copy with ``changes``: one dict copy, where ``dataclasses.replace`` runs
@@ -396,9 +397,12 @@ def _compiled(state: QueryState, mode: str) -> _Compiled:
 
 
 def compile_query(state: QueryState, mode: str, resume: Any = None,
-                  pages: _Pages | None = None, work: Work | None = None) -> Call:
+                  pages: _Pages | None = None, work: Work | None = None) -> Call | Any:
     """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain'). With
-    ``work``, each call's work counters are appended to it."""
+    ``work``, each call's work counters are appended to it. A ``none()`` query needs no
+    call: its result is returned as it is (executors pass a result through)."""
+    if state.empty:
+        return 0 if mode == "count" else []
     meta = state.model._meta
     compiled = _compiled(state, mode)
     models, fields = compiled.models, compiled.fields
