@@ -66,6 +66,12 @@ class AsyncRecordMixin:
         """``delete()``, awaited: the number of keys deleted."""
         return await _arun(operations.compile_delete(self))  # type: ignore[no-any-return]
 
+    async def arefresh_from_db(self: ActiveRecord,  # type: ignore[misc]
+                               fields: Iterable[str] | None = None, *,
+                               pointer_depth: int = 1) -> None:
+        """``refresh_from_db()``, awaited: one round trip."""
+        self._apply_fresh(await _arun(self._refresh_op(fields, pointer_depth)))
+
     async def afetch(self: ActiveRecord, name: str) -> Any:  # type: ignore[misc]
         """Load what reading ``name`` would load synchronously (a Pointer beyond
         ``pointer_depth``, a field left out by only()/defer()) and return its value;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..attributes import Attribute, AutoUUID, Bytes, Pointer
@@ -12,6 +13,7 @@ from ..connections import configure
 from ..core import keys as keyspace
 from ..core import ops as operations
 from ..core.codecs import get_codec
+from ..core.plan import then
 from ..core.schema import Options
 from ..errors import (
     DoesNotExist,
@@ -217,6 +219,45 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
         deleted: int = execute(configure.get_connection(), operations.compile_delete(self))
         self.__dict__["_deleted"] = True  # a Pointer to it then says "deleted", not "unsaved"
         return deleted
+
+    def refresh_from_db(self, fields: Iterable[str] | None = None, *,
+                        pointer_depth: int = 1) -> None:
+        """Reload the record's fields (or only ``fields``) from Redis in one round trip,
+        as Django's: values changed in memory and not saved are replaced. DoesNotExist
+        when the record is gone (or was never saved)."""
+        self._apply_fresh(execute(configure.get_connection(),
+                                  self._refresh_op(fields, pointer_depth)))
+
+    def _refresh_op(self, fields: Iterable[str] | None, pointer_depth: int) -> Any:
+        """The load refresh_from_db runs: the whole record (get.lua), or the given fields
+        (only()); its result is a list of zero or one record."""
+        if fields is None:
+            return then(operations.compile_get(type(self), self.pk, pointer_depth),
+                        lambda record: [] if record is None else [record])
+        if isinstance(fields, str):
+            raise TypeError("refresh_from_db(fields=...) takes a list of field names")
+        names = list(fields)
+        for name in names:
+            self._check_field(name)
+        return self._meta.manager.filter(pointer_depth=pointer_depth, pk=self.pk).only(
+            *names)[:1]._records_op() if names else []
+
+    def _apply_fresh(self, found: list[ActiveRecord]) -> None:
+        meta = self._meta
+        if not found:
+            raise DoesNotExist(f"{meta.name} {self.pk} does not exist (deleted, or never "
+                               "saved): nothing to refresh from", model=meta.name,
+                               value=self.pk)
+        fresh = found[0]
+        for name, value in fresh._values.items():
+            self._values[name] = value
+            for state in ("_stored", "_synced_streams"):
+                mine, theirs = getattr(self, state), getattr(fresh, state)
+                if name in theirs:
+                    mine[name] = theirs[name]
+                else:
+                    mine.pop(name, None)
+        self._persisted = True
 
     def _append(self, stream: str, data: bytes | str) -> int:
         return execute(configure.get_connection(),  # type: ignore[no-any-return]
