@@ -9,6 +9,7 @@ import os
 import platform
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +19,16 @@ import redis
 
 from . import concurrency, meter, report
 from .data import BATCH, make_dataset
+from .estimate import Estimate, duration
 from .harness import Runner
 from .systems import BASELINE_FOR, BASELINES, OPS, REGISTRY, System, load
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# (records per operation, timed repeats): about two minutes on a busy 2-core machine by
+# default; --full is the long run the README's figures come from
+DEFAULT = (150, 3)
+FULL = (1000, 5)
+QUICK = (100, 2)
 
 
 def _csv(choices: tuple[str, ...] | list[str]) -> Any:
@@ -46,9 +53,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ops", type=_csv(OPS), default=list(OPS), help=",".join(OPS))
     p.add_argument("--systems", type=_csv(list(REGISTRY)), default=list(REGISTRY),
                    help=",".join(REGISTRY) + " (the baselines are always added)")
-    p.add_argument("--n", type=int, help="records per operation (default 1000, --quick 200)")
-    p.add_argument("--repeat", type=int, help="timed repeats (default 5, --quick 3)")
-    p.add_argument("--quick", action="store_true", help="a short run (tox -e bench)")
+    p.add_argument("--n", type=int, help=f"records per operation (default {DEFAULT[0]}, "
+                   f"--full {FULL[0]}, --quick {QUICK[0]})")
+    p.add_argument("--repeat", type=int, help=f"timed repeats (default {DEFAULT[1]}, "
+                   f"--full {FULL[1]}, --quick {QUICK[1]})")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--full", action="store_true",
+                        help=f"the long run the README's figures come from: n={FULL[0]}, "
+                        f"{FULL[1]} repeats (over ten minutes on a busy 2-core machine)")
+    length.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: n={QUICK[0]}, {QUICK[1]} repeats (tox -e bench)")
     p.add_argument("--json", type=Path, default=RESULTS / "latest.json")
     p.add_argument("--markdown", type=Path, default=RESULTS / "latest.md")
     p.add_argument("--chart", type=Path, default=RESULTS / "latest.png")
@@ -60,8 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.n = args.n or (200 if args.quick else 1000)
-    args.repeat = args.repeat or (3 if args.quick else 5)
+    n, repeat = FULL if args.full else QUICK if args.quick else DEFAULT
+    args.n = args.n or n
+    args.repeat = args.repeat or repeat
     return args
 
 
@@ -101,6 +116,13 @@ class _Progress:
         if tenth != self.last:  # without tqdm: a line every 10%
             self.last = tenth
             print(f"[{self.done}/{self.total}] {msg}", file=sys.stderr, flush=True)
+
+    def note(self, line: str) -> None:
+        """A line on stderr that does not tear the progress bar."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -147,6 +169,35 @@ def _load_systems(names: list[str], url: str) -> tuple[list[System], dict[str, s
     return systems, skipped
 
 
+def _describe_server(client: redis.Redis) -> str:
+    """``Redis 7.0.15 at 10.0.0.5:6379/15``: what a --url points at (no credentials)."""
+    info = client.info("server")
+    product = "Valkey" if info.get("server_name") == "valkey" else "Redis"
+    version = info.get("valkey_version") or info.get("redis_version")
+    kw = client.connection_pool.connection_kwargs
+    where = kw.get("path") or f"{kw.get('host')}:{kw.get('port')}"
+    return f"{product} {version} at {where}/{kw.get('db', 0)}"
+
+
+def _announce_plan(args: argparse.Namespace, systems: list[System],
+                   estimate: Estimate) -> None:
+    ops = len(args.ops)
+    sections = " + the concurrency section" if args.concurrency > 0 else ""
+    longer = "" if args.full else (
+        f"; --full: about "
+        f"{duration(_estimate(args, systems, *FULL).total)}")
+    print(f"running {len(systems)} systems x {ops} operations, n={args.n} records, a warm-up "
+          f"and {args.repeat} timed repeats{sections}: about {duration(estimate.total)} "
+          f"on a busy 2-core machine{longer}", file=sys.stderr, flush=True)
+
+
+def _estimate(args: argparse.Namespace, systems: list[System], n: int,
+              repeat: int) -> Estimate:
+    repocket = sum(s.kind == "repocket" for s in systems) if args.profile else 0
+    return Estimate.of([s.name for s in systems], args.ops, n, repeat, args.concurrency > 0,
+                       repocket)
+
+
 def _on_sigterm(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -178,14 +229,22 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
                   "and deletes keys matching repocket:bench_* and repocket-bench:*.",
                   file=sys.stderr)
             return 2
+        if not throwaway:
+            print(f"using {_describe_server(client)} (--url)", file=sys.stderr)
         systems, skipped = _load_systems(names, url)
         if not any(s.name in BASELINES for s in systems):
             print("the hand-written baselines did not start", file=sys.stderr)
             return 1
+        estimate = _estimate(args, systems, args.n, args.repeat)
+        _announce_plan(args, systems, estimate)
+        clock = time.perf_counter()
         dataset = make_dataset(args.n)
         runner = Runner(client, systems, dataset, args.ops, args.repeat, profile=args.profile)
         progress = _Progress(runner.steps, enabled=not args.no_progress)
         runner.progress = progress
+        runner.after_warmup = lambda seconds: progress.note(
+            f"the warm-up pass took {duration(seconds)}: about "
+            f"{duration(estimate.remaining_after_warmup(seconds))} to go at this pace")
         try:
             runs = runner.run()
         finally:
@@ -230,6 +289,9 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
             path.write_text(text)
             print(f"\nWhere {name}'s time goes, µs per op (cProfile; full profile in {path}):")
             print(report.profile_table(runner.profile_summary[name]))
+        print("\n" + report.summary(result))
+        print(f"\nfinished in {duration(time.perf_counter() - clock)} (estimated at the start: "
+              f"{duration(estimate.total)})")
         return 0
     finally:
         client.close()

@@ -101,6 +101,7 @@ class Runner:
         self.ops = [op for op in OPS if op in ops]
         self.repeat = repeat
         self.progress = progress
+        self.after_warmup: Callable[[float], None] = lambda _seconds: None
         self.profile = profile
         self.profiles: dict[str, str] = {}
         self.profile_summary: dict[str, dict[str, dict[str, float]]] = {}
@@ -119,7 +120,10 @@ class Runner:
     def run(self) -> list[SystemRun]:
         self.cleanup()  # leftovers of an earlier run that was killed (only with --force)
         try:
+            started = time.perf_counter()
             for rep in range(self.repeat + 1):
+                if rep == 1:  # the counted warm-up pass is done: its pace predicts the rest
+                    self.after_warmup(time.perf_counter() - started)
                 order = self.runs[rep % len(self.runs):] + self.runs[:rep % len(self.runs)]
                 passes = [self._pass(run, counted=rep == 0) for run in order
                           if run.failed is None]

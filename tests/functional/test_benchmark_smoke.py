@@ -29,7 +29,12 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
 def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
     proc, out = run_bench(tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert re.search(r"started a throwaway (Redis|Valkey) \S+ on 127\.0\.0\.1:\d+", proc.stderr)
+    # it says first which server it started (product, version, port, binary) and for how long
+    assert re.search(r"started a throwaway (Redis|Valkey) [\d.]+ on 127\.0\.0\.1:\d+ \(/\S+\)",
+                     proc.stderr)
+    assert re.search(r"running 4 systems x 8 operations, n=20 records, a warm-up and 1 timed "
+                     r"repeats \+ the concurrency section: about \d+ (s|min)", proc.stderr)
+    assert "the warm-up pass took" in proc.stderr
     result: dict[str, Any] = json.loads(out.read_text())
     assert result["ops"] == OPS
     assert result["meta"]["target"] == "throwaway redis-server"
@@ -51,6 +56,10 @@ def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
     for op in ("save", "get", "delete", "append"):
         assert result["systems"]["raw-evalsha"]["cells"][op]["round_trips_per_op"] == 1
     assert {t["op"] for t in result["targets"]} >= {"save", "get", "delete", "filter"}
+    for target in result["targets"]:  # goals met or not, measured unless no peer ran
+        assert target["status"] in {"met", "below target"} or (
+            target["status"] == "n/a" and target["against"] == "fastest peer (no peer ran)")
+    assert_ends_with_the_summary(proc.stdout, result)
     rows = {(r["system"], r["mode"]): r for r in result["concurrency"]["rows"]}
     assert set(rows) == {(s, m) for s in ("raw-evalsha", "repocket")
                          for m in ("asyncio", "threads")}
@@ -58,6 +67,27 @@ def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
         for op in ("create", "get", "filter", "delete"):
             assert row[f"{op}_scripts_per_op"] == 1, (row, op)
             assert row[f"{op}_ops_per_s"] > 0
+
+
+def assert_ends_with_the_summary(stdout: str, result: dict[str, Any]) -> None:
+    """The last words: per operation repocket's rate and ratios, then the targets, each below
+    one with its reason; nothing that reads like a crash."""
+    assert "FAIL" not in stdout and "Traceback" not in stdout
+    summary = stdout[stdout.index("Summary: where repocket stands"):]
+    lines = summary.splitlines()
+    for op in OPS:
+        row = next(line for line in lines if line.startswith(f"{op} "))
+        ratio = result["systems"]["repocket-compact"]["cells"][op]["ratio"]
+        baseline = result["baseline_for"][op]
+        assert f"{ratio:.2f}x {baseline}" in row, row
+        assert "no peer ran" in row  # the smoke run has no peers
+    targets = [line.strip() for line in lines if line.startswith("  ")]
+    assert len(targets) == len(result["targets"])
+    for line, target in zip(targets, result["targets"], strict=True):
+        assert line.startswith(target["status"]) and target["op"] in line
+        assert (target["why"] in line) == (target["status"] == "below target")
+    assert re.fullmatch(r"finished in \d+ (s|min( \d+ s)?) \(estimated at the start: .+\)",
+                        lines[-1])
 
 
 def test_user_server_is_refused_when_not_empty_and_left_as_found(
@@ -73,6 +103,10 @@ def test_user_server_is_refused_when_not_empty_and_left_as_found(
 
         proc, out = run_bench(tmp_path, "--url", redis_url, "--ops", "save,get", "--force")
         assert proc.returncode == 0, proc.stderr + proc.stdout
+        info = client.info("server")
+        version = info.get("valkey_version") or info["redis_version"]
+        assert re.search(rf"using (Redis|Valkey) {re.escape(version)} at \S+ \(--url\)",
+                         proc.stderr)
         assert json.loads(out.read_text())["meta"]["leftover_keys"] == 0
         assert client.keys("*") == [b"someone:else"]
         assert client.get("someone:else") == b"precious"
