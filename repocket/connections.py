@@ -17,7 +17,7 @@ from redis.retry import Retry
 from .aio_clients import AsyncClients, AsyncClientSource, factory_from_settings, factory_from_sync
 from .core.codecs import get_codec
 from .errors import ConfigurationError
-from .exec import guard, observe
+from .exec import guard, observe, retire
 
 DEFAULT_URL = "redis://localhost:6379/0"
 
@@ -72,6 +72,10 @@ class configure:
           without retries),
           ``socket_timeout``, ``socket_connect_timeout``, ``ssl``, ``ssl_ca_certs``,
           ``ssl_certfile``, ``ssl_keyfile``, ``unix_socket_path``, ``max_connections``...
+
+        Each thread running repocket calls keeps one connection of the client's pool (at
+        most half of ``max_connections``; the README's "Connections" says why and when
+        redis-py's own calls are used instead).
         """
         if client is not None and (url is not None or options):
             raise ConfigurationError("pass either an existing client or connection settings")
@@ -99,8 +103,8 @@ class configure:
             previous, previous_owned = cls._client, cls._owned
             cls._client, cls._owned = client, owned
             cls._async = AsyncClients(async_source, owned=async_client is None)
-        if previous is not None and previous is not client and previous_owned:
-            previous.close()
+        if previous is not None and previous is not client:
+            cls._let_go(previous, previous_owned)
         return client
 
     @classmethod
@@ -178,5 +182,13 @@ class configure:
             cls._default_codec = "envelope"
         observe.instrument(None)
         observe.slow_call_threshold(None)
-        if previous is not None and owned:
-            previous.close()
+        if previous is not None:
+            cls._let_go(previous, owned)
+
+    @staticmethod
+    def _let_go(client: redis.Redis, owned: bool) -> None:
+        """A client repocket stops using: the connections its threads kept go back to its
+        pool (busy ones when their call ends); closed if repocket built it."""
+        retire(client)
+        if owned:
+            client.close()

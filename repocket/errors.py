@@ -119,6 +119,12 @@ class RepocketConnectionError(RepocketError, redis.exceptions.ConnectionError):
     """Redis is unreachable or the connection dropped. Retriable."""
 
 
+class ServerBusy(RepocketConnectionError):
+    """Redis answered ``BUSY``: a script has run past ``lua-time-limit`` (``busy-reply-threshold``)
+    and the server refuses other commands until it ends or is killed. The call did not run.
+    Retriable, like :class:`RepocketConnectionError` (which it derives from)."""
+
+
 class RepocketTimeoutError(RepocketError, redis.exceptions.TimeoutError):
     """Redis did not answer in time. Retriable; the operation may or may not have run."""
 

@@ -21,8 +21,9 @@ import redis.exceptions as rexc
 from ..core.lua import Script
 from ..core.plan import DEFAULT_MAX_BYTES, Call, Command, Emit, Plan
 from . import observe
+from .limits import _MAX_BYTES, may_read_config
 from .plans import command_error
-from .scripts import _MAX_BYTES, may_read_config, translate_error
+from .translate import translate_error
 
 
 async def aevalsha(client: redis.asyncio.Redis, script: Script, keys: tuple[Any, ...],

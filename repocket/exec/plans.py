@@ -14,7 +14,8 @@ from .. import errors
 from ..core.lua import Script
 from ..core.plan import Call, Command, Emit, Plan
 from .guard import refuse_in_event_loop
-from .scripts import execute, translate_error
+from .sync import execute
+from .translate import translate_error
 
 
 def command_error(exc: rexc.RedisError, command: Command) -> errors.RepocketError:

@@ -17,6 +17,7 @@ import redis
 
 from repocket import configure, errors
 from repocket.core import keys as keyspace
+from repocket.exec import kept_connection
 from tests.conftest import snapshot
 from tests.support.servers import StartServer
 
@@ -457,7 +458,10 @@ class CuttingProxy:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.cut_after: int | None = None
+        self.stall_after: int | None = None
+        self.released = threading.Event()
         self.cuts = 0
+        self.accepted = 0
         self.lock = threading.Lock()
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -466,6 +470,15 @@ class CuttingProxy:
         with self.lock:
             self.cut_after = n
 
+    def stall(self, n: int) -> None:
+        """Forward the first ``n`` bytes of the next reply, and the rest only on release()."""
+        self.released.clear()
+        with self.lock:
+            self.stall_after = n
+
+    def release(self) -> None:
+        self.released.set()
+
     def _accept(self) -> None:
         while not self.closed:
             try:
@@ -473,6 +486,7 @@ class CuttingProxy:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.accepted += 1
             threading.Thread(target=self._pump, args=(client, upstream, False),
                              daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, True),
@@ -487,10 +501,15 @@ class CuttingProxy:
                 if is_reply:
                     with self.lock:
                         cut, self.cut_after = self.cut_after, None
+                        stall, self.stall_after = self.stall_after, None
                     if cut is not None:
                         sink.sendall(data[:cut])
                         self.cuts += 1
                         break
+                    if stall is not None:
+                        sink.sendall(data[:stall])
+                        self.released.wait(30)
+                        data = data[stall:]  # late: the client gave up on this socket
                 sink.sendall(data)
         except OSError:
             pass
@@ -590,4 +609,79 @@ def test_client_killed_while_its_call_waits_is_typed_and_runs_a_write_at_most_on
         assert times_run == 1 if outcome == "returned" else times_run in (0, 1), (n, outcome)
     assert dropped >= 1
     assert stable.append_log(b"after") > 0
+    assert_consistent(admin, Account, Ticket)
+
+
+def test_client_timeout_mid_reply_discards_the_connection_and_the_next_call_works(
+        start_server: StartServer) -> None:
+    """The lean path keeps a connection per thread: a reply half-read when the timeout hit
+    must never be read by the next call (its rest arrives late, on the old socket)."""
+    server = start_server()
+    proxy = CuttingProxy(server.port)
+    admin = server.client()
+    try:
+        configure.connection_pool(url=f"redis://127.0.0.1:{proxy.port}/0", socket_timeout=0.5)
+        stable = Account.create(name="stable", score=0, email=None, log=b"x" * 5000)
+        for run, _ran in _write_ops(stable, 0).values():  # every script cached
+            run()
+        outcomes = {}
+        for kind, (run, ran) in _write_ops(stable, 1).items():
+            Account.objects.get(id=stable.pk)
+            kept = kept_connection(configure.get_connection())
+            assert kept is not None
+            connections_before = proxy.accepted
+            proxy.stall(2)
+            with pytest.raises(errors.RepocketTimeoutError):
+                run()
+            proxy.release()  # the rest of the reply goes to the abandoned socket
+            outcomes[kind] = ran(admin)
+            assert outcomes[kind] == 1, (kind, outcomes)  # the server ran it, once
+            # the next call on this thread: a fresh session, the right reply
+            assert Account.objects.get(id=stable.pk).log == _stream(admin, stable)
+            assert kept_connection(configure.get_connection()) is kept
+            assert proxy.accepted == connections_before + 1
+        print(f"\n[timeout mid-reply] ran {outcomes}")
+        assert_consistent(admin, Account, Ticket)
+    finally:
+        proxy.release()
+        proxy.close()
+
+
+def test_a_script_past_lua_time_limit_makes_calls_fail_with_a_retriable_busy_error(
+        start_server: StartServer) -> None:
+    server = start_server("--lua-time-limit", "10")
+    configure.connection_pool(url=server.url, socket_timeout=10)
+    admin = server.client()
+    stable = Account.create(name="stable", score=0, email=None, log=b"")
+    stable.append_log(b"warm")
+    kept = kept_connection(configure.get_connection())
+    def run_forever() -> None:  # until SCRIPT KILL (it writes nothing, so it may be killed)
+        with contextlib.suppress(redis.exceptions.ResponseError):
+            server.client().eval("while true do end", 0)
+
+    busy_script = threading.Thread(target=run_forever)
+    busy_script.start()
+    probe = server.client()
+    try:
+        for _ in range(500):  # until the server answers BUSY (bounded, not timed)
+            try:
+                probe.ping()
+            except redis.exceptions.ResponseError as exc:
+                assert str(exc).startswith("BUSY")
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the server never got busy")
+        with pytest.raises(errors.ServerBusy) as raised:
+            stable.append_log(b"refused")
+        assert isinstance(raised.value, errors.RepocketConnectionError)  # retriable
+        assert isinstance(raised.value, redis.exceptions.ConnectionError)
+        assert "BUSY" in str(raised.value)
+        with pytest.raises(errors.ServerBusy):
+            Account.objects.get(id=stable.pk)
+    finally:
+        probe.script_kill()
+        busy_script.join()
+    assert stable.append_log(b"!") == len(b"warm!")  # nothing refused ran; retrying works
+    assert kept_connection(configure.get_connection()) is kept  # an error reply: kept
     assert_consistent(admin, Account, Ticket)

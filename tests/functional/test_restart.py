@@ -7,6 +7,7 @@ import redis
 
 from repocket import configure, errors
 from repocket.core.lua import SCRIPTS
+from repocket.exec import kept_connection
 from tests.conftest import counting_client
 from tests.support.servers import StartServer
 
@@ -29,6 +30,31 @@ def test_restart_reloads_scripts_and_unreachable_server_is_a_typed_error(
         assert Project.objects.get(id=project.id).name == "survives"  # saved on stop
         again = Project.create(name="after restart")
         assert Project.objects.get(id=again.id).name == "after restart"
+    finally:
+        configure.reset()
+
+
+def test_a_restart_between_calls_is_invisible_and_costs_one_round_trip(
+        start_server: StartServer) -> None:
+    """The kept connection's readiness check finds the closed socket before sending: the call
+    reconnects, loads its script with it (the new process has none), and succeeds."""
+    server = start_server("--save", "3600 1")
+    configure.connection_pool(client=counting_client(server.url, socket_connect_timeout=1))
+    try:
+        project = Project.create(name="kept")
+        kept = kept_connection(configure.get_connection())
+        assert kept is not None
+        server.stop()
+        server.start()
+        admin = redis.Redis.from_url(server.url)
+        admin.config_resetstat()
+        assert Project.objects.get(id=project.id).name == "kept"  # no error
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        assert stats["cmdstat_script|load"]["calls"] == 1
+        assert "cmdstat_eval" not in stats  # loaded with the call, not after a NOSCRIPT
+        assert kept_connection(configure.get_connection()) is kept  # the same, reconnected
+        admin.close()
     finally:
         configure.reset()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+import ssl
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from repocket import ActiveRecord, attributes, configure, errors
 from repocket.core.lua import SCRIPTS
 from repocket.core.luagen import compile_source
 from repocket.core.luagen import sources as luagen_sources
+from repocket.exec import kept_connection
 from repocket.tools.server import RedisServer
 from tests.support.servers import server_version, tls_server
 from tests.support.work import ScriptCall, script_calls
@@ -375,6 +377,7 @@ def exercise_every_operation(server: Server) -> None:
 def test_the_documented_acl_user_runs_everything(fresh: Server) -> None:
     fresh.connect(user_url(fresh))
     exercise_every_operation(fresh)
+    assert kept_connection(configure.get_connection()) is not None  # the lean path
     users = {client["user"] for client in fresh.admin.client_list()}
     assert "repocket" in users
     assert fresh.acl_denials() == []  # not even a refusal a script swallowed
@@ -458,6 +461,9 @@ def test_username_and_password(transport: str, request: pytest.FixtureRequest) -
     server.connect(username="repocket", password=PASSWORD)
     ann = Player.create(name="ann", score=3)
     assert Player.objects.get(id=ann.id).name == "ann"
+    kept = kept_connection(configure.get_connection())  # the lean path: the pool's auth
+    assert kept is not None and kept.username == "repocket"
+    assert "repocket" in {client["user"] for client in server.admin.client_list()}
     server.connect(user_url(server))  # credentials in the URL
     assert [p.name for p in Player.objects.filter(score=3)] == ["ann"]
 
@@ -480,6 +486,9 @@ def test_tls_save_get_filter(fresh_tls: Server) -> None:
     assert Player.objects.get(id=ann.id).log == b"over tls"
     assert [p.name for p in Player.objects.filter(score__gte=3, name="ann")] == ["ann"]
     assert configure.get_connection().connection_pool.connection_class is redis.SSLConnection
+    kept = kept_connection(configure.get_connection())  # the lean path, over TLS
+    assert isinstance(kept, redis.SSLConnection)
+    assert isinstance(kept._sock, ssl.SSLSocket)
 
 
 def test_tls_without_the_ca_or_without_tls_is_refused(fresh_tls: Server) -> None:

@@ -1,14 +1,17 @@
 """Server-side refusals: over maxmemory (the #!lua shebang makes Redis refuse the
 whole script before it runs) and wrong key types surface as typed errors and
-leave the keyspace exactly as it was."""
+leave the keyspace exactly as it was; a server that may evict keys is warned about."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import redis
 
 from repocket import errors
-from tests.conftest import snapshot
+from repocket.exec.registry import registry
+from tests.conftest import RoundTrips, snapshot
 
 from .models import Build, Project
 
@@ -45,3 +48,27 @@ def test_wrong_type_under_a_stream_key_fails_before_any_write(client: redis.Redi
     assert raised.value.field == "stderr"
     assert raised.value.key.endswith(":field:stderr")
     assert snapshot(client) == before
+
+
+def test_an_eviction_policy_other_than_noeviction_is_warned_about_once(
+        client: redis.Redis, roundtrips: RoundTrips, caplog: pytest.LogCaptureFixture) -> None:
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    registry.clear()  # as in a new process: the server was not asked yet
+    roundtrips.reset()
+    try:
+        with caplog.at_level(logging.WARNING, logger="repocket"):
+            project = Project.create(name="evictable")
+            assert roundtrips.count == 1  # the question travels with the first call
+            Project.objects.get(id=project.id)
+            Project.create(name="again")
+        warnings = [record for record in caplog.records if record.name == "repocket"]
+        assert len(warnings) == 1, warnings
+        assert "allkeys-lru" in warnings[0].getMessage()
+        assert "noeviction" in warnings[0].getMessage()
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+        registry.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="repocket"):
+        Project.create(name="kept")
+    assert [record for record in caplog.records if record.name == "repocket"] == []

@@ -12,7 +12,7 @@ import redis.exceptions as rexc
 from repocket import errors
 from repocket.core.lua import SCRIPTS
 from repocket.core.plan import Call
-from repocket.exec.scripts import execute, translate_error
+from repocket.exec import execute, translate_error
 
 HASH = "repocket:ns:Build:970773fa-4de1-11e5-86f4-6c4008a70392"
 STREAM = HASH + ":field:stdout"
@@ -44,6 +44,7 @@ def repocket_error(**details: Any) -> rexc.ResponseError:
     (errors.ScriptError, (errors.RepocketError,)),
     (errors.RepocketConnectionError, (errors.RepocketError, rexc.ConnectionError)),
     (errors.RepocketTimeoutError, (errors.RepocketError, rexc.TimeoutError)),
+    (errors.ServerBusy, (errors.RepocketConnectionError, rexc.ConnectionError)),
     (errors.OutOfMemory, (errors.RepocketError, rexc.OutOfMemoryError)),
     (errors.ReadOnly, (errors.RepocketError, rexc.ReadOnlyError)),
 ])
@@ -122,6 +123,10 @@ def test_malformed_repocket_error_is_a_script_error() -> None:
      rexc.ResponseError),
     (rexc.ResponseError("ERR something else"), errors.ScriptError, rexc.RedisError),
     (rexc.NoScriptError("NOSCRIPT No matching script"), errors.ScriptError, rexc.RedisError),
+    (rexc.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL"),
+     errors.ServerBusy, rexc.ConnectionError),
+    (rexc.ResponseError("BUSY Valkey is busy running a script."), errors.ServerBusy,
+     rexc.ConnectionError),
 ])
 def test_redis_errors_map_to_repocket_errors(exc: rexc.RedisError, expected: type,
                                              redis_base: type) -> None:
@@ -131,7 +136,7 @@ def test_redis_errors_map_to_repocket_errors(exc: rexc.RedisError, expected: typ
     assert "Build.get" in str(err)
     assert str(exc) in str(err)
     if expected in (errors.RepocketConnectionError, errors.RepocketTimeoutError,
-                    errors.OutOfMemory, errors.ReadOnly):
+                    errors.OutOfMemory, errors.ReadOnly, errors.ServerBusy):
         assert isinstance(err, redis_base)  # code catching redis-py errors keeps working
     if expected is errors.WrongKeyType:
         assert err.model == "Build"

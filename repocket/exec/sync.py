@@ -1,0 +1,135 @@
+"""The synchronous run loop: a :class:`~repocket.core.plan.Call` and its follow-up Calls.
+
+Each call is one round trip on the client's transport (``lean.py``'s kept connection, or
+redis-py's own calls, ``plain.py``); the registry (``registry.py``) decides what that round
+trip carries and reads what comes back. An asyncio loop is this file with ``await`` before
+``transport.run``; a cluster loop picks the node's transport per call.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import weakref
+from typing import Any, Protocol
+
+import redis
+import redis.exceptions as rexc
+from redis.connection import BlockingConnectionPool, ConnectionPool
+
+from ..core.plan import Call
+from . import observe
+from .guard import in_event_loop, refuse_in_event_loop
+from .lean import KeptConnections, why_not_lean
+from .limits import max_bytes
+from .plain import BareTransport, RedisPyTransport
+from .registry import BARE, client_mode, registry, server_name
+from .translate import translate_error
+
+
+class Transport(Protocol):
+    def run(self, call: Call, args: tuple[Any, ...]) -> Any: ...
+
+
+def execute(client: Any, call: Call) -> Any:
+    """Run a compiled operation and its follow-ups; return the decoded result."""
+    if in_event_loop() and isinstance(call, Call):
+        refuse_in_event_loop(f"{call.model}.{call.script.name}")
+    if not isinstance(call, Call):  # a result known already (cached): nothing to run
+        return call
+    transport = transport_for(client)
+    watch = observe.start(call.script.name, call.model)
+    try:
+        result: Any = call
+        while isinstance(result, Call):
+            call = result
+            if watch is not None:
+                watch.round_trips += 1
+            try:
+                args = call.args
+                if call.args_for_limit is not None:  # the ARGV depend on the server's limit
+                    args = call.args_for_limit(max_bytes(client))
+                reply = transport.run(call, args)
+            except rexc.RedisError as exc:
+                raise translate_error(exc, call) from exc
+            result = call.decode(reply)
+    except BaseException as exc:  # the hook hears of interrupted calls too
+        if watch is not None:
+            watch.finish(exc)
+        raise
+    if watch is not None:
+        watch.finish(None)
+    return result
+
+
+# -- which transport a client gets ------------------------------------------------------------
+_transports: weakref.WeakKeyDictionary[Any, Transport] = weakref.WeakKeyDictionary()
+_last: tuple[Any, Transport] | None = None  # the configured client, looked up without hashing
+_lock = threading.Lock()
+# Transports of clients that were garbage collected, retired at the next lookup (not in the
+# collector's context, which may run while this thread holds a pool's lock).
+_orphaned: collections.deque[Transport] = collections.deque()
+
+
+def transport_for(client: Any) -> Transport:
+    last = _last
+    if last is not None and last[0] is client:
+        return last[1]
+    return _remember(client)
+
+
+def _remember(client: Any) -> Transport:
+    global _last
+    _retire_orphans()
+    with _lock:
+        try:
+            transport = _transports[client]
+        except (KeyError, TypeError):
+            transport = _new_transport(client)
+            try:
+                _transports[client] = transport
+            except TypeError:  # not weakly referenceable: built again next time
+                return transport
+            weakref.finalize(client, _orphaned.append, transport)
+        _last = (client, transport)
+    return transport
+
+
+def _new_transport(client: Any) -> Transport:
+    if not isinstance(client, redis.Redis):
+        return BareTransport(client, registry.server(f"client-{id(client)}", BARE))
+    pool = client.connection_pool
+    mode = client_mode(pool.connection_kwargs)
+    if why_not_lean(client) is None:
+        return KeptConnections(client, registry.server(server_name(pool.connection_kwargs), mode))
+    # A Sentinel or custom pool may move between servers: its scripts are tracked per pool.
+    standard = type(pool) in (ConnectionPool, BlockingConnectionPool)
+    name = server_name(pool.connection_kwargs) if standard else f"pool-{id(pool)}"
+    return RedisPyTransport(client, registry.server(name, mode))
+
+
+def _retire_orphans() -> None:
+    while _orphaned:
+        try:
+            transport = _orphaned.popleft()
+        except IndexError:
+            return
+        if isinstance(transport, KeptConnections):
+            transport.retire()
+
+
+def retire(client: Any) -> None:
+    """``client`` is no longer repocket's: give its kept connections back to its pool."""
+    global _last
+    with _lock:
+        transport = _transports.pop(client, None)
+        if _last is not None and _last[0] is client:
+            _last = None
+    if isinstance(transport, KeptConnections):
+        transport.retire()
+
+
+def kept_connection(client: Any) -> Any:
+    """The connection this thread keeps for ``client`` (None on redis-py's own path)."""
+    transport = transport_for(client)
+    return transport.kept_connection() if isinstance(transport, KeptConnections) else None
