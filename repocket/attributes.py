@@ -19,7 +19,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
 from dateutil import parser as _dateparser
 
@@ -33,6 +33,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+    from typing_extensions import TypeVar as TypingExtensionsTypeVar
+
     from .api.model import ActiveRecord
 
 __all__ = [
@@ -131,7 +134,17 @@ class _HybridMethod:
         return functools.partial(self.func, target)
 
 
-class Attribute:
+# The value type a field gives on an instance (None included with null=True). Its
+# default (Any) lets code that handles any field write a bare ``Attribute``.
+if TYPE_CHECKING:
+    _V = TypingExtensionsTypeVar("_V", default=Any)
+else:
+    _V = TypeVar("_V")
+_E = TypeVar("_E", bound=enum.Enum)
+_M = TypeVar("_M", bound="ActiveRecord")
+
+
+class Attribute(Generic[_V]):
     """Base of every field type.
 
     ``null=True`` makes ``None`` a storable value. ``default`` is a value or a
@@ -164,6 +177,11 @@ class Attribute:
     # -- descriptor protocol -------------------------------------------------
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, instance: ActiveRecord, owner: type) -> _V: ...
 
     def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:
         if instance is None:
@@ -253,8 +271,23 @@ class Attribute:
         return f"<{type(self).__name__} {self.name or '(unbound)'}>"
 
 
-class Unicode(Attribute):
+class Unicode(Attribute[_V]):
     """Handles unicode-safe values."""
+
+    if TYPE_CHECKING:  # the value type: str, or str | None with null=True
+        @overload
+        def __init__(self: Unicode[str], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Unicode[str | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Unicode[str | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     __base_type__ = str
     empty_value = ""
@@ -274,8 +307,23 @@ class Unicode(Attribute):
         return raw.decode("utf-8")
 
 
-class Bytes(Attribute):
+class Bytes(Attribute[_V]):
     """Handles raw byte strings; a ``str`` is encoded with the field's ``encoding``."""
+
+    if TYPE_CHECKING:  # the value type: bytes, or bytes | None with null=True
+        @overload
+        def __init__(self: Bytes[bytes], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Bytes[bytes | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Bytes[bytes | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     __base_type__ = bytes
     empty_value = b""
@@ -295,14 +343,29 @@ class Bytes(Attribute):
         return raw
 
 
-class ByteStream(Bytes):
+class ByteStream(Bytes[_V]):
     """Bytes stored in their own Redis string, so ``append_<field>()`` is one APPEND."""
+
+    if TYPE_CHECKING:  # the value type: bytes, or bytes | None with null=True
+        @overload
+        def __init__(self: ByteStream[bytes], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: ByteStream[bytes | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: ByteStream[bytes | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     is_stream = True
     index_kind = None
 
 
-class JSON(Attribute):
+class JSON(Attribute[Any]):
     """Any JSON-encodable Python value, stored as JSON text."""
 
     __base_type__ = str
@@ -333,7 +396,7 @@ class JSON(Attribute):
 _TOO_DEEP = "JSON nested too deeply for Python's recursion limit"
 
 
-class Integer(Attribute):
+class Integer(Attribute[_V]):
     """Handles int, of any size.
 
     Stored as decimal digits, which the server compares exactly whatever their
@@ -341,6 +404,21 @@ class Integer(Attribute):
     checks the stored value of candidates beyond that. Python itself refuses to
     write ints of more than ``sys.get_int_max_str_digits()`` digits (4300 by default).
     """
+
+    if TYPE_CHECKING:  # the value type: int, or int | None with null=True
+        @overload
+        def __init__(self: Integer[int], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Integer[int | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Integer[int | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     __base_type__: ClassVar[type] = int
     empty_value = 0
@@ -366,11 +444,26 @@ class Integer(Attribute):
         return int(raw)
 
 
-class Boolean(Integer):
+class Boolean(Integer[_V]):
     """Handles bool, stored as ``1`` or ``0`` (Redis' own convention); indexed and compared
     as the Integers 1 and 0 (so False orders first). Takes True and False, the ints 1 and 0
     and the texts ``true``/``false``/``1``/``0`` (any case); anything else is refused rather
     than judged by its truthiness (``"no"`` is not False)."""
+
+    if TYPE_CHECKING:  # the value type: bool, or bool | None with null=True
+        @overload
+        def __init__(self: Boolean[bool], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Boolean[bool | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Boolean[bool | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     __base_type__ = bool
     empty_value = False
@@ -398,7 +491,7 @@ class Boolean(Integer):
 _BOOLEAN_TEXTS = {"true": True, "false": False, "1": True, "0": False}
 
 
-class Float(Attribute):
+class Float(Attribute[_V]):
     """Handles float; ``repr`` is stored, so every float round-trips exactly.
 
     NaN is refused unless ``allow_nan=True`` (it equals nothing and cannot be ordered).
@@ -408,6 +501,22 @@ class Float(Attribute):
     empty_value = 0.0
     family = "float"
     index_kind = "score"
+
+    @overload
+    def __init__(self: Float[float], null: Literal[False] = ...,
+                 default: Any = ..., encoding: str = ...,
+                 allow_nan: bool = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: Float[float | None], null: Literal[True],
+                 default: Any = ..., encoding: str = ...,
+                 allow_nan: bool = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: Float[float | None], null: bool,
+                 default: Any = ..., encoding: str = ...,
+                 allow_nan: bool = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
 
     def __init__(self, null: bool = False, default: Any = None, encoding: str = "utf-8",
                  allow_nan: bool = False, **options: Any):
@@ -432,8 +541,23 @@ class Float(Attribute):
         return float(raw)
 
 
-class Decimal(Attribute):
+class Decimal(Attribute[_V]):
     """Handles ``decimal.Decimal``, keeping every digit (``Decimal('1.10')`` stays ``'1.10'``)."""
+
+    if TYPE_CHECKING:  # the value type: decimal.Decimal, or decimal.Decimal | None with null=True
+        @overload
+        def __init__(self: Decimal[decimal.Decimal], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Decimal[decimal.Decimal | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Decimal[decimal.Decimal | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     __base_type__ = decimal.Decimal
     empty_value = decimal.Decimal("0")
@@ -456,7 +580,7 @@ class Decimal(Attribute):
         return decimal.Decimal(raw.decode("ascii"))
 
 
-class DateTime(Attribute):
+class DateTime(Attribute[_V]):
     """Handles ``datetime.datetime``, naive or aware, to the microsecond.
 
     ``auto_now=True`` sets the field to the current UTC time on every save.
@@ -466,6 +590,19 @@ class DateTime(Attribute):
     __base_type__ = _dt.datetime
     family = "datetime"
     index_kind = "score"
+
+    @overload
+    def __init__(self: DateTime[_dt.datetime], auto_now: bool = ..., null: Literal[False] = ...,
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: DateTime[_dt.datetime | None], auto_now: bool = ..., *, null: Literal[True],
+                 default: Any = ..., encoding: str = ..., index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: DateTime[_dt.datetime | None], auto_now: bool = ..., *, null: bool,
+                 default: Any = ..., encoding: str = ..., index: bool = ...,
+                 unique: bool = ...) -> None: ...
 
     def __init__(self, auto_now: bool = False, null: bool = False, default: Any = None,
                  encoding: str = "utf-8", **options: Any):
@@ -497,7 +634,7 @@ class DateTime(Attribute):
         return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
 
 
-class Date(Attribute):
+class Date(Attribute[_V]):
     """Handles ``datetime.date``, stored as ISO 8601 ``YYYY-MM-DD``.
 
     That text orders as the dates do (years have four digits), so a Date is indexed and
@@ -506,6 +643,21 @@ class Date(Attribute):
     it falls on depends on a time zone): pass ``value.date()``. Strings are parsed as ISO
     8601 dates.
     """
+
+    if TYPE_CHECKING:  # the value type: _dt.date, or _dt.date | None with null=True
+        @overload
+        def __init__(self: Date[_dt.date], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Date[_dt.date | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: Date[_dt.date | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     __base_type__ = _dt.date
 
@@ -530,7 +682,7 @@ class Date(Attribute):
 _DATE_TEXT = re.compile(rb"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-class Enum(Attribute):
+class Enum(Attribute[_V]):
     """Handles the members of one ``enum.Enum`` class, stored by value.
 
     Every value of the enum must be a str (stored as its text, compared and indexed as
@@ -539,6 +691,19 @@ class Enum(Attribute):
     """
 
     __base_type__ = enum.Enum
+
+    @overload
+    def __init__(self: Enum[_E], enum_type: type[_E], null: Literal[False] = ...,
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: Enum[_E | None], enum_type: type[_E], null: Literal[True],
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: Enum[_E | None], enum_type: type[_E], null: bool,
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
 
     def __init__(self, enum_type: type[enum.Enum], null: bool = False, default: Any = None,
                  encoding: str = "utf-8", **options: Any):
@@ -598,8 +763,23 @@ def _enum_storage(enum_type: Any) -> tuple[str, str, dict[bytes, enum.Enum]]:
     return family, kind, by_text
 
 
-class UUID(Attribute):
+class UUID(Attribute[_V]):
     """Handles ``uuid.UUID``; accepts any standard string form."""
+
+    if TYPE_CHECKING:  # the value type: uuid.UUID, or uuid.UUID | None with null=True
+        @overload
+        def __init__(self: UUID[uuid.UUID], null: Literal[False] = ...,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: UUID[uuid.UUID | None], null: Literal[True],
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        @overload
+        def __init__(self: UUID[uuid.UUID | None], null: bool,
+                     default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                     unique: bool = ...) -> None: ...
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
 
     __base_type__ = uuid.UUID
 
@@ -616,7 +796,7 @@ class UUID(Attribute):
         return str(value)
 
 
-class AutoUUID(UUID):
+class AutoUUID(UUID[uuid.UUID]):
     """The record's id: a version-1 UUID generated on creation (with a random node id)."""
 
     def clean(self, value: Any, model: str = "") -> uuid.UUID:
@@ -630,7 +810,7 @@ class AutoUUID(UUID):
         return random_node_uuid1()
 
 
-class Pointer(Attribute):
+class Pointer(Attribute[_V]):
     """A soft foreign key: stores the target's id and loads the target on ``get``.
 
     ``to_model`` is a model class, or ``"self"`` for the model being declared.
@@ -642,10 +822,32 @@ class Pointer(Attribute):
 
     __base_type__ = object
 
+    @overload
+    def __init__(self: Pointer[_M], to_model: type[_M], null: Literal[False] = ...,
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: Pointer[_M | None], to_model: type[_M], null: Literal[True],
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: Pointer[_M | None], to_model: type[_M], null: bool,
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+    @overload
+    def __init__(self: Pointer[Any], to_model: str, null: bool = ...,
+                 default: Any = ..., encoding: str = ..., *, index: bool = ...,
+                 unique: bool = ...) -> None: ...
+
     def __init__(self, to_model: type[ActiveRecord] | str, null: bool = False, default: Any = None,
                  encoding: str = "utf-8", **options: Any):
         super().__init__(null=null, default=default, encoding=encoding, **options)
         self.to_model: Any = to_model
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Self: ...
+    @overload
+    def __get__(self, instance: ActiveRecord, owner: type) -> _V: ...
 
     def __get__(self, instance: ActiveRecord | None, owner: type) -> Any:
         if instance is None:

@@ -11,7 +11,7 @@ Building a queryset is shared too (``filter``, ``order_by``, slicing do no I/O).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..attributes import Pointer
 from ..connections import configure
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from .manager import Manager
     from .model import ActiveRecord
     from .queryset import QuerySet
+
+
+_R = TypeVar("_R", bound="ActiveRecord")
+_Rec = TypeVar("_Rec", bound="AsyncRecordMixin")
 
 
 async def _arun(op: Any) -> Any:
@@ -51,7 +55,7 @@ class AsyncRecordMixin:
     ``aappend_<stream>``)."""
 
     @classmethod
-    async def acreate(cls, **kwargs: Any) -> Any:
+    async def acreate(cls: type[_Rec], **kwargs: Any) -> _Rec:
         """``create``, awaited: build an instance, save it, return it."""
         instance = cls(**kwargs)
         await instance.asave()  # type: ignore[misc]
@@ -88,32 +92,32 @@ class AsyncRecordMixin:
         return value
 
 
-class AsyncManagerMixin:
+class AsyncManagerMixin(Generic[_R]):
     """``acreate``, ``aget``, ``aget_many``, ``abulk_create``, ``acheck``, ``areindex``;
     the queryset methods (``acount``, ``afirst``...) are reached as in sync code."""
 
-    model: type[ActiveRecord]
+    model: type[_R]
 
-    async def acreate(self, **kwargs: Any) -> ActiveRecord:
+    async def acreate(self, **kwargs: Any) -> _R:
         instance = self.model(**kwargs)
         await instance.asave()
         return instance
 
-    async def aget(self: Manager, *, pointer_depth: int = 1,  # type: ignore[misc]
-                   **lookups: Any) -> ActiveRecord | None:
+    async def aget(self: Manager[_R], *, pointer_depth: int = 1,  # type: ignore[misc]
+                   **lookups: Any) -> _R | None:
         """The record with these lookups, None when there is none (as ``get``)."""
         return await _arun(self._get_op(pointer_depth, lookups))  # type: ignore[no-any-return]
 
-    async def aget_many(self: Manager, ids: Sequence[Any], *,  # type: ignore[misc]
-                        pointer_depth: int = 1) -> list[ActiveRecord | None]:
+    async def aget_many(self: Manager[_R], ids: Sequence[Any], *,  # type: ignore[misc]
+                        pointer_depth: int = 1) -> list[_R | None]:
         return await _arun(self._get_many_op(ids, pointer_depth))  # type: ignore[no-any-return]
 
-    async def abulk_create(self, records: Iterable[ActiveRecord],
-                           batch_size: int = 500) -> list[ActiveRecord]:
+    async def abulk_create(self, records: Iterable[_R],
+                           batch_size: int = 500) -> list[_R]:
         """``bulk_create``, awaited: one atomic round trip per batch."""
-        records = batches.bulk_records(self.model, records, batch_size)
+        checked = batches.bulk_records(self.model, records, batch_size)
         return await _arun_plan(  # type: ignore[no-any-return]
-            batches.bulk_create_plan(self.model, records, batch_size))
+            batches.bulk_create_plan(self.model, checked, batch_size))
 
     async def acheck(self, repair: bool = False, batch_size: int = 1000) -> CheckReport:
         return await _arun_plan(  # type: ignore[no-any-return]
@@ -124,58 +128,58 @@ class AsyncManagerMixin:
             check.check_plan(self.model, True, batch_size, keyspace_pass=False))
 
 
-class AsyncQuerySetMixin:
+class AsyncQuerySetMixin(Generic[_R]):
     """``async for``, ``alist``, ``acount``, ``aexists``, ``afirst``, ``alast``, ``aget``,
     ``aids``, ``aiterator``, ``avalues``, ``avalues_list``, ``adelete``, ``aexplain``."""
 
-    def __aiter__(self: QuerySet) -> AsyncIterator[ActiveRecord]:  # type: ignore[misc]
+    def __aiter__(self: QuerySet[_R]) -> AsyncIterator[_R]:  # type: ignore[misc]
         return self._aiterate()
 
-    async def _aiterate(self: QuerySet) -> AsyncIterator[ActiveRecord]:  # type: ignore[misc]
+    async def _aiterate(self: QuerySet[_R]) -> AsyncIterator[_R]:  # type: ignore[misc]
         for record in await self.alist():
             yield record
 
-    async def alist(self: QuerySet) -> list[ActiveRecord]:  # type: ignore[misc]
+    async def alist(self: QuerySet[_R]) -> list[_R]:  # type: ignore[misc]
         """The records (one round trip unless the scan pages); the queryset caches them."""
         return await _arun(self._records_op())  # type: ignore[no-any-return]
 
-    async def acount(self: QuerySet) -> int:  # type: ignore[misc]
+    async def acount(self: QuerySet[_R]) -> int:  # type: ignore[misc]
         return await _arun(self._count_op())  # type: ignore[no-any-return]
 
-    async def aexists(self: QuerySet) -> bool:  # type: ignore[misc]
+    async def aexists(self: QuerySet[_R]) -> bool:  # type: ignore[misc]
         return await _arun(self._exists_op())  # type: ignore[no-any-return]
 
-    async def aget(self: QuerySet, **lookups: Any) -> ActiveRecord | None:  # type: ignore[misc]
+    async def aget(self: QuerySet[_R], **lookups: Any) -> _R | None:  # type: ignore[misc]
         return await _arun(self._get_op(lookups))  # type: ignore[no-any-return]
 
-    async def afirst(self: QuerySet) -> ActiveRecord | None:  # type: ignore[misc]
+    async def afirst(self: QuerySet[_R]) -> _R | None:  # type: ignore[misc]
         return await _arun(self._first_op())  # type: ignore[no-any-return]
 
-    async def alast(self: QuerySet) -> ActiveRecord | None:  # type: ignore[misc]
+    async def alast(self: QuerySet[_R]) -> _R | None:  # type: ignore[misc]
         return await _arun(self._last_op())  # type: ignore[no-any-return]
 
-    async def aids(self: QuerySet) -> list[Any]:  # type: ignore[misc]
+    async def aids(self: QuerySet[_R]) -> list[Any]:  # type: ignore[misc]
         from ..core.query import compile_query
 
         return await _arun(compile_query(self.state, "ids"))  # type: ignore[no-any-return]
 
-    async def aiterator(self: QuerySet,  # type: ignore[misc]
-                        chunk_size: int = 1000) -> AsyncIterator[ActiveRecord]:
+    async def aiterator(self: QuerySet[_R],  # type: ignore[misc]
+                        chunk_size: int = 1000) -> AsyncIterator[_R]:
         """``iterator``: the records ``chunk_size`` at a time, one round trip per chunk."""
         async for record in astream_plan(configure.get_async_connection(),
                                          batches.iterator_plan(self.state, chunk_size)):
             yield record
 
-    async def avalues(self: QuerySet, *fields: str) -> list[dict[str, Any]]:  # type: ignore[misc]
+    async def avalues(self: QuerySet[_R], *fields: str) -> list[dict[str, Any]]:  # type: ignore[misc]
         return await _arun(self._values_op(fields))  # type: ignore[no-any-return]
 
-    async def avalues_list(self: QuerySet, *fields: str,  # type: ignore[misc]
+    async def avalues_list(self: QuerySet[_R], *fields: str,  # type: ignore[misc]
                            flat: bool = False) -> list[Any]:
         return await _arun(self._values_list_op(fields, flat))  # type: ignore[no-any-return]
 
-    async def adelete(self: QuerySet) -> int:  # type: ignore[misc]
+    async def adelete(self: QuerySet[_R]) -> int:  # type: ignore[misc]
         """``delete``: every matching record, in atomic batches; how many were deleted."""
         return await _arun_plan(self._delete_plan())  # type: ignore[no-any-return]
 
-    async def aexplain(self: QuerySet) -> dict[str, Any]:  # type: ignore[misc]
+    async def aexplain(self: QuerySet[_R]) -> dict[str, Any]:  # type: ignore[misc]
         return await _arun(self._explain_op())  # type: ignore[no-any-return]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..connections import configure
 from ..core import batches
@@ -16,28 +16,115 @@ from ..tools import check
 from ..tools.check import CheckReport
 from .aio import AsyncManagerMixin
 from .queryset import QuerySet
+from .result import ResultSet
 
 if TYPE_CHECKING:
     from .model import ActiveRecord
 
 
-class Manager(AsyncManagerMixin):
+_R = TypeVar("_R", bound="ActiveRecord")
+
+
+class Manager(AsyncManagerMixin[_R], Generic[_R]):
     """``Model.objects``: every QuerySet method starts here (``filter``, ``exclude``,
     ``all``, ``get``, ``order_by``, ``count``...), plus ``create``, ``bulk_create``,
     ``get_many`` and ``reindex``."""
 
-    def __init__(self, model: type[ActiveRecord]):
+    def __init__(self, model: type[_R]):
         self.model = model
 
-    def get_queryset(self) -> QuerySet:
+    def get_queryset(self) -> QuerySet[_R]:
         return QuerySet(self.model)
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.get_queryset(), name)
+    if not TYPE_CHECKING:  # every other QuerySet method, typed for checkers below
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            return getattr(self.get_queryset(), name)
 
-    def get(self, *, pointer_depth: int = 1, **lookups: Any) -> ActiveRecord | None:
+    # The QuerySet methods, typed (a checker then refuses a misspelt one).
+    def exclude(self, **lookups: Any) -> QuerySet[_R]:
+        return self.get_queryset().exclude(**lookups)
+
+    def order_by(self, *fields: str) -> ResultSet[_R]:
+        return self.get_queryset().order_by(*fields)
+
+    def only(self, *fields: str) -> QuerySet[_R]:
+        return self.get_queryset().only(*fields)
+
+    def defer(self, *fields: str) -> QuerySet[_R]:
+        return self.get_queryset().defer(*fields)
+
+    def count(self) -> int:
+        return self.get_queryset().count()
+
+    def exists(self) -> bool:
+        return self.get_queryset().exists()
+
+    def first(self) -> _R | None:
+        return self.get_queryset().first()
+
+    def last(self) -> _R | None:
+        return self.get_queryset().last()
+
+    def ids(self) -> list[uuid.UUID]:
+        return self.get_queryset().ids()
+
+    def iterator(self, chunk_size: int = 1000) -> Iterator[_R]:
+        return self.get_queryset().iterator(chunk_size)
+
+    def values(self, *fields: str) -> list[dict[str, Any]]:
+        return self.get_queryset().values(*fields)
+
+    def values_list(self, *fields: str, flat: bool = False) -> list[Any]:
+        return self.get_queryset().values_list(*fields, flat=flat)
+
+    def delete(self) -> int:
+        return self.get_queryset().delete()
+
+    def explain(self) -> dict[str, Any]:
+        return self.get_queryset().explain()
+
+    def work(self, mode: str = "records") -> list[dict[str, int]]:
+        return self.get_queryset().work(mode)
+
+    def __aiter__(self) -> AsyncIterator[_R]:
+        return self.get_queryset().__aiter__()
+
+    async def alist(self) -> list[_R]:
+        return await self.get_queryset().alist()
+
+    async def acount(self) -> int:
+        return await self.get_queryset().acount()
+
+    async def aexists(self) -> bool:
+        return await self.get_queryset().aexists()
+
+    async def afirst(self) -> _R | None:
+        return await self.get_queryset().afirst()
+
+    async def alast(self) -> _R | None:
+        return await self.get_queryset().alast()
+
+    async def aids(self) -> list[Any]:
+        return await self.get_queryset().aids()
+
+    def aiterator(self, chunk_size: int = 1000) -> AsyncIterator[_R]:
+        return self.get_queryset().aiterator(chunk_size)
+
+    async def avalues(self, *fields: str) -> list[dict[str, Any]]:
+        return await self.get_queryset().avalues(*fields)
+
+    async def avalues_list(self, *fields: str, flat: bool = False) -> list[Any]:
+        return await self.get_queryset().avalues_list(*fields, flat=flat)
+
+    async def adelete(self) -> int:
+        return await self.get_queryset().adelete()
+
+    async def aexplain(self) -> dict[str, Any]:
+        return await self.get_queryset().aexplain()
+
+    def get(self, *, pointer_depth: int = 1, **lookups: Any) -> _R | None:
         """The record with these lookups, None when there is none. ``get(id=...)`` is one
         EVALSHA of get.lua, its Pointers loaded ``pointer_depth`` levels deep."""
         return execute(configure.get_connection(),  # type: ignore[no-any-return]
@@ -49,29 +136,29 @@ class Manager(AsyncManagerMixin):
             return operations.compile_get(self.model, record_id, pointer_depth)
         return self.get_queryset().filter(pointer_depth=pointer_depth)._get_op(lookups)
 
-    def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> QuerySet:
+    def filter(self, *, pointer_depth: int = 1, **lookups: Any) -> QuerySet[_R]:
         return self.get_queryset().filter(pointer_depth=pointer_depth, **lookups)
 
-    def all(self, *, pointer_depth: int = 1) -> QuerySet:
+    def all(self, *, pointer_depth: int = 1) -> QuerySet[_R]:
         return self.get_queryset().filter(pointer_depth=pointer_depth)
 
-    def none(self) -> QuerySet:
+    def none(self) -> QuerySet[_R]:
         """A queryset matching nothing: evaluating it makes no round trip."""
         return self.get_queryset().none()
 
-    def create(self, **kwargs: Any) -> ActiveRecord:
+    def create(self, **kwargs: Any) -> _R:
         return self.model.create(**kwargs)
 
-    def bulk_create(self, records: Iterable[ActiveRecord],
-                    batch_size: int = 500) -> list[ActiveRecord]:
+    def bulk_create(self, records: Iterable[_R],
+                    batch_size: int = 500) -> list[_R]:
         """Save new records, one round trip per batch; each batch is atomic (all written or,
         on a unique violation or a missing Pointer target, none)."""
-        records = batches.bulk_records(self.model, records, batch_size)
+        checked = batches.bulk_records(self.model, records, batch_size)
         return run_plan(configure.get_connection(),  # type: ignore[no-any-return]
-                        batches.bulk_create_plan(self.model, records, batch_size))
+                        batches.bulk_create_plan(self.model, checked, batch_size))
 
     def get_many(self, ids: Sequence[Any], *,
-                 pointer_depth: int = 1) -> list[ActiveRecord | None]:
+                 pointer_depth: int = 1) -> list[_R | None]:
         """Records by id, in order, None for each missing one: one round trip per 500."""
         return execute(configure.get_connection(),  # type: ignore[no-any-return]
                        self._get_many_op(ids, pointer_depth))

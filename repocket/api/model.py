@@ -33,7 +33,10 @@ _Record = TypeVar("_Record", bound="ActiveRecord")
 
 
 class _ManagerDescriptor:
-    def __get__(self, instance: Any, owner: type[ActiveRecord]) -> Manager:
+    """``Model.objects``: a ``Manager[Model]`` to type checkers, so querysets and the
+    records they give are typed as the model."""
+
+    def __get__(self, instance: None, owner: type[_Record]) -> Manager[_Record]:
         if instance is not None:
             raise AttributeError("objects is reached through the model class, not an instance")
         return owner._meta.manager
@@ -110,7 +113,7 @@ def _collect_fields(model: type[ActiveRecord], namespace: dict[str, Any]) -> dic
                                     "AutoUUID to be the record's id")
         implicit = AutoUUID()
         implicit.__set_name__(model, "id")
-        model.id = implicit  # type: ignore[attr-defined]
+        model.id = implicit
         fields = {"id": implicit, **fields}
     return fields
 
@@ -174,7 +177,9 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
     """
 
     _meta: ClassVar[Options]
-    objects: ClassVar[Manager] = _ManagerDescriptor()  # type: ignore[assignment]
+    objects = _ManagerDescriptor()
+    if TYPE_CHECKING:  # every model has an id: an AutoUUID, declared or added by ModelBase
+        id: AutoUUID
     _values: dict[str, Any]
     _stored: dict[str, bytes | None]
     _synced_streams: dict[str, bytes | None]
@@ -198,9 +203,6 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
             self._values[name] = attribute.clean(value, meta.name)
 
     # -- persistence -----------------------------------------------------------------------
-    if TYPE_CHECKING:  # fields are declared by subclasses
-        def __getattr__(self, name: str) -> Any: ...
-
     @classmethod
     def create(cls: type[_Record], **kwargs: Any) -> _Record:
         """Build an instance from keyword arguments, save it, and return it."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..connections import configure
 from ..core import batches
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from .model import ActiveRecord
 
 
+_R = TypeVar("_R", bound="ActiveRecord")
+
 REPR_OUTPUT_SIZE = 20  # records a queryset's repr shows (Django's number)
 
 
@@ -47,26 +49,26 @@ def _run(op: Call | Any) -> Any:
     return execute(configure.get_connection(), op)
 
 
-class QuerySet(AsyncQuerySetMixin, ResultSet):
+class QuerySet(AsyncQuerySetMixin[_R], ResultSet[_R]):
     """A lazy, immutable query; a list of records once evaluated (iteration, ``len``,
     indexing, comparison). Every method that refines it returns a new QuerySet."""
 
-    def __init__(self, model: type[ActiveRecord], state: QueryState | None = None):
+    def __init__(self, model: type[_R], state: QueryState | None = None):
         super().__init__(model)
         self.state = state or QueryState(model)
-        self._cache: list[ActiveRecord] | None = None
+        self._cache: list[_R] | None = None
 
-    def _clone(self, **changes: Any) -> QuerySet:
+    def _clone(self, **changes: Any) -> QuerySet[_R]:
         return QuerySet(self.model, self.state.evolve(**changes))
 
     # -- refining ------------------------------------------------------------------------
-    def filter(self, *, pointer_depth: int | None = None, **lookups: Any) -> QuerySet:
+    def filter(self, *, pointer_depth: int | None = None, **lookups: Any) -> QuerySet[_R]:
         return self._where(False, lookups, pointer_depth)
 
-    def exclude(self, **lookups: Any) -> QuerySet:
+    def exclude(self, **lookups: Any) -> QuerySet[_R]:
         return self._where(True, lookups, None)
 
-    def _where(self, negated: bool, lookups: dict[str, Any], depth: int | None) -> QuerySet:
+    def _where(self, negated: bool, lookups: dict[str, Any], depth: int | None) -> QuerySet[_R]:
         self._check_unsliced()
         if depth is not None:
             operations.check_depth(depth)
@@ -74,15 +76,15 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         groups = (*self.state.groups, (negated, conditions)) if conditions else self.state.groups
         return self._clone(groups=groups, depth=self.state.depth if depth is None else depth)
 
-    def all(self) -> QuerySet:
+    def all(self) -> QuerySet[_R]:
         return self._clone()
 
-    def none(self) -> QuerySet:
+    def none(self) -> QuerySet[_R]:
         """A queryset matching nothing (as Django's): every evaluation of it, and of any
         queryset refined from it, returns empty without a round trip."""
         return self._clone(empty=True)
 
-    def order_by(self, *fields: str) -> ResultSet:
+    def order_by(self, *fields: str) -> ResultSet[_R]:
         """Order on the server; a sliced queryset (a page) is fetched and its records
         reordered in memory, as repocket 0.1's ResultSet did."""
         for spec in fields:
@@ -91,10 +93,10 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
             return ResultSet(self.model, self._fetch()).order_by(*fields)
         return self._clone(order=tuple(fields))
 
-    def only(self, *fields: str) -> QuerySet:
+    def only(self, *fields: str) -> QuerySet[_R]:
         return self._clone(only=tuple(_field(self.model, f).name for f in fields), defer=())
 
-    def defer(self, *fields: str) -> QuerySet:
+    def defer(self, *fields: str) -> QuerySet[_R]:
         return self._clone(defer=self.state.defer + tuple(_field(self.model, f).name
                                                           for f in fields))
 
@@ -109,7 +111,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
     # Each evaluation is compiled into an op (a Call chain whose result is the method's,
     # or the result itself when the cache answers) that the sync methods below and the
     # async ones (api/aio.py) run: its logic is written once.
-    def _fetch(self) -> list[ActiveRecord]:
+    def _fetch(self) -> list[_R]:
         return _run(self._records_op())  # type: ignore[no-any-return]
 
     def _records_op(self) -> Any:
@@ -117,13 +119,13 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
             return self._cache
         return then(compile_query(self.state, "records"), self._fill)
 
-    def _fill(self, records: list[ActiveRecord]) -> list[ActiveRecord]:
+    def _fill(self, records: list[_R]) -> list[_R]:
         self._cache = records
         list.clear(self)
         list.extend(self, records)
         return records
 
-    def __iter__(self) -> Iterator[ActiveRecord]:
+    def __iter__(self) -> Iterator[_R]:
         return iter(self._fetch())
 
     def __len__(self) -> int:
@@ -152,6 +154,11 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         if len(shown) > REPR_OUTPUT_SIZE:
             shown[REPR_OUTPUT_SIZE:] = ["...(remaining elements truncated)..."]
         return f"<QuerySet {shown!r}>"
+
+    @overload  # type: ignore[override]
+    def __getitem__(self, index: slice) -> QuerySet[_R]: ...
+    @overload
+    def __getitem__(self, index: Any) -> _R: ...
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -189,7 +196,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
     def _exists_op(self) -> Any:
         return then(compile_query(self[:1].state, "ids"), bool)
 
-    def get(self, **lookups: Any) -> ActiveRecord | None:
+    def get(self, **lookups: Any) -> _R | None:
         """The one matching record, None when there is none; MultipleObjectsReturned
         when there are several. ``get(id=...)`` alone is one EVALSHA of get.lua."""
         return _run(self._get_op(lookups))  # type: ignore[no-any-return]
@@ -202,7 +209,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         if record_id is not None:
             return operations.compile_get(self.model, record_id, self.state.depth)
 
-        def one(found: list[ActiveRecord]) -> ActiveRecord | None:
+        def one(found: list[_R]) -> _R | None:
             if len(found) > 1:
                 raise MultipleObjectsReturned(f"{meta.name}.objects.get({lookups}) matched "
                                               "more than one record")
@@ -210,7 +217,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
 
         return then(self.filter(**lookups)[:2]._records_op(), one)
 
-    def first(self) -> ActiveRecord | None:
+    def first(self) -> _R | None:
         return _run(self._first_op())  # type: ignore[no-any-return]
 
     def _first_op(self) -> Any:
@@ -219,7 +226,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         ordered = self if self.state.order else self._clone(order=("pk",))
         return then(ordered[:1]._records_op(), _first_of)
 
-    def last(self) -> ActiveRecord | None:
+    def last(self) -> _R | None:
         return _run(self._last_op())  # type: ignore[no-any-return]
 
     def _last_op(self) -> Any:
@@ -233,7 +240,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         """The matching ids, in order (one round trip unless the scan pages)."""
         return _run(compile_query(self.state, "ids"))  # type: ignore[no-any-return]
 
-    def iterator(self, chunk_size: int = 1000) -> Iterator[ActiveRecord]:
+    def iterator(self, chunk_size: int = 1000) -> Iterator[_R]:
         """The records, loaded ``chunk_size`` at a time (one round trip per chunk)."""
         return stream_plan(configure.get_connection(),
                            batches.iterator_plan(self.state, chunk_size))
@@ -319,7 +326,7 @@ class QuerySet(AsyncQuerySetMixin, ResultSet):
         return then(compile_query(self.state, "explain"), describe)
 
 
-def _first_of(records: list[ActiveRecord]) -> ActiveRecord | None:
+def _first_of(records: list[_R]) -> _R | None:
     return records[0] if records else None
 
 
@@ -333,7 +340,7 @@ def _evaluating(name: str) -> Callable[..., Any]:
     method = getattr(list, name)
 
     @functools.wraps(method)
-    def evaluated(self: QuerySet, *args: Any) -> Any:
+    def evaluated(self: QuerySet[Any], *args: Any) -> Any:
         for queryset in (self, *args):
             if isinstance(queryset, QuerySet):
                 queryset._fetch()

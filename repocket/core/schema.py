@@ -55,7 +55,7 @@ class Options:
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
         self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}
-        self.manager: Manager  # set by the model's metaclass (the API layer)
+        self.manager: Manager[Any]  # set by the model's metaclass (the API layer)
 
     @property
     def codec(self) -> Codec:
