@@ -25,6 +25,7 @@ from ..attributes import (
     Date,
     Integer,
     Pointer,
+    Unicode,
     parse_uuid,
     short_repr,
 )
@@ -68,6 +69,12 @@ LOOKUPS: dict[str, Lookup] = {
     "lte": Lookup("lte", "one", ORDERED_FAMILIES),
     "range": Lookup("range", "pair", ORDERED_FAMILIES),
     "startswith": Lookup("startswith", "one", frozenset({"text"})),
+    # Unicode fields only, checked over the candidates (no index answers them); the i-
+    # forms compare ASCII letters case-insensitively (Lua's string.lower, as SQLite).
+    "endswith": Lookup("endswith", "one", frozenset({"text"})),
+    "contains": Lookup("contains", "one", frozenset({"text"})),
+    "icontains": Lookup("icontains", "one", frozenset({"text"})),
+    "iexact": Lookup("iexact", "one", frozenset({"text"})),
     "isnull": Lookup("isnull", "bool", ALL_FAMILIES),
 }
 # Operators an index can answer directly, by index kind.
@@ -205,7 +212,29 @@ def parse_lookup(model: type[ActiveRecord], key: str, value: Any) -> Condition:
         return Condition(field, "startswith", (uuid_prefix(model, attribute, value),))
     if lookup.op == "startswith" and isinstance(attribute, Date):
         return Condition(field, "startswith", (date_prefix(model, attribute, value),))
+    if lookup.op in TEXT_MATCHES:
+        return _text_match(model, attribute, lookup.op, value)
     return Condition(field, lookup.op, (canonical(model, attribute, value),))
+
+
+TEXT_MATCHES = frozenset({"endswith", "contains", "icontains", "iexact"})
+
+
+def _text_match(model: type[ActiveRecord], attribute: Attribute, op: str,
+                value: Any) -> Condition:
+    """``name__icontains='Ann'`` -> Condition('name', 'icontains', (b'ann',)): the i-forms
+    send the text with its ASCII letters lowered, as query.lua lowers the stored one."""
+    meta = model._meta
+    if not isinstance(attribute, Unicode):
+        raise InvalidQuery(f"{meta.name}.{attribute.name}__{op} takes a Unicode field, not a "
+                           f"{type(attribute).__name__}", model=meta.name,
+                           field=attribute.name, value=value)
+    if not isinstance(value, str):
+        raise InvalidQuery(f"{meta.name}.{attribute.name}__{op} takes a str, not "
+                           f"{short_repr(value)}", model=meta.name, field=attribute.name,
+                           value=value)
+    text = canonical(model, attribute, value)
+    return Condition(attribute.name, op, (text.lower() if op[0] == "i" else text,))
 
 
 def parse_order(model: type[ActiveRecord], spec: str) -> tuple[Attribute, bool]:

@@ -26,7 +26,8 @@
 --   budget   how many candidates one call may examine (ids/count take 4x as many
 --            candidates that need no read)
 --   resume   false, or the cursor of the previous page
---   (ops: eq, in, gt, gte, lt, lte, range, startswith, isnull; values are canonical)
+--   (ops: eq, in, gt, gte, lt, lte, range, startswith, endswith, contains, icontains,
+--   iexact, isnull; values are canonical)
 --
 -- Reply: `work` is {candidates examined, commands run} by this call (QuerySet.work()):
 --   {'done', work, n, records (_hydrate.lua; the n selected ones first)}  mode 'records'

@@ -2,7 +2,7 @@
 -- over _values.lua; nothing here touches Redis.
 --
 -- A condition is {field, family, op, values}; ops: eq, in, gt, gte, lt, lte,
--- range, startswith, isnull. eq/in test membership in a set built once per call
+-- range, startswith, endswith, contains, icontains, iexact, isnull. eq/in test membership in a set built once per call
 -- (membership_set) so a candidate costs one table lookup, whatever the list's size.
 
 -- One text per JSON value: equal (json_cmp == 0) texts give equal keys. Numbers by
@@ -75,6 +75,12 @@ local function satisfies(value, family, op, values, set)
     return key ~= nil and set[key] == true
   end
   if op == 'startswith' then return string.sub(value, 1, #values[1]) == values[1] end
+  -- Unicode fields only (checked by the client); the i- forms get a lowered needle and
+  -- lower ASCII letters only (string.lower), so other letters compare exactly.
+  if op == 'endswith' then return #values[1] == 0 or string.sub(value, -#values[1]) == values[1] end
+  if op == 'contains' then return string.find(value, values[1], 1, true) ~= nil end
+  if op == 'icontains' then return string.find(string.lower(value), values[1], 1, true) ~= nil end
+  if op == 'iexact' then return string.lower(value) == values[1] end
   if is_nan(family, value) or is_nan(family, values[1])
       or (values[2] and is_nan(family, values[2])) then
     return false  -- NaN orders with nothing
