@@ -59,7 +59,7 @@ def plan_of(call: Call) -> list[object]:
 # -- lookups ------------------------------------------------------------------------------
 def test_lookups_are_a_table_of_operators() -> None:
     assert set(LOOKUPS) == {"exact", "in", "gt", "gte", "lt", "lte", "range", "startswith",
-                            "isnull"}
+                            "isnull", "endswith", "contains", "icontains", "iexact"}
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
