@@ -1,8 +1,10 @@
 """The asyncio executor: runs the same Calls and plans as the sync one, on
 ``redis.asyncio``. The decisions are shared with the sync executor, not copied:
-the replies are decoded by the Call (the core), errors mapped by
-``scripts.translate_error``, plain commands by ``plans.command_error``; only the
-awaiting is here.
+what each round trip carries is asked of the same per-server registry object
+(``registry.ServerScripts``: SCRIPT LOAD with the first EVALSHA, INFO memory once,
+EVAL for named ACL users, NOSCRIPT -> EVAL), the replies are decoded by the Call
+(the core), errors mapped by ``translate.translate_error``, plain commands by
+``plans.command_error``; only the awaiting is here.
 
 Cancellation: a script runs atomically on the server, so a cancelled call either
 ran whole or not at all; it is never resent (no retries, and a follow-up call is
@@ -12,28 +14,96 @@ a reply, so no connection returns to the pool with an unread reply.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio
 import redis.exceptions as rexc
 
-from ..core.lua import Script
 from ..core.plan import DEFAULT_MAX_BYTES, Call, Command, Emit, Plan
 from . import observe
 from .limits import _MAX_BYTES, may_read_config
 from .plans import command_error
+from .registry import BARE, ServerScripts, client_mode, registry, server_name
+from .registry import Command as Sent
 from .translate import translate_error
 
+ARoundtrip = Callable[[Sequence[Sent]], Awaitable[list[Any]]]
 
-async def aevalsha(client: redis.asyncio.Redis, script: Script, keys: tuple[Any, ...],
-                   args: tuple[Any, ...]) -> Any:
-    """EVALSHA, and EVAL when the server does not know the script (as the sync
-    ``scripts.evalsha``): a NOSCRIPT reply means the script did not run."""
+
+async def arun_script(scripts: ServerScripts, roundtrip: ARoundtrip, call: Call,
+                      args: tuple[Any, ...]) -> Any:
+    """``ServerScripts.run`` with ``await``: the registry decides what a round trip carries
+    and reads what comes back. One round trip, two when the server answers NOSCRIPT."""
+    batch = scripts.batch(call.script, call.keys, args)
+    reply = scripts.settle(batch, await roundtrip(batch.commands))
+    if isinstance(reply, rexc.NoScriptError):
+        batch = scripts.after_noscript(call.script, call.keys, args)
+        reply = scripts.settle(batch, await roundtrip(batch.commands))
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+async def aroundtrip(client: redis.asyncio.Redis, commands: Sequence[Sent]) -> list[Any]:
+    """Send ``commands`` in one write on one connection (a pipeline when there are several);
+    error replies come back as values. Anything else (a timeout, a dropped connection,
+    a cancellation) raises, and redis-py closes that connection."""
+    if len(commands) == 1:
+        try:
+            return [await client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+        except rexc.ResponseError as exc:
+            return [exc]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))
+
+
+async def abare_roundtrip(client: Any, commands: Sequence[Sent]) -> list[Any]:
+    """Any other client with ``evalsha``/``eval`` (a cluster client): one command."""
+    (name, first, *rest), = commands
+    method = client.evalsha if name == "EVALSHA" else client.eval
     try:
-        return await client.evalsha(script.sha, len(keys), *keys, *args)
-    except rexc.NoScriptError:
-        return await client.eval(script.source, len(keys), *keys, *args)
+        return [await method(first, *rest)]
+    except rexc.ResponseError as exc:
+        return [exc]
+
+
+_STANDARD_POOLS = (redis.asyncio.ConnectionPool, redis.asyncio.BlockingConnectionPool)
+_scripts_of: weakref.WeakKeyDictionary[Any, ServerScripts] = weakref.WeakKeyDictionary()
+
+
+def server_scripts(client: Any) -> ServerScripts:
+    """The registry's record of ``client``'s server: the object the sync executor uses for
+    the same server (a script loaded by either is known to both)."""
+    try:
+        return _scripts_of[client]
+    except (KeyError, TypeError):
+        pass
+    if not isinstance(client, redis.asyncio.Redis):
+        scripts = registry.server(f"client-{id(client)}", BARE)
+    else:
+        pool = client.connection_pool
+        # A Sentinel or custom pool may move between servers: its scripts are tracked per pool.
+        standard = type(pool) in _STANDARD_POOLS
+        name = server_name(pool.connection_kwargs) if standard else f"pool-{id(pool)}"
+        scripts = registry.server(name, client_mode(pool.connection_kwargs))
+    with contextlib.suppress(TypeError):  # not weakly referenceable: looked up each time
+        _scripts_of[client] = scripts
+    return scripts
+
+
+async def arun_call(client: Any, call: Call, args: tuple[Any, ...]) -> Any:
+    """One call's reply: what the registry says to send, on ``client``."""
+    scripts = server_scripts(client)
+    if isinstance(client, redis.asyncio.Redis):
+        return await arun_script(scripts, lambda commands: aroundtrip(client, commands),
+                                 call, args)
+    return await arun_script(scripts, lambda commands: abare_roundtrip(client, commands),
+                             call, args)
 
 
 async def aexecute(client: redis.asyncio.Redis, call: Call) -> Any:
@@ -51,7 +121,7 @@ async def aexecute(client: redis.asyncio.Redis, call: Call) -> Any:
                 args = call.args
                 if call.args_for_limit is not None:
                     args = call.args_for_limit(await amax_bytes(client))
-                reply = await aevalsha(client, call.script, call.keys, args)
+                reply = await arun_call(client, call, args)
             except rexc.RedisError as exc:
                 raise translate_error(exc, call) from exc
             result = call.decode(reply)
@@ -65,7 +135,7 @@ async def aexecute(client: redis.asyncio.Redis, call: Call) -> Any:
 
 
 async def amax_bytes(client: redis.asyncio.Redis) -> int:
-    """``scripts.max_bytes`` for an asyncio client (same cache, same rule)."""
+    """``limits.max_bytes`` for an asyncio client (same cache, same rule)."""
     limit = _MAX_BYTES.get(client)
     if limit is None:
         limit = DEFAULT_MAX_BYTES

@@ -18,6 +18,7 @@ import redis.asyncio
 
 from repocket import ActiveRecord, attributes, configure, errors
 from repocket.aio_clients import no_retries
+from repocket.exec.registry import registry, server_name
 from tests.conftest import RoundTrips, snapshot
 
 
@@ -317,6 +318,38 @@ async def test_one_evalsha_per_operation_as_in_sync(aclient: redis.asyncio.Redis
                       "append": 1, "get+delete": 2}
 
 
+async def test_first_use_of_every_script_is_one_round_trip(aclient: redis.asyncio.Redis,
+                                                           client: redis.Redis,
+                                                           atrips: AsyncRoundTrips) -> None:
+    """As in sync (the same registry decides): a fresh process on a server with an empty
+    script cache sends SCRIPT LOAD (and, on the first call, INFO memory) with the EVALSHA,
+    in one write on the async connection."""
+    client.script_flush()
+    client.config_resetstat()
+    registry.clear()  # as in a new process
+    atrips.reset()
+    team = await Team.objects.acreate(name="first")
+    assert atrips.count == 1, "save, first use (INFO memory + SCRIPT LOAD + EVALSHA)"
+    firsts = {
+        "create": lambda: Player.objects.acreate(name="ann", team=team, log=b"x"),
+        "get": lambda: Player.objects.aget(name="ann"),
+        "count": lambda: Player.objects.filter(team=team).acount(),
+    }
+    for name, run in firsts.items():
+        atrips.reset()
+        await run()
+        assert atrips.count == 1, f"{name}, first use"
+    atrips.reset()
+    await Player.objects.aget(name="ann")
+    assert atrips.count == 1, "known: EVALSHA alone"
+    stats = client.info("commandstats")
+    assert "cmdstat_eval" not in stats  # never a NOSCRIPT answered by EVAL
+    assert stats["cmdstat_info"]["calls"] == 1  # the policy asked once (this INFO not counted)
+    loaded = registry.server(server_name(client.connection_pool.connection_kwargs)).loaded
+    assert len(loaded) == stats["cmdstat_script|load"]["calls"] >= 3  # one per script used
+    assert client.script_exists(*loaded) == [True] * len(loaded)  # loaded for good
+
+
 async def test_noscript_recovery(aclient: redis.asyncio.Redis, client: redis.Redis,
                                  atrips: AsyncRoundTrips) -> None:
     player = await Player.objects.acreate(name="ann")
@@ -328,13 +361,19 @@ async def test_noscript_recovery(aclient: redis.asyncio.Redis, client: redis.Red
     atrips.reset()
     assert (await Player.objects.aget(id=player.id) or player).score == 4
     client.script_flush()
+    atrips.reset()
+    assert (await Player.objects.aget(id=player.id) or player).score == 4
+    assert atrips.count == 2  # flushed again: EVALSHA -> NOSCRIPT, then EVAL
     assert await Player.objects.filter(score=4).acount() == 1
     atrips.reset()
     await player.asave()
-    assert atrips.count == 2  # flushed again: the save script is sent again, once
+    # As in sync, NOSCRIPT made the registry forget every script of this server: the save
+    # script is loaded again with its EVALSHA, in the same write.
+    assert atrips.count == 1
     atrips.reset()
     await player.asave()
     assert atrips.count == 1
+    assert "cmdstat_eval" in client.info("commandstats")
 
 
 # -- timeouts and cancellation --------------------------------------------------------------------
