@@ -40,38 +40,49 @@ def _name(args: tuple[Any, ...]) -> str:
     return words[0]
 
 
+def sent_names(packed: Any) -> list[str]:
+    """The command names in a packed write (RESP arrays of bulk strings), whoever packed it:
+    redis-py's packers and hiredis' ``pack_command`` alike (repocket's lean path uses the
+    latter, so patching redis-py's packers would miss its commands)."""
+    if isinstance(packed, list | tuple):
+        data = b"".join(bytes(chunk) for chunk in packed)
+    else:
+        data = bytes(packed)
+    names: list[str] = []
+    position = 0
+    while position < len(data):
+        end = data.index(b"\r\n", position)
+        count = int(data[position + 1:end])  # "*<count>"
+        position = end + 2
+        words: list[bytes] = []
+        for index in range(count):
+            end = data.index(b"\r\n", position)
+            length = int(data[position + 1:end])  # "$<length>"
+            position = end + 2
+            if index < 2:
+                words.append(data[position:position + length])
+            position += length + 2
+        names.append(_name(tuple(words)))
+    return names
+
+
 @contextmanager
 def counting() -> Iterator[Counter]:
-    """Count round trips and command names sent by every redis-py connection."""
+    """Count round trips and the command names sent by every redis-py connection (one
+    ``send_packed_command`` is one round trip; a pipeline sends all its commands in one)."""
     counter = Counter()
-    originals: list[tuple[Any, str, Any]] = []
-
-    def patch(owner: Any, attr: str, wrapper: Any) -> None:
-        originals.append((owner, attr, owner.__dict__[attr]))
-        setattr(owner, attr, wrapper)
-
-    send = _conn.AbstractConnection.send_packed_command
+    send = _conn.AbstractConnection.__dict__["send_packed_command"]
 
     def counted_send(self: Any, command: Any, check_health: bool = True) -> Any:
         counter.sends += 1
+        counter.commands.update(sent_names(command))
         return send(self, command, check_health)
 
-    patch(_conn.AbstractConnection, "send_packed_command", counted_send)
-    for cls_name in ("PythonRespSerializer", "HiredisRespSerializer"):
-        cls = getattr(_conn, cls_name, None)
-        if cls is None or "pack" not in cls.__dict__:
-            continue
-
-        def counted_pack(self: Any, *args: Any, _orig: Any = cls.__dict__["pack"]) -> Any:
-            counter.commands[_name(args)] += 1
-            return _orig(self, *args)
-
-        patch(cls, "pack", counted_pack)
+    _conn.AbstractConnection.send_packed_command = counted_send  # type: ignore[method-assign]
     try:
         yield counter
     finally:
-        for owner, attr, original in reversed(originals):
-            setattr(owner, attr, original)
+        _conn.AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
 
 
 def commandstats(client: redis.Redis) -> dict[str, tuple[int, int]]:
