@@ -18,6 +18,7 @@ from ..connections import configure
 from ..core import batches
 from ..core import ops as operations
 from ..core.plan import Plan
+from ..errors import DoesNotExist
 from ..exec.aio import aexecute, arun_plan, astream_plan
 from ..tools import check
 
@@ -61,10 +62,14 @@ class AsyncRecordMixin:
         await instance.asave()  # type: ignore[misc]
         return instance
 
-    async def asave(self: ActiveRecord) -> dict[str, Any]:  # type: ignore[misc]
-        """``save()``, awaited: one atomic round trip. Cancelled, it ran whole or not at
-        all; this instance then knows nothing was synced, so the next save writes it whole."""
-        return await _arun(operations.compile_save(self))  # type: ignore[no-any-return]
+    async def asave(self: ActiveRecord,  # type: ignore[misc]
+                    force_insert: bool = False) -> dict[str, Any]:
+        """``save()``, awaited: one atomic round trip (``DoesNotExist`` when the record
+        was deleted since it was loaded, unless ``force_insert``). Cancelled, it ran whole
+        or not at all; this instance then knows nothing was synced, so the next save
+        writes it whole."""
+        return await _arun(  # type: ignore[no-any-return]
+            operations.compile_save(self, whole=force_insert))
 
     async def adelete(self: ActiveRecord) -> int:  # type: ignore[misc]
         """``delete()``, awaited: the number of keys deleted."""
@@ -111,6 +116,34 @@ class AsyncManagerMixin(Generic[_R]):
     async def aget_many(self: Manager[_R], ids: Sequence[Any], *,  # type: ignore[misc]
                         pointer_depth: int = 1) -> list[_R | None]:
         return await _arun(self._get_many_op(ids, pointer_depth))  # type: ignore[no-any-return]
+
+    async def aget_or_create(self: Manager[_R],  # type: ignore[misc]
+                             defaults: dict[str, Any] | None = None,
+                             **lookups: Any) -> tuple[_R, bool]:
+        """``get_or_create``, awaited (atomic, one round trip, on a unique lookup)."""
+        plan = self._get_or_create_plan(defaults, lookups)
+        try:
+            step = next(plan)
+            while True:
+                step = plan.send(await _arun(step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def aupdate_or_create(self: Manager[_R],  # type: ignore[misc]
+                                defaults: dict[str, Any] | None = None,
+                                **lookups: Any) -> tuple[_R, bool]:
+        """``update_or_create``, awaited."""
+        while True:
+            record, created = await self.aget_or_create(defaults, **lookups)
+            if created or not defaults:
+                return record, created
+            for name, value in defaults.items():
+                setattr(record, name, value)
+            try:
+                await record.asave()
+            except DoesNotExist:
+                continue  # deleted since found: find or create it again
+            return record, False
 
     async def abulk_create(self, records: Iterable[_R],
                            batch_size: int = 500) -> list[_R]:

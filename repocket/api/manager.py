@@ -10,6 +10,7 @@ from ..connections import configure
 from ..core import batches
 from ..core import ops as operations
 from ..core.query import canonical, id_lookup
+from ..errors import DoesNotExist, UniqueViolation
 from ..exec.plans import run_plan
 from ..exec.scripts import execute
 from ..tools import check
@@ -149,6 +150,60 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
     def create(self, **kwargs: Any) -> _R:
         return self.model.create(**kwargs)
 
+    def get_or_create(self, defaults: dict[str, Any] | None = None,
+                      **lookups: Any) -> tuple[_R, bool]:
+        """``(record, created)``, as Django: the record these lookups find, or else one
+        created from the lookups and ``defaults``. When the lookups name a unique field
+        or a ``unique_together`` group (plain equalities), it is one atomic script, one
+        round trip: under any race exactly one caller creates the record and every
+        caller gets it. Otherwise it queries, then creates: two callers racing may
+        both create (as in Django without a unique constraint)."""
+        plan = self._get_or_create_plan(defaults, lookups)
+        try:
+            step = next(plan)
+            while True:
+                step = plan.send(execute(configure.get_connection(), step))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    def _get_or_create_plan(self, defaults: dict[str, Any] | None,
+                            lookups: dict[str, Any]) -> Any:
+        """get_or_create as a generator of ops (each run by the sync or async executor)."""
+        group = operations.unique_lookup(self.model, lookups)
+        if group is not None:
+            record = self.model(**{**lookups, **(defaults or {})})  # defaults win, as Django
+            found, created = yield operations.compile_get_or_create(record, group)
+            # compared with the values as the fields cleaned them ("5" is 5 for an Integer)
+            wanted = {name: record._values[name] for name in lookups}
+            if not created and not found.matches(wanted):
+                raise _unique_taken(self.model, group, lookups, found)
+            return found, created
+        found = yield self._get_op(1, lookups)
+        if found is not None:
+            return found, False
+        plain = {name: value for name, value in lookups.items() if "__" not in name}
+        record = self.model(**{**plain, **(defaults or {})})
+        yield operations.compile_save(record)
+        return record, True
+
+    def update_or_create(self, defaults: dict[str, Any] | None = None,
+                         **lookups: Any) -> tuple[_R, bool]:
+        """``(record, created)``, as Django: get_or_create, then, when the record was
+        found, ``defaults`` assigned to it and saved (changed fields only). Creating is
+        atomic as in get_or_create; updating a found record is a second round trip
+        (last writer wins per field); a record deleted in between is looked up again."""
+        while True:
+            record, created = self.get_or_create(defaults, **lookups)
+            if created or not defaults:
+                return record, created
+            for name, value in defaults.items():
+                setattr(record, name, value)
+            try:
+                record.save()
+            except DoesNotExist:
+                continue  # deleted since found: find or create it again
+            return record, False
+
     def bulk_create(self, records: Iterable[_R],
                     batch_size: int = 500) -> list[_R]:
         """Save new records, one round trip per batch; each batch is atomic (all written or,
@@ -185,3 +240,15 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
         with ``repair=True`` what can be fixed is fixed (``.ok`` then says nothing
         unfixable remains)."""
         return check.run(self.model, repair=repair, batch_size=batch_size)
+
+
+def _unique_taken(model: type[ActiveRecord], group: tuple[str, ...], lookups: dict[str, Any],
+                  found: ActiveRecord) -> UniqueViolation:
+    """What get_or_create raises when the record holding the unique claim differs from
+    the other lookups (Django's IntegrityError): creating one would violate the claim."""
+    values = [lookups[name] for name in group]
+    return UniqueViolation(
+        f"{model._meta.name}: {'+'.join(group)} = {values!r} is held by {found.pk}, which "
+        f"does not match the other lookups {lookups!r}; nothing was written",
+        model=model._meta.name, field=",".join(group),
+        value=values[0] if len(values) == 1 else values, owner=str(found.pk))

@@ -210,11 +210,15 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
         instance.save()
         return instance
 
-    def save(self) -> dict[str, Any]:
+    def save(self, force_insert: bool = False) -> dict[str, Any]:
         """Persist the record in one atomic round trip.
 
-        Returns ``{'hash': key, 'strings': {stream field: key}}``."""
-        return execute(configure.get_connection(), operations.compile_save(self))  # type: ignore[no-any-return]
+        An instance loaded from Redis writes its changed fields; if its record was
+        deleted meanwhile, nothing is written and ``DoesNotExist`` is raised.
+        ``force_insert=True`` writes the whole record whatever Redis holds (creating
+        a deleted record again). Returns ``{'hash': key, 'strings': {stream field: key}}``."""
+        return execute(configure.get_connection(),  # type: ignore[no-any-return]
+                       operations.compile_save(self, whole=force_insert))
 
     def delete(self) -> int:
         """Delete the record's hash and ByteStreams; return the number of keys deleted."""

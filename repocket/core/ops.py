@@ -2,7 +2,7 @@
 
 ``compile_*`` turns an operation into a :class:`Call` (script name, KEYS, ARGV
 and a ``decode`` for the reply). ``decode`` returns the result, or another
-``Call`` to run next (a save that found its record deleted meanwhile). The
+``Call`` to run next (the next batch of a bulk write, a follow-up read). The
 executors in ``repocket.exec`` run calls; an async or pipelined executor runs
 the same calls.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ..attributes import short_repr, uuid_text
-from ..errors import InvalidQuery, UnsavedPointer, ValidationError, ValueTooLarge
+from ..errors import DoesNotExist, InvalidQuery, UnsavedPointer, ValidationError, ValueTooLarge
 from . import keys as keyspace
 from .hydrate import hydrate
 from .luagen import scripts_for
@@ -151,18 +151,62 @@ def _limit_binder(model: str, args: list[Any], large: list[tuple[str, int]],
 
 
 def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
-    """The save of ``record``: changed fields only when it was loaded from Redis."""
+    """The save of ``record``: changed fields only when it was loaded from Redis.
+
+    A record loaded from Redis and deleted since is not re-created (the script
+    answers 'gone' and writes nothing): its save raises DoesNotExist, so a stale
+    instance never resurrects a record another process deleted. ``whole`` writes
+    every field and stream whatever Redis holds (``save(force_insert=True)``)."""
     meta = type(record)._meta
     block = _save_block(record, whole)
 
     def decode(reply: bytes) -> Any:
         if reply == b"gone":
-            return compile_save(record, whole=True)
+            raise DoesNotExist(
+                f"{meta.name} {record.pk} was deleted since it was loaded; nothing was "
+                "written (save(force_insert=True) creates it again)",
+                model=meta.name, field=meta.pk_name, value=record.pk)
         block.apply()
         return {"hash": block.keys[0],
                 "strings": dict(zip(meta.stream_names, block.keys[1:], strict=False))}
 
     return _save_call(type(record), [block], decode)
+
+
+def unique_lookup(model: type[ActiveRecord], lookups: dict[str, Any]) -> tuple[str, ...] | None:
+    """What plain field lookups find a record by in one script: the id field, else the
+    first declared unique constraint (a unique field or a unique_together group) they
+    name whole; None when they name none, or use a lookup with ``__``."""
+    if any("__" in name or name == "pk" for name in lookups):
+        return None
+    meta = model._meta
+    if meta.pk_name in lookups:
+        return (meta.pk_name,)
+    return next((group for group in meta.unique_together if set(group) <= set(lookups)), None)
+
+
+def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...]) -> Call:
+    """One atomic call: the record holding ``record``'s claim on the unique ``group``,
+    or else ``record`` saved. Decodes to ``(record, created)``."""
+    model = type(record)
+    meta = model._meta
+    block = _save_block(record, whole=True)
+
+    def decode(reply: Any) -> tuple[ActiveRecord, bool]:
+        if isinstance(reply, list) and reply and reply[0] == b"found":
+            _, owner, flat, streams = reply
+            found = hydrate(meta.reachable_models, [(1, owner, flat, streams)])[0]
+            assert found is not None  # the script found it non-empty
+            return found, False
+        block.apply()
+        return record, True
+
+    call = _save_call(model, [block], decode)
+    find = "+".join(group).encode()
+    binder = call.args_for_limit
+    return replace(call, script=scripts_for(model).get_or_create, args=(*call.args, find),
+                   args_for_limit=None if binder is None
+                   else (lambda limit: (*binder(limit), find)))
 
 
 WRITE_BUDGET = 8_000  # about how many Redis commands one bulk_create call may run

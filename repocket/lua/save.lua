@@ -15,7 +15,7 @@
 --   op/data pairs: ''  leave the stream,  'A'  APPEND,  'S'  SET,  'D'  DEL
 --
 -- Reply: 'saved', or 'gone' (nothing written) when a partial save finds its
---        record deleted meanwhile: the caller then saves the whole record.
+--        record deleted meanwhile: the caller raises DoesNotExist (no resurrection).
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 --         REPOCKET {"code": "pointer_missing", "key"}
 --         REPOCKET {"code": "unique", "fields", "values", "owner", "id"}

@@ -339,6 +339,34 @@ class ItemMachine(RuleBasedStateMachine):
             self.db[instance.pk] = new
             self._synced(handle)
 
+    @rule(values=RECORDS)
+    def get_or_create(self, values: dict[str, Any]) -> None:
+        """get_or_create by the unique email (one atomic script): the record holding the
+        email, untouched, or a new one from the email and the defaults."""
+        email = values["email"]
+        if email is None:
+            return  # no unique lookup: the query-then-create path, tested elsewhere
+        owner = next((rid for rid, record in self.db.items() if record["email"] == email),
+                     None)
+        defaults = {name: value for name, value in values.items() if name != "email"}
+        record, created = self.io(self.model.objects, "get_or_create", email=email,
+                                  defaults=defaults)
+        assert created == (owner is None)
+        if owner is not None:
+            assert record.pk == owner
+            # found: its Pointers hold ids, loaded on first access (pointer_depth=0)
+            loaded = self.io(self.model.objects, "get", id=owner)
+            self._check_record(loaded, owner)
+            assert ({n: rep(v) for n, v in record.to_dict().items()}
+                    == {n: rep(v) for n, v in loaded.to_dict().items()})
+            handle = Handle(record, {**{n: self.db[owner][n] for n in HASH_FIELDS},
+                                     "log": self.db[owner]["log"] or b""})
+        else:
+            handle = Handle(record, _full(values))
+            self.db[record.pk] = self._plan_save(handle)[0]
+        self._synced(handle)
+        self.handles.append(handle)
+
     @precondition(lambda self: self.handles)
     @rule(at=st.integers(0, 99), change=changes())
     def modify(self, at: int, change: dict[str, Any]) -> None:
@@ -360,6 +388,10 @@ class ItemMachine(RuleBasedStateMachine):
     def save(self, at: int) -> None:
         handle = self._handle(at)
         rid = handle.instance.pk
+        if handle.persisted and rid not in self.db:  # deleted through another handle
+            with pytest.raises(errors.DoesNotExist):  # no resurrection: nothing written
+                self.io(handle.instance, "save")
+            return
         new, _ = self._plan_save(handle)
         violation = self._email_taken(new["email"], rid, set())
         reply = self._expect_write(lambda: self.io(handle.instance, "save"), violation)

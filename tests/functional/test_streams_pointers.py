@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
-from tests.conftest import RoundTrips
+from tests.conftest import RoundTrips, snapshot
 
 from .models import Build, Measure, Node, Project
 
@@ -196,13 +196,25 @@ def test_append_after_delete_buffers_and_save_recreates_the_stream(client: redis
     assert (again.stdout, again.stderr) == (b"out+again", b"err")
 
 
-def test_save_after_a_concurrent_delete_recreates_the_whole_record(client: redis.Redis,
-                                                                   build: Build) -> None:
-    """save.lua: 'gone' -> 'the caller then saves the whole record', streams included."""
+def test_save_after_a_concurrent_delete_raises_and_writes_nothing(client: redis.Redis,
+                                                                  build: Build) -> None:
+    """No resurrection (issue 12): a stale instance's save finds 'gone' and raises."""
     loaded = Build.objects.get(id=build.id)
     Build.objects.get(id=build.id).delete()
     loaded.ended_at = dt.datetime(2022, 2, 2)
-    loaded.save()
+    before = snapshot(client)
+    with pytest.raises(errors.DoesNotExist) as raised:
+        loaded.save()
+    assert (raised.value.model, raised.value.value) == ("Build", build.id)
+    assert snapshot(client) == before  # nothing written: no hash, no stream, no index entry
+
+
+def test_force_insert_recreates_the_whole_record(client: redis.Redis, build: Build) -> None:
+    """save(force_insert=True) re-creates a deleted record whole, streams included."""
+    loaded = Build.objects.get(id=build.id)
+    Build.objects.get(id=build.id).delete()
+    loaded.ended_at = dt.datetime(2022, 2, 2)
+    loaded.save(force_insert=True)
     again = Build.objects.get(id=build.id)
     assert again is not None
     assert again.ended_at == dt.datetime(2022, 2, 2)

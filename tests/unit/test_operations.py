@@ -149,27 +149,28 @@ def test_minus_zero_is_a_change_from_zero() -> None:
     assert split_save_args(compile_save(record))["set"] == {"x": enc(F, "x", -0.0)}
 
 
-def test_gone_reply_returns_a_whole_save_call() -> None:
+def test_gone_reply_raises_does_not_exist() -> None:
+    """No resurrection: 'gone' (the record was deleted meanwhile) is an error, not a
+    whole save (issue 12)."""
     record = saved(Rec(id=UID, name="a", n=1))
     record.name = "b"
     first = compile_save(record)
     assert split_save_args(first)["partial"] == b"1"
-    follow_up = first.decode(b"gone")
-    assert isinstance(follow_up, Call)
-    parts = split_save_args(follow_up)
+    with pytest.raises(errors.DoesNotExist):
+        first.decode(b"gone")
+    assert record._stored["name"] != enc(Rec, "name", "b")  # nothing applied
+
+
+def test_whole_save_writes_every_field_and_stream() -> None:
+    """compile_save(whole=True), what save(force_insert=True) sends: every field, the
+    streams set whatever was synced."""
+    record = saved(Rec(id=UID, out=b"already saved", name="a", n=1))
+    record.name = "b"
+    parts = split_save_args(compile_save(record, whole=True))
     assert parts["partial"] == b"0"
     assert set(parts["set"]) == {"id", "name", "n"}
     assert parts["del"] == ["note", "target"]  # null=True, never given a value: None
-    assert follow_up.decode(b"saved")["hash"] == HASH
-
-
-def test_gone_follow_up_rewrites_the_streams_too() -> None:
-    """A whole save after the record was deleted meanwhile must recreate the streams
-    ('the caller then saves the whole record', save.lua)."""
-    record = saved(Rec(id=UID, out=b"already saved"))
-    record.name = "b"
-    follow_up = compile_save(record).decode(b"gone")
-    assert split_save_args(follow_up)["streams"][0] == (b"S", b"already saved")
+    assert parts["streams"][0] == (b"S", b"already saved")
 
 
 def test_stream_ops_append_set_delete_and_leave() -> None:
