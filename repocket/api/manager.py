@@ -12,7 +12,7 @@ from ..core import ops as operations
 from ..core.query import canonical, id_lookup
 from ..errors import DoesNotExist, UniqueViolation
 from ..exec.plans import run_plan
-from ..exec.scripts import execute
+from ..exec.sync import execute
 from ..tools import check
 from ..tools.check import CheckReport
 from .aio import AsyncManagerMixin

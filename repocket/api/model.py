@@ -22,7 +22,7 @@ from ..errors import (
     UnknownField,
 )
 from ..exec.guard import refuse_in_event_loop
-from ..exec.scripts import execute
+from ..exec.sync import execute
 from .aio import AsyncRecordMixin, async_appender
 from .manager import Manager
 from .result import ResultSet

@@ -26,7 +26,7 @@ from ..core.query import (
 from ..errors import InvalidQuery, MultipleObjectsReturned
 from ..exec.guard import in_event_loop
 from ..exec.plans import run_plan, stream_plan
-from ..exec.scripts import execute
+from ..exec.sync import execute
 from .aio import AsyncQuerySetMixin
 from .result import ResultSet
 

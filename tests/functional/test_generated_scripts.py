@@ -34,9 +34,8 @@ from hypothesis import given
 
 from repocket import ActiveRecord, attributes, errors
 from repocket.core import ops
-from repocket.core.lua import SCRIPTS
+from repocket.core.lua import SCRIPTS, Script
 from repocket.core.plan import Call
-from repocket.exec.scripts import evalsha
 from tests.conftest import snapshot
 
 from .hypothesis_support import example_reporter, profile
@@ -46,6 +45,17 @@ EXAMPLES: dict[str, int] = {}
 report_examples = example_reporter(EXAMPLES)
 _numbers = itertools.count()
 UTC = dt.timezone.utc
+
+
+def evalsha(client: redis.Redis, script: Script, keys: tuple[Any, ...],
+            args: tuple[Any, ...]) -> Any:
+    """One script call through redis-py's own client, to compare raw replies: EVALSHA, and
+    EVAL when the server does not know the script. redis-py errors raise."""
+    try:
+        return client.evalsha(script.sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return client.eval(script.source, len(keys), *keys, *args)
+
 
 
 class DiffTarget(ActiveRecord):

@@ -12,7 +12,7 @@ import redis
 
 from repocket import ActiveRecord, attributes, errors
 from repocket.core import ops
-from repocket.exec import scripts as executor
+from repocket.exec import limits
 from tests.conftest import RoundTrips, snapshot
 
 MB = 1024 * 1024
@@ -32,15 +32,15 @@ def one_mb_limit(client: redis.Redis) -> Iterator[redis.Redis]:
     """The server's proto-max-bulk-len at its lowest, 1 MB (restored afterwards)."""
     before = client.config_get("proto-max-bulk-len")["proto-max-bulk-len"]
     client.config_set("proto-max-bulk-len", MB)
-    executor._MAX_BYTES.pop(client, None)
+    limits._MAX_BYTES.pop(client, None)
     yield client
     client.config_set("proto-max-bulk-len", before)
 
 
 def test_the_executor_reads_the_limit_once_per_client(one_mb_limit: redis.Redis) -> None:
-    assert executor.max_bytes(one_mb_limit) == MB
+    assert limits.max_bytes(one_mb_limit) == MB
     one_mb_limit.config_set("proto-max-bulk-len", 2 * MB)
-    assert executor.max_bytes(one_mb_limit) == MB  # cached for the client
+    assert limits.max_bytes(one_mb_limit) == MB  # cached for the client
 
 
 def test_a_save_whose_stream_would_pass_the_limit_writes_nothing(

@@ -1,4 +1,4 @@
-"""The error hierarchy and scripts.translate_error / execute on synthetic redis-py errors.
+"""The error hierarchy and translate.translate_error / sync.execute on synthetic redis-py errors.
 No Redis: a stand-in client object raises what a server would make redis-py raise."""
 
 from __future__ import annotations
