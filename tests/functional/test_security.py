@@ -4,6 +4,7 @@ one with ACL users, a TLS-only one with a CA made here by openssl) or uses the s
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import re
@@ -22,6 +23,7 @@ from repocket.core.lua import SCRIPTS
 from repocket.core.luagen import compile_source
 from repocket.core.luagen import sources as luagen_sources
 from repocket.exec import kept_connection
+from repocket.exec.registry import registry
 from repocket.tools.server import RedisServer
 from tests.support.servers import server_version, tls_server
 from tests.support.work import ScriptCall, script_calls
@@ -382,6 +384,29 @@ def test_the_documented_acl_user_runs_everything(fresh: Server) -> None:
     assert "repocket" in users
     assert fresh.acl_denials() == []  # not even a refusal a script swallowed
     assert all(key.startswith(b"repocket:security:Player:") for key in fresh.admin.keys("*"))
+
+
+def test_the_acl_user_on_asyncio_evals_on_first_use(fresh: Server) -> None:
+    """The asyncio loop asks the same registry: a named ACL user's first use of a script is
+    one EVAL (no SCRIPT LOAD, no INFO, nothing refused), later uses EVALSHA."""
+    fresh.connect(user_url(fresh))
+    fresh.admin.config_resetstat()
+    registry.clear()  # as in a new process (earlier tests ran scripts on this server)
+
+    async def run() -> list[str]:
+        ann = await Player.acreate(name="ann", email="ann@x", score=1)
+        await Player.acreate(name="bob", email=None, score=2)
+        names = [p.name for p in await Player.objects.aget_many([ann.id]) if p]
+        await configure.aclose()
+        return names
+
+    assert asyncio.run(run()) == ["ann"]
+    stats = fresh.admin.info("commandstats")
+    assert stats["cmdstat_eval"]["calls"] == 2  # save and get_many: first use, one EVAL each
+    assert stats["cmdstat_evalsha"]["calls"] == 1  # the second save: known, no NOSCRIPT
+    assert "cmdstat_script|load" not in stats
+    assert "cmdstat_info" not in stats
+    assert fresh.acl_denials() == []
 
 
 def test_the_acl_user_cannot_reach_past_its_pattern(fresh: Server) -> None:
