@@ -158,6 +158,41 @@ class KeptConnections:
             if self.retired:
                 self._give_back(kept)
 
+    def command(self, args: Command) -> Any:
+        """One plain command (a plan's step) on this thread's kept connection, its reply
+        parsed by the client as ``execute_command`` would; redis-py's path when none is kept.
+        An error reply raises; the connection stays in step."""
+        client = self.plain.client()
+        kept: _Kept | None = getattr(self._local, "kept", None)
+        if kept is None or kept.pid != os.getpid():
+            kept = self._take()
+            if kept is None:  # over budget: borrow per call like redis-py
+                return client.execute_command(*args)  # type: ignore[no-untyped-call]
+        if self._ended:
+            self._give_back_ended()
+        kept.busy = True  # before reading `retired`: see retire()
+        try:
+            if self.retired:
+                return client.execute_command(*args)  # type: ignore[no-untyped-call]
+            connection = kept.connection
+            self._make_ready(connection)
+            return self._command_on(client, connection, args)
+        finally:
+            kept.busy = False
+            if self.retired:
+                self._give_back(kept)
+
+    @staticmethod
+    def _command_on(client: redis.Redis, connection: Any, args: Command) -> Any:
+        try:
+            connection.send_command(*args)
+            return client.parse_response(connection, args[0])  # type: ignore[no-untyped-call]
+        except rexc.ResponseError:
+            raise  # an error reply: the connection is in step
+        except BaseException:
+            connection.disconnect()  # as in _exchange: never read a half-read reply
+            raise
+
     def _make_ready(self, connection: Any) -> None:
         if getattr(connection, "_sock", True) is None:
             return  # not connected (a failed call closed it): the send connects afresh

@@ -32,10 +32,14 @@ class RedisPyTransport:
         self._client = weakref.ref(client)
         self.scripts = scripts
 
-    def roundtrip(self, commands: Sequence[Command]) -> list[Any]:
+    def client(self) -> redis.Redis:
         client = self._client()
         if client is None:  # only while the caller's client is being collected
             raise rexc.ConnectionError("the client was closed")
+        return client
+
+    def roundtrip(self, commands: Sequence[Command]) -> list[Any]:
+        client = self.client()
         if len(commands) == 1:
             try:
                 return [client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]

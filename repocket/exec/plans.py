@@ -14,7 +14,7 @@ from .. import errors
 from ..core.lua import Script
 from ..core.plan import Call, Command, Emit, Plan
 from .guard import refuse_in_event_loop
-from .sync import execute
+from .sync import execute, run_plain
 from .translate import translate_error
 
 
@@ -27,7 +27,7 @@ def command_error(exc: rexc.RedisError, command: Command) -> errors.RepocketErro
 def run_command(client: redis.Redis, command: Command) -> Any:
     refuse_in_event_loop(f"{command.model}.{command.args[0]}")
     try:
-        return client.execute_command(*command.args)  # type: ignore[no-untyped-call]
+        return run_plain(client, command.args)
     except rexc.RedisError as exc:
         raise command_error(exc, command) from exc
 

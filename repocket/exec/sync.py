@@ -129,6 +129,15 @@ def retire(client: Any) -> None:
         transport.retire()
 
 
+def run_plain(client: Any, args: tuple[Any, ...]) -> Any:
+    """A plain command's reply (parsed as ``execute_command`` parses it), on this thread's
+    kept connection when the lean path is active: a plan does not borrow a second one."""
+    transport = transport_for(client)
+    if isinstance(transport, KeptConnections):
+        return transport.command(args)
+    return client.execute_command(*args)
+
+
 def kept_connection(client: Any) -> Any:
     """The connection this thread keeps for ``client`` (None on redis-py's own path)."""
     transport = transport_for(client)

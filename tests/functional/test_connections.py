@@ -15,8 +15,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from repocket import configure, errors
+from repocket.core.plan import Command
 from repocket.exec import kept_connection
 from repocket.exec.lean import why_not_lean
+from repocket.exec.plans import run_command
 from repocket.tools.server import RedisServer
 
 from .models import Project
@@ -101,6 +103,27 @@ def test_configured_clients_keep_one_connection_per_thread(redis_url: str) -> No
             assert Project.objects.get(id=project.id).name == "kept"
         assert kept_connection(client) is kept and _client_id(kept) == first_id
         assert _in_use(client) == 1
+    finally:
+        configure.reset()
+
+
+def test_a_plans_plain_commands_use_the_threads_kept_connection(redis_url: str) -> None:
+    """A plan's plain Command goes on the connection the thread keeps, not on a second one
+    borrowed from the pool; its reply is parsed as redis-py parses it, an error is typed."""
+    configure.reset()
+    try:
+        client = configure.connection_pool(url=redis_url)
+        project = Project.create(name="kept")
+        kept = kept_connection(client)
+        kept_id = _client_id(kept)
+        assert run_command(client, Command(("CLIENT", "ID"))) == kept_id
+        stored = run_command(client, Command(("HGETALL", project._key())))
+        assert isinstance(stored, dict) and stored  # redis-py's HGETALL callback ran
+        assert run_command(client, Command(("EXISTS", "nothing:here"))) == 0
+        with pytest.raises(errors.RepocketError):
+            run_command(client, Command(("HGETALL", "a", "b"), "Project"))
+        assert run_command(client, Command(("CLIENT", "ID"))) == kept_id  # still in step
+        assert kept_connection(client) is kept and _in_use(client) == 1
     finally:
         configure.reset()
 
