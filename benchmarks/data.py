@@ -34,6 +34,9 @@ class Dataset:
     projects: tuple[ProjectRec, ...]
     builds: tuple[BuildRec, ...]  # saved one by one
     bulk: tuple[BuildRec, ...]  # saved by bulk_create (other refs and numbers)
+    # get_or_create's, one per saved build: every other one a saved build (found), the
+    # others new refs (created)
+    claims: tuple[BuildRec, ...]
     filters: tuple[str, ...]  # status per filter query
     ranges: tuple[tuple[int, int], ...]  # [lo, hi) per range query
     chunk: bytes  # what each append adds
@@ -43,6 +46,11 @@ class Dataset:
 
     def expected_range_rows(self, lo: int, hi: int) -> int:
         return min(RANGE_LIMIT, sum(1 for b in self.builds if lo <= b.number < hi))
+
+    @property
+    def expected_creations(self) -> int:
+        saved = {b.ref for b in self.builds}
+        return sum(1 for c in self.claims if c.ref not in saved)
 
 
 def _build(i: int, ref: str) -> BuildRec:
@@ -68,6 +76,8 @@ def make_dataset(n: int) -> Dataset:
         projects=tuple(ProjectRec(f"project-{j}") for j in range(10)),
         builds=tuple(_build(i, f"build-{i}") for i in range(n)),
         bulk=tuple(_build(n + i, f"bulk-{i}") for i in range(n)),
+        claims=tuple(_build(i, f"build-{i}") if i % 2 else _build(2 * n + i, f"claim-{i}")
+                     for i in range(n)),
         filters=tuple(STATUSES[k % len(STATUSES)] for k in range(queries)),
         ranges=tuple(((k * 37) % span, (k * 37) % span + window) for k in range(queries)),
         chunk=b"appended output line\n",

@@ -2,8 +2,9 @@
 
 The costs below are milliseconds per record for one timed pass of an operation, measured by
 a run of n=200, 3 repeats on the 2-core development machine while other test suites
-kept it at a load average of about 8. An idle machine is two to three times faster; the
-estimate printed after the warm-up pass uses this machine's own pace instead.
+kept it at a load average of about 8 (get_or_create and update_f: estimated from save and
+append; 0.0 where a system cannot run the operation). An idle machine is two to three times
+faster; the estimate printed after the warm-up pass uses this machine's own pace instead.
 """
 
 from __future__ import annotations
@@ -13,21 +14,29 @@ from dataclasses import dataclass
 
 MS_PER_RECORD: dict[str, dict[str, float]] = {
     "raw-evalsha": {"save": 2.0, "get": 0.8, "filter": 0.2, "range": 0.5, "append": 0.3,
-                    "get_many": 0.1, "delete": 0.3, "bulk_create": 0.2},
+                    "get_many": 0.1, "delete": 0.3, "bulk_create": 0.2,
+                    "get_or_create": 1.5, "update_f": 0.6},
     "raw-pipeline": {"save": 1.7, "get": 1.3, "filter": 0.3, "range": 0.7, "append": 0.3,
-                     "get_many": 0.1, "delete": 0.8, "bulk_create": 0.3},
+                     "get_many": 0.1, "delete": 0.8, "bulk_create": 0.3,
+                     "get_or_create": 0.0, "update_f": 0.6},
     "repocket-envelope": {"save": 2.0, "get": 0.6, "filter": 0.8, "range": 0.5, "append": 0.7,
-                          "get_many": 0.2, "delete": 0.9, "bulk_create": 0.4},
+                          "get_many": 0.2, "delete": 0.9, "bulk_create": 0.4,
+                          "get_or_create": 1.8, "update_f": 1.0},
     "repocket-compact": {"save": 1.5, "get": 0.6, "filter": 0.5, "range": 0.6, "append": 0.9,
-                         "get_many": 0.1, "delete": 0.9, "bulk_create": 0.3},
+                         "get_many": 0.1, "delete": 0.9, "bulk_create": 0.3,
+                         "get_or_create": 1.5, "update_f": 1.0},
     "walrus": {"save": 4.3, "get": 1.1, "filter": 1.4, "range": 6.2, "append": 6.9,
-               "get_many": 2.0, "delete": 4.7, "bulk_create": 3.2},
+               "get_many": 2.0, "delete": 4.7, "bulk_create": 3.2,
+               "get_or_create": 0.0, "update_f": 0.0},
     "rom": {"save": 1.8, "get": 2.7, "filter": 0.8, "range": 2.4, "append": 2.9,
-            "get_many": 0.2, "delete": 3.8, "bulk_create": 2.0},
+            "get_many": 0.2, "delete": 3.8, "bulk_create": 2.0,
+            "get_or_create": 0.0, "update_f": 0.0},
     "redis-om": {"save": 0.9, "get": 1.9, "filter": 0.0, "range": 0.0, "append": 1.5,
-                 "get_many": 1.1, "delete": 0.3, "bulk_create": 0.3},
+                 "get_many": 1.1, "delete": 0.3, "bulk_create": 0.3,
+                 "get_or_create": 0.0, "update_f": 0.0},
     "limpyd": {"save": 13.6, "get": 4.6, "filter": 0.2, "range": 0.5, "append": 1.1,
-               "get_many": 3.5, "delete": 10.1, "bulk_create": 15.7},
+               "get_many": 3.5, "delete": 10.1, "bulk_create": 15.7,
+               "get_or_create": 0.0, "update_f": 0.0},
 }
 UNKNOWN_SYSTEM_MS = 5.0  # per record and operation, for a system not in the table
 # Around each timed phase: collecting garbage, reading INFO, cleaning a pass's keys (on a

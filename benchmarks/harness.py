@@ -86,6 +86,17 @@ def _where(filename: str, func: str) -> str:
     return "other"
 
 
+def checked(run: SystemRun, op: str, phase: Callable[[str, int, Callable[[], Any]], Any],
+            count: Callable[[], int], expected: int, what: str) -> None:
+    """Run ``op`` through ``phase``; a count other than ``expected`` is noted on its cell."""
+    def fn() -> int:
+        got = count()
+        if got != expected:
+            run.cells[op].check = f"{what} {got}, expected {expected}"
+        return got
+    phase(op, run.cells[op].ops, fn)
+
+
 def _batches(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [seq[i:i + size] for i in range(0, len(seq), size)]
 
@@ -266,9 +277,20 @@ class Runner:
             run.cells.setdefault("append", Cell()).ops = n
             phase("append", n, lambda: [s.append(h, ds.chunk) for h in handles])
             yield
+        if "update_f" in self.ops:
+            run.cells.setdefault("update_f", Cell()).ops = n
+            checked(run, "update_f", phase, lambda: sum(s.update_f(h) for h in handles), n,
+                    "records updated")
+            yield
         counted_rows("get_many", n, lambda: sum(
             sum(r is not None for r in s.get_many(b)) for b in _batches(handles, BATCH)), n)
         yield
+        if "get_or_create" in self.ops:
+            run.cells.setdefault("get_or_create", Cell()).ops = len(ds.claims)
+            checked(run, "get_or_create", phase, lambda: sum(
+                s.get_or_create(c, projects[c.project])[1] for c in ds.claims),
+                ds.expected_creations, "created")
+            yield
         if "delete" in self.ops:
             run.cells.setdefault("delete", Cell()).ops = n
             phase("delete", n, lambda: [s.delete(h) for h in handles])

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .harness import ROW_OPS, SystemRun
-from .systems import BASELINE_FOR, OPS, PEERS
+from .systems import BASELINE_FOR, OPS, PEERS, label
 
 TARGETS = (  # (op, system, minimum ratio, against, why repocket may stay below it)
     ("save", "repocket-compact", 0.9, "baseline",
@@ -26,6 +26,12 @@ TARGETS = (  # (op, system, minimum ratio, against, why repocket may stay below 
     ("bulk_create", "repocket-compact", 0.9, "baseline",
      "each record is validated and encoded in Python; a batch's unique values are checked "
      "before its first write"),
+    ("get_or_create", "repocket-compact", 0.95, "baseline",
+     "its script runs save's checks (key types, the Pointer target, the index a unique field "
+     "implies) before creating; a found record becomes a typed instance with its streams"),
+    ("update_f", "repocket-compact", 0.95, "baseline",
+     "update() finds its records through the query engine and maintains every index and "
+     "unique claim of the fields it changes; the baseline is an HINCRBY and a ZADD"),
     ("save", "repocket-compact", 2.0, "fastest peer",
      "the peers' saves do less (no unique check, index or streams; redis-om's is a bare HSET)"),
     ("get", "repocket-compact", 2.0, "fastest peer",
@@ -62,6 +68,12 @@ def build(runs: list[SystemRun], meta: dict[str, Any], ops: list[str],
     _ratios(result)
     result["targets"] = _targets(result)
     return result
+
+
+def _not_run(result: dict[str, Any], system: str, op: str) -> str | None:
+    """Why ``system`` could not run ``op`` (n/a or an error), or None."""
+    cell = result["systems"].get(system, {}).get("cells", {}).get(op) or {}
+    return cell.get("na") or (f"error: {cell['error']}" if cell.get("error") else None)
 
 
 def _rate(result: dict[str, Any], system: str, op: str) -> float | None:
@@ -111,8 +123,9 @@ def _targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             peers = [(r, p) for p in PEERS if (r := _rate(result, p, op))]
             ref_name = max(peers)[1] if peers else "no peer ran"
         ratio = _ratio(result, system, ref_name, op)
+        na = _not_run(result, system, op)
         out.append({"op": op, "system": system, "against": f"{against} ({ref_name})",
-                    "minimum": minimum, "ratio": ratio, "why": why,
+                    "minimum": minimum, "ratio": ratio, "why": why, "not_run": na,
                     "status": NOT_MEASURED if ratio is None else
                     (MET if ratio >= minimum else BELOW)})
     return out
@@ -148,7 +161,7 @@ def _rows(result: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                 marks += mark(f"{name} {op}: CHECK {cell['check']}")
             if cell["na"] or cell["error"]:
                 why = cell["na"] or f"error: {cell['error']}"
-                rows.append([op, name, "n/a " + mark(f"{name} {op}: {why}"),
+                rows.append([label(op), name, "n/a " + mark(f"{name} {op}: {why}"),
                              "", "", "", "", ""])
                 continue
             per_row = op in ROW_OPS
@@ -157,7 +170,8 @@ def _rows(result: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
                     + (" rows/s" if per_row else "")) if s else "-"
             ratio = f"{cell['ratio']:.2f}x" if cell["ratio"] else "-"
             bpr = _fmt(sysres["bytes_per_record"]) if op == "save" else ""
-            rows.append([op, name + (" (baseline)" if result["baseline_for"][op] == name else ""),
+            rows.append([label(op),
+                         name + (" (baseline)" if result["baseline_for"][op] == name else ""),
                          rate, ratio, _fmt(cell["round_trips_per_op"], 2),
                          _fmt(cell["server_usec_per_op"], 1), bpr, marks])
     return rows, footnotes
@@ -171,7 +185,7 @@ def _ratio_matrix(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     names = [n for n, s in result["systems"].items() if s["status"] != "skipped"]
     rows = []
     for op in result["ops"]:
-        row = [f"{op} (vs {result['baseline_for'][op]})"]
+        row = [f"{label(op)} (vs {result['baseline_for'][op]})"]
         for n in names:
             cell = result["systems"][n]["cells"].get(op)
             row.append(f"{cell['ratio']:.2f}" if cell and cell.get("ratio") else "n/a")
@@ -202,10 +216,12 @@ def _targets_lines(result: dict[str, Any]) -> list[str]:
     """One line per target; one below it says why (targets are goals, not tests)."""
     lines = []
     for t in result["targets"]:
-        line = (f"{t['status']:<12}  {t['op']:<11} {_x(t['ratio']):>6} {t['against']:<27} "
-                f"target {t['minimum']}x")
+        line = (f"{t['status']:<12}  {label(t['op']):<20} {_x(t['ratio']):>6} "
+                f"{t['against']:<27} target {t['minimum']}x")
         if t["status"] == BELOW:
             line += f": {t['why']}"
+        elif t.get("not_run"):
+            line += f": not run ({t['not_run']})"
         lines.append(line)
     return lines
 
@@ -237,7 +253,8 @@ def _summary_row(result: dict[str, Any], system: str, other: str | None, op: str
     rate = _rate(result, system, op)
     base = result["baseline_for"][op]
     peer = _best_peer(result, op)
-    row = [op, "n/a" if rate is None else f"{rate:,.0f}" + (" rows/s" if op in ROW_OPS else ""),
+    row = [label(op),
+           "n/a" if rate is None else f"{rate:,.0f}" + (" rows/s" if op in ROW_OPS else ""),
            f"{_x(_ratio(result, system, base, op))} {base}",
            f"{_x(_ratio(result, system, peer, op))} {peer}" if peer else "no peer ran"]
     if other is not None:
@@ -259,6 +276,8 @@ def summary(result: dict[str, Any]) -> str:
     parts = [f"Summary: where repocket stands (n={meta['n']}, timed repeats: {meta['repeat']}; "
              "x = ratio of ops/s, filter and range on rows/s, between runs seconds apart):",
              _text_table(header, rows)]
+    parts += [f"({label(op)}: {system} did not run it: {why})" for op in result["ops"]
+              if (why := _not_run(result, system, op))]
     missing = [n for n in PEERS if result["systems"].get(n, {}).get("status") != "ok"]
     if missing:
         parts.append(f"(peers not run: {', '.join(missing)}; see above)")
@@ -337,7 +356,8 @@ def chart(result: dict[str, Any], path: Path) -> str | None:
         gaps += [(x, bar.get_facecolor()) for x, m, bar in zip(xs, med, bars, strict=True)
                  if not m]
     ax.set_xticks(range(len(ops)))
-    ax.set_xticklabels([op + (" (rows/s)" if op in ROW_OPS else "") for op in ops])
+    ax.set_xticklabels([label(op) + (" (rows/s)" if op in ROW_OPS else "") for op in ops],
+                       rotation=20 if len(ops) > 8 else 0)
     ax.set_yscale("log")
     bottom = ax.get_ylim()[0]
     for x, colour in gaps:  # a labelled gap, not a bar that is silently missing

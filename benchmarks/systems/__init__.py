@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import OPS, NotSupported, System
+from .base import LABELS, OPS, NotSupported, System, label
 
 # name -> (module, class). Order is the column/row order in reports.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -24,6 +24,7 @@ BASELINE_FOR = {
     "save": "raw-evalsha", "get": "raw-evalsha", "delete": "raw-evalsha",
     "filter": "raw-evalsha", "range": "raw-evalsha", "append": "raw-evalsha",
     "bulk_create": "raw-pipeline", "get_many": "raw-pipeline",
+    "get_or_create": "raw-evalsha", "update_f": "raw-evalsha",
 }
 
 
@@ -35,5 +36,5 @@ def load(name: str) -> System:
     return cls()
 
 
-__all__ = ["BASELINES", "BASELINE_FOR", "OPS", "PEERS", "REGISTRY", "NotSupported", "System",
-           "load"]
+__all__ = ["BASELINES", "BASELINE_FOR", "LABELS", "OPS", "PEERS", "REGISTRY", "NotSupported",
+           "System", "label", "load"]

@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 
 from ..data import BuildRec, ProjectRec
 
-OPS = ("save", "get", "filter", "range", "append", "get_many", "delete", "bulk_create")
+OPS = ("save", "get", "filter", "range", "append", "get_many", "delete", "bulk_create",
+       "get_or_create", "update_f")
+# How the reports name an operation whose identifier is not what a reader calls it.
+LABELS = {"update_f": "update (F increment)"}
+
+
+def label(op: str) -> str:
+    return LABELS.get(op, op)
 
 
 class NotSupported(Exception):
@@ -69,3 +76,12 @@ class System:
 
     def bulk_create(self, recs: Sequence[BuildRec], projects: Sequence[Any]) -> list[Any]:
         return [self.save(r, projects[r.project]) for r in recs]
+
+    def get_or_create(self, rec: BuildRec, project: Any) -> tuple[Any, bool]:
+        """The build whose unique ``ref`` is ``rec.ref``, or else ``rec`` created, atomically:
+        ``(record, created)``."""
+        raise NotSupported("no atomic get_or_create")
+
+    def update_f(self, handle: Any) -> int:
+        """``number += 1`` on the server, its index kept in step: the records updated (1)."""
+        raise NotSupported("no server-side update")

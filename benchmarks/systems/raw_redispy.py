@@ -94,6 +94,11 @@ class RawPipeline(_Raw):
     prefix = "repocket-bench:raw-pipeline"
     patterns = (prefix + ":*",)
 
+    def setup(self, url: str) -> None:
+        super().setup(url)
+        self.notes["update_f"] = ("MULTI HINCRBY + ZINCRBY, no existence check (a build "
+                                  "deleted meanwhile would come back as a partial hash)")
+
     def _writes(self, pipe: Any, id_: str, rec: BuildRec, project: str) -> None:
         key = self.bp + id_
         pipe.hset(key, mapping=self._fields(rec, project))
@@ -172,6 +177,14 @@ class RawPipeline(_Raw):
             pipe.zrem(self.z, handle)
             pipe.hdel(self.u, ref)
             pipe.execute()
+
+    def update_f(self, handle: Any) -> int:
+        key = self.bp + handle
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hincrby(key, "number", 1)
+            pipe.zincrby(self.z, 1, handle)
+            pipe.execute()
+        return 1
 
     def bulk_create(self, recs: Sequence[BuildRec], projects: Sequence[Any]) -> list[Any]:
         ids = [str(uuid.uuid1()) for _ in recs]
@@ -256,6 +269,25 @@ class RawEvalsha(_Raw):
 
     def delete(self, handle: Any) -> None:
         self.r.evalsha(*self.delete_call(handle))
+
+    def get_or_create(self, rec: BuildRec, project: Any) -> tuple[Any, bool]:
+        id_ = str(uuid.uuid1())
+        key = self.bp + id_
+        args: list[Any] = [id_, rec.ref, rec.number, rec.stdout, rec.stderr, self.bp]
+        for k, v in self._fields(rec, project).items():
+            args += (k, v)
+        reply = self.r.evalsha(self.sha["get_or_create"], 8, self.u, self.pp + project, self.ids,
+                               self.ip + rec.status, self.z, key, key + ":stdout",
+                               key + ":stderr", *args)
+        if reply[0] == b"created":
+            return id_, True
+        _, owner, flat, out, err = reply
+        # the found build's project stays an id, as repocket's Pointer until first access
+        return {**_row(owner.decode(), flat), "stdout": out or b"", "stderr": err or b""}, False
+
+    def update_f(self, handle: Any) -> int:
+        key = self.bp + handle
+        return int(self.r.evalsha(self.sha["update_f"], 2, key, self.z, handle, "number", 1))
 
     def bulk_create(self, recs: Sequence[BuildRec], projects: Sequence[Any]) -> list[Any]:
         ids = [str(uuid.uuid1()) for _ in recs]

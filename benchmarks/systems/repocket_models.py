@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..data import BATCH, BuildRec, ProjectRec
-from .base import System
+from .base import NotSupported, System
 
 
 class _Repocket(System):
@@ -81,6 +81,19 @@ class _Repocket(System):
     def bulk_create(self, recs: Sequence[BuildRec], projects: Sequence[Any]) -> list[Any]:
         objs = [self.Build(**self._kwargs(r, projects[r.project])) for r in recs]
         return list(self.Build.objects.bulk_create(objs, batch_size=BATCH))
+
+    def get_or_create(self, rec: BuildRec, project: Any) -> tuple[Any, bool]:
+        kwargs = self._kwargs(rec, project)
+        ref = kwargs.pop("ref")
+        return self.Build.objects.get_or_create(ref=ref, defaults=kwargs)  # type: ignore[no-any-return]
+
+    def update_f(self, handle: Any) -> int:
+        try:
+            from repocket import F  # type: ignore[attr-defined,unused-ignore]
+        except ImportError as exc:  # QuerySet.update()/F (issue 12 item 1) not in this tree
+            raise NotSupported("QuerySet.update() and F are not in this repocket yet") from exc
+        return self.Build.objects.filter(id=handle.id).update(  # type: ignore[no-any-return]
+            number=F("number") + 1)
 
 
 class RepocketEnvelope(_Repocket):

@@ -11,7 +11,7 @@ import pytest
 from benchmarks import report
 from benchmarks.estimate import Estimate, duration
 from benchmarks.harness import Cell, SystemRun
-from benchmarks.systems import OPS, System
+from benchmarks.systems import OPS, System, label
 
 RATES = {  # ops/s per system: one timed repeat of 100 operations (filter, range: 100 rows)
     "raw-evalsha": 1000.0, "raw-pipeline": 2000.0, "repocket-envelope": 500.0,
@@ -26,11 +26,12 @@ def make_system(name: str, kind: str) -> System:
     return system
 
 
-def run_of(name: str, kind: str, cannot: tuple[str, ...] = ()) -> SystemRun:
+def run_of(name: str, kind: str, cannot: tuple[str, ...] = (),
+           why: str = "needs the RediSearch module") -> SystemRun:
     run = SystemRun(make_system(name, kind))
     for op in OPS:
         if op in cannot:
-            run.cells[op] = Cell(na="needs the RediSearch module")
+            run.cells[op] = Cell(na=why)
         else:
             run.cells[op] = Cell(ops=100, rows=100, seconds=[100 / RATES[name]])
     return run
@@ -60,9 +61,11 @@ def test_targets_are_goals_met_or_below_with_the_reason() -> None:
 
 def test_the_summary_gives_each_operation_its_rate_and_ratios() -> None:
     summary = report.summary(result_of())
-    rows = {line.split()[0]: line for line in summary.splitlines()
-            if line.split() and line.split()[0] in OPS}
+    labels = {label(op): op for op in OPS}
+    rows = {labels[name]: line for line in summary.splitlines()
+            if (name := next((n for n in labels if line.startswith(n + " ")), None))}
     assert list(rows) == list(OPS)
+    assert rows["update_f"].startswith("update (F increment) ")
     assert "800" in rows["save"] and "0.80x raw-evalsha" in rows["save"]
     assert "2.00x redis-om" in rows["save"]
     assert "800 rows/s" in rows["filter"] and "8.00x walrus" in rows["filter"]
@@ -101,3 +104,26 @@ def test_the_estimate_scales_with_the_work_and_adapts_to_the_pace() -> None:
         2 * short.remaining_after_warmup(short.one_pass))
     assert [duration(s) for s in (3, 44, 130, 125, 900)] == [
         "5 s", "45 s", "2 min 10 s", "2 min", "15 min"]
+
+
+def test_an_operation_repocket_cannot_run_yet_is_said_with_its_reason_never_a_number() -> None:
+    missing = "QuerySet.update() and F are not in this repocket yet"
+    runs = [run_of("raw-evalsha", "baseline"),
+            run_of("repocket-compact", "repocket", cannot=("update_f",), why=missing)]
+    result = report.build(runs, {"n": 100, "repeat": 1, "machine": "a test"},
+                          ["get_or_create", "update_f"], {})
+    cell = result["systems"]["repocket-compact"]["cells"]["update_f"]
+    assert cell["ratio"] is None and cell["ops_per_s"] is None
+    target = next(t for t in result["targets"] if t["op"] == "update_f")
+    assert (target["status"], target["not_run"]) == ("n/a", missing)
+    goc = next(t for t in result["targets"] if t["op"] == "get_or_create")
+    assert goc["status"] == "below target" and goc["ratio"] == pytest.approx(0.8)
+    assert goc["not_run"] is None and goc["minimum"] == 0.95
+    summary = report.summary(result)
+    row = next(line for line in summary.splitlines() if line.startswith("update (F increment)"))
+    assert row.split()[3:6] == ["n/a", "n/a", "raw-evalsha"]
+    assert f"(update (F increment): repocket-compact did not run it: {missing})" in summary
+    assert f"target 0.95x: not run ({missing})" in summary
+    table = report.text(result)
+    assert "update (F increment) (vs raw-evalsha)" in table
+    assert f"repocket-compact update_f: {missing}" in table
