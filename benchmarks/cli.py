@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from . import concurrency, meter, report
+from . import concurrency, contention, meter, report
 from .data import BATCH, make_dataset
 from .estimate import Estimate, duration
 from .harness import Runner
@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=64, metavar="WORKERS",
                    help="then create/get/filter/delete with this many asyncio tasks and "
                    "threads, repocket against hand-written redis.asyncio EVALSHA (0: skip)")
+    p.add_argument("--writers", type=int, default=contention.WRITERS,
+                   help="then the contention section: this many writer processes increment "
+                   "the same counters and race get_or_create on the same values, repocket "
+                   "against hand-written EVALSHA, a WATCH/MULTI retry loop and a naive "
+                   "read-modify-write (0: skip)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -183,6 +188,8 @@ def _announce_plan(args: argparse.Namespace, systems: list[System],
                    estimate: Estimate) -> None:
     ops = len(args.ops)
     sections = " + the concurrency section" if args.concurrency > 0 else ""
+    if args.writers > 0:
+        sections += f" + the contention section ({args.writers} writer processes)"
     longer = "" if args.full else (
         f"; --full: about "
         f"{duration(_estimate(args, systems, *FULL).total)}")
@@ -195,7 +202,7 @@ def _estimate(args: argparse.Namespace, systems: list[System], n: int,
               repeat: int) -> Estimate:
     repocket = sum(s.kind == "repocket" for s in systems) if args.profile else 0
     return Estimate.of([s.name for s in systems], args.ops, n, repeat, args.concurrency > 0,
-                       repocket)
+                       repocket, max(0, args.writers))
 
 
 def _on_sigterm(_signum: int, _frame: Any) -> None:
@@ -270,17 +277,22 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
         result = report.build(runs, meta, [op for op in OPS if op in args.ops], skipped)
         if args.concurrency > 0:
             result["concurrency"] = concurrency.run(url, args.n, args.concurrency, args.repeat)
+        if args.writers > 0:
+            result["contention"] = contention.run(url, args.n, args.writers, args.repeat)
         if runner.profile_summary:
             result["profile"] = runner.profile_summary
         print(report.text(result))
         if "concurrency" in result:
             print("\n" + concurrency.text(result["concurrency"]))
+        if "contention" in result:
+            print("\n" + contention.text(result["contention"]))
         for path in (args.json, args.markdown, args.chart):
             path.parent.mkdir(parents=True, exist_ok=True)
         report.write_json(result, args.json)
-        args.markdown.write_text(report.markdown(result) + (
-            f"\n```\n{concurrency.text(result['concurrency'])}\n```\n"
-            if "concurrency" in result else ""))
+        args.markdown.write_text(report.markdown(result) + "".join(
+            f"\n```\n{section.text(result[name])}\n```\n"
+            for name, section in (("concurrency", concurrency), ("contention", contention))
+            if name in result))
         why = report.chart(result, args.chart)
         print(f"\nwrote {args.json}, {args.markdown}"
               + (f" and {args.chart}" if why is None else f" ({why})"))
@@ -290,6 +302,8 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
             print(f"\nWhere {name}'s time goes, µs per op (cProfile; full profile in {path}):")
             print(report.profile_table(runner.profile_summary[name]))
         print("\n" + report.summary(result))
+        if "contention" in result:
+            print(contention.verdict(result["contention"]))
         print(f"\nfinished in {duration(time.perf_counter() - clock)} (estimated at the start: "
               f"{duration(estimate.total)})")
         return 0

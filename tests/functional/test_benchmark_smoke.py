@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
     assert re.search(r"started a throwaway (Redis|Valkey) [\d.]+ on 127\.0\.0\.1:\d+ \(/\S+\)",
                      proc.stderr)
     assert re.search(r"running 4 systems x 10 operations, n=20 records, a warm-up and 1 timed "
-                     r"repeats \+ the concurrency section: about \d+ (s|min)", proc.stderr)
+                     r"repeats \+ the concurrency section \+ the contention section \(8 writer "
+                     r"processes\): about \d+ (s|min)", proc.stderr)
     assert "the warm-up pass took" in proc.stderr
     result: dict[str, Any] = json.loads(out.read_text())
     assert result["ops"] == OPS
@@ -92,6 +94,44 @@ def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
         for op in ("create", "get", "filter", "delete"):
             assert row[f"{op}_scripts_per_op"] == 1, (row, op)
             assert row[f"{op}_ops_per_s"] > 0
+    assert_no_lost_update_and_one_creation(result["contention"], proc.stdout)
+
+
+def assert_no_lost_update_and_one_creation(section: dict[str, Any], stdout: str) -> None:
+    """8 writer processes on the same 4 counters and the same 20 unique values: the atomic
+    contenders lose no update and create each value once; every contender ran."""
+    assert (section["writers"], section["counters"], section["k"], section["values"]) == (
+        8, 4, 20, 20)
+    assert section["cores"] == os.cpu_count()
+    rows = {row["name"]: row for row in section["rows"]}
+    assert list(rows) == ["repocket F increment", "raw-evalsha increment",
+                          "WATCH/MULTI retry loop", "naive read-modify-write",
+                          "repocket get_or_create", "check-then-create"]
+    if not HAS_F:  # absent, with the reason: never a number
+        assert rows.pop("repocket F increment")["not_run"] == EXPECTED_NA[
+            ("repocket-compact", "update_f")]
+    for name, row in rows.items():
+        assert row["not_run"] is None and row["ops_per_s"] > 0, row
+        if row["kind"] == "increment":
+            assert row["lost_updates"] == max(row["lost_per_repeat"])
+            assert row["index_mismatches"] == 0, row  # HSET and ZADD always go together
+            if row["atomic"]:
+                assert row["lost_per_repeat"] == [0], row
+            if name != "WATCH/MULTI retry loop":
+                assert row["retries"] == 0, row  # only the WATCH loop has anything to retry
+    creations = rows["repocket get_or_create"]
+    assert (creations["creations_min"], creations["creations_max"]) == (1, 1), creations
+    assert creations["stored_max"] == 20 and creations["disagreements"] == 0, creations
+    racy = rows["check-then-create"]  # may create more than once: never less
+    assert racy["creations_min"] >= 1 and racy["stored_max"] >= 20, racy
+    summary = stdout[stdout.index("Summary: where repocket stands"):]
+    verdict = next(line for line in summary.splitlines() if line.startswith("Contention ("))
+    assert "; repocket get_or_create 1 creations per value;" in verdict
+    assert "raw-evalsha increment 0 lost;" in verdict
+    text = stdout[stdout.index("Contention: 8 writer processes"):]
+    assert f"on this machine's {os.cpu_count()} cores" in text.splitlines()[0]
+    for name in rows:
+        assert f"  {name} " in text
 
 
 def assert_ends_with_the_summary(stdout: str, result: dict[str, Any]) -> None:
