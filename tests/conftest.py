@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from repocket import configure
-from repocket.tools.server import RedisServer
-from tests.support.servers import SESSION, start_server
+from repocket.tools.server import LocalCluster, RedisServer
+from tests.support.servers import CLUSTER, SESSION, start_server
 
 __all__ = ["start_server"]  # a fixture, offered to every test
 
@@ -21,6 +21,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     SESSION.close()
+    CLUSTER.close()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -54,6 +55,12 @@ class RoundTrips:
 def redis_url() -> str:
     """The shared server's URL: the suite's own, or $REPOCKET_TEST_URL."""
     return SESSION.url
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> LocalCluster:
+    """The suite's Redis Cluster (3 primaries + 3 replicas), started on first use."""
+    return CLUSTER.get()
 
 
 @pytest.fixture(scope="session")

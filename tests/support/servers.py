@@ -20,6 +20,7 @@ import redis
 
 from repocket import configure
 from repocket.tools.server import (
+    LocalCluster,
     RedisServer,
     ServerStartError,
     TLSFiles,
@@ -93,6 +94,28 @@ def describe_url(url: str) -> str:
 def server_version(client: redis.Redis) -> tuple[int, ...]:
     """The Redis version a server is compatible with (Valkey 8 reports 7.2.4)."""
     return tuple(int(part) for part in str(client.info("server")["redis_version"]).split("."))
+
+
+# -- the cluster --------------------------------------------------------------------------------
+class SessionCluster:
+    """The Redis Cluster the cluster tests share (3 primaries, 1 replica each): started on
+    first use, about 2-3 s, and closed at the end of the session."""
+
+    def __init__(self) -> None:
+        self.cluster: LocalCluster | None = None
+
+    def get(self) -> LocalCluster:
+        if self.cluster is None:
+            self.cluster = LocalCluster(masters=3, replicas=1).start()
+        return self.cluster
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+
+CLUSTER = SessionCluster()
 
 
 # -- servers a test owns ------------------------------------------------------------------------
