@@ -12,11 +12,13 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from .aio_clients import AsyncClients, AsyncClientSource, factory_from_settings, factory_from_sync
+from .core import layout
 from .core.codecs import get_codec
-from .errors import ConfigurationError
+from .errors import ConfigurationError, Unsupported
 from .exec import guard, observe, retire
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -26,6 +28,10 @@ def _no_retries() -> Retry:
     # A write whose reply was lost may have run: resending it could append twice.
     # repocket raises a typed, retriable error and leaves the retry to the caller.
     return Retry(NoBackoff(), 0)
+
+
+def _no_async_on_cluster() -> Any:
+    raise Unsupported("the asyncio API is not supported on Redis Cluster yet; nothing was sent")
 
 
 class configure:
@@ -49,11 +55,12 @@ class configure:
         db: int = 0,
         *,
         url: str | None = None,
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
         async_client: AsyncClientSource | None = None,
         codec: str | None = None,
+        cluster: bool = False,
         **options: Any,
-    ) -> redis.Redis:
+    ) -> Any:
         """Set the global connection.
 
         - ``hostname``/``port``/``db`` as in repocket 0.1;
@@ -67,6 +74,9 @@ class configure:
           gets a client repocket builds from the same settings (or from ``client``'s), with
           no automatic retries; ``await configure.aclose()`` closes the running loop's;
         - ``codec``: the default codec of models that do not choose one;
+        - ``cluster``: the server is a Redis Cluster node (``client=`` a
+          ``redis.cluster.RedisCluster`` says so by itself): each model is then split into
+          ``Meta.shards`` hash-tagged shards (README "Redis Cluster");
         - any other keyword goes to ``redis.Redis``: ``password``, ``username``, ``retry``
           (none by default: a resent write may run twice; pass ``client=`` likewise
           without retries),
@@ -81,8 +91,16 @@ class configure:
             raise ConfigurationError("pass either an existing client or connection settings")
         if not isinstance(db, int) or isinstance(db, bool) or db < 0:
             raise ConfigurationError(f"db must be a non-negative integer, not {db!r}")
+        on_cluster = cluster or isinstance(client, RedisCluster)
+        if on_cluster and db != 0:
+            raise ConfigurationError("a Redis Cluster has only database 0")
         owned = client is None
-        if client is None:
+        if client is None and on_cluster:
+            async_source = async_client or _no_async_on_cluster
+            options.setdefault("retry", _no_retries())
+            client = (RedisCluster.from_url(url, **options) if url is not None
+                      else RedisCluster(host=hostname, port=port, **options))
+        elif client is None:
             async_source = async_client or factory_from_settings(
                 url, options if url is not None else
                 {"host": hostname, "port": port, "db": db, **options})
@@ -95,14 +113,17 @@ class configure:
             raise ConfigurationError(
                 "repocket needs a client with decode_responses=False: it stores binary values"
             )
+        elif on_cluster:
+            async_source = async_client or _no_async_on_cluster
         else:
-            async_source = async_client or factory_from_sync(client)
+            async_source = async_client or factory_from_sync(client)  # type: ignore[arg-type]
         if codec is not None:
             cls.default_codec(codec)
         with cls._lock:
             previous, previous_owned = cls._client, cls._owned
-            cls._client, cls._owned = client, owned
+            cls._client, cls._owned = client, owned  # type: ignore[assignment]
             cls._async = AsyncClients(async_source, owned=async_client is None)
+            layout.set_cluster(on_cluster)
         if previous is not None and previous is not client:
             cls._let_go(previous, previous_owned)
         return client
@@ -180,6 +201,7 @@ class configure:
             cls._client, cls._owned = None, False
             cls._async = None
             cls._default_codec = "envelope"
+            layout.set_cluster(False)
         observe.instrument(None)
         observe.slow_call_threshold(None)
         if previous is not None:

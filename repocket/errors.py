@@ -101,6 +101,11 @@ class InvalidQuery(FieldError, ValueError):
     out of range... ``field`` names the field when there is one."""
 
 
+class Unsupported(RepocketError, NotImplementedError):
+    """An operation this connection cannot run yet (on Redis Cluster: queries, unique
+    constraints, Pointers, the checker, the asyncio API). Nothing was sent."""
+
+
 class MultipleObjectsReturned(RepocketError, LookupError):
     """``get()`` matched more than one record."""
 

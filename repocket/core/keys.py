@@ -9,6 +9,16 @@ Layout (as repocket 0.1 documented it)::
     repocket:<namespace>:<Class>:idx:<field>:null    set: ids whose indexed field is None
     repocket:<namespace>:<Class>:uniq:<f>[+<g>...]   hash: unique value -> id
 
+On a Redis Cluster each model is split into shards (``Meta.shards``, 16 by default)
+and every key of one shard starts with the shard's hash tag, so all of them live in
+one slot (one node) and a record's save/get/delete/append stays one script call::
+
+    {repocket:<namespace>:<Class>:<shard>}:<id>      and so on, as above
+    {repocket:<namespace>:<Class>:<shard>}:ids       the shard's ids
+    {repocket:<namespace>:<Class>:<shard>}:idx:...   the shard's index entries
+
+A record's shard is a stable hash of its id (:func:`shard_of`).
+
 ``<namespace>`` is the model's module unless ``Meta.namespace`` says otherwise.
 Ids are canonical UUIDs, so no id can contain ``:``, ``*``, ``{`` or spaces, and
 a record's keys always live under its model's prefix.
@@ -17,6 +27,7 @@ a record's keys always live under its model's prefix.
 from __future__ import annotations
 
 import re
+import zlib
 
 ROOT = "repocket"
 IDS_SUFFIX = "ids"
@@ -31,6 +42,23 @@ def is_valid_name_part(text: str) -> bool:
 def model_prefix(namespace: str, class_name: str) -> str:
     """``repocket:<namespace>:<Class>``: every key of the model starts with it."""
     return f"{ROOT}:{namespace}:{class_name}"
+
+
+DEFAULT_SHARDS = 16  # a model's shards on a cluster when Meta.shards does not say
+MAX_SHARDS = 1024
+
+
+def shard_of(record_id: str, shards: int) -> int:
+    """The shard of a record on a cluster: CRC-32 of its id text (the same in every process
+    and every Python version, unlike ``hash``), modulo the model's shard count."""
+    return zlib.crc32(record_id.encode("ascii")) % shards
+
+
+def shard_prefix(prefix: str, shard: int) -> str:
+    """The prefix of one shard's keys on a cluster: the model prefix and the shard number
+    as one hash tag, so the shard's keys share a slot and other shards (and models) spread
+    over other slots. Name parts hold no ``{`` or ``}``, so the tag is exactly this."""
+    return "{" + f"{prefix}:{shard}" + "}"
 
 
 def record_key(prefix: str, record_id: str) -> str:

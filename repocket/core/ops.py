@@ -18,8 +18,9 @@ from ..attributes import short_repr, uuid_text
 from ..errors import DoesNotExist, InvalidQuery, UnsavedPointer, ValidationError, ValueTooLarge
 from . import keys as keyspace
 from .hydrate import hydrate
+from .layout import on_cluster, refuse_on_cluster
 from .luagen import scripts_for
-from .plan import DEFAULT_MAX_BYTES, Call, pack, then
+from .plan import DEFAULT_MAX_BYTES, Call, in_turn, pack, then
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -34,6 +35,7 @@ class _SaveBlock:
 
     keys: list[str]
     args: list[Any]
+    prefix: str  # of the record's keys: the model's, or its shard's on a cluster
     pointer_keys: dict[str, str]
     apply: Callable[[], None]
     large: list[tuple[str, int]]  # (field, bytes) of the values that might pass a server limit
@@ -75,7 +77,9 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
                 large.append((name, len(raw)))
             if name in meta.pointer_names:
                 pointer_keys[_pointer_target_key(record, name, value)] = name
-    hash_key = record._key()
+    record_id = uuid_text(record.pk)
+    prefix = meta.prefix_of(record_id)
+    hash_key = keyspace.record_key(prefix, record_id)
     stream_ops: list[Any] = []
     synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
     for name in meta.stream_names:
@@ -99,17 +103,18 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
     return _SaveBlock(
         [hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names),
          *pointer_keys],
-        [uuid_text(record.pk), b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
+        [record_id, b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
          len(pointer_keys), *to_set, *to_delete, *stream_ops],
-        pointer_keys, apply, large, appends,
+        prefix, pointer_keys, apply, large, appends,
         4 + len(meta.stream_names) + len(pointer_keys) + 2 * len(meta.model_keys))
 
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
                decode: Callable[[Any], Any]) -> Call:
-    """The call of the model's save script (its header documents this frame)."""
+    """The call of the model's save script (its header documents this frame); the blocks'
+    records share one prefix (one shard on a cluster)."""
     meta = model._meta
-    keys: list[str] = [meta.ids_key, *meta.model_keys]
+    keys: list[str] = [*meta.write_keys(blocks[0].prefix)]
     args: list[Any] = [len(blocks), DEFAULT_MAX_BYTES]
     key_fields: dict[str, str] = {}
     large: list[tuple[str, int]] = []
@@ -158,6 +163,7 @@ def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
     instance never resurrects a record another process deleted. ``whole`` writes
     every field and stream whatever Redis holds (``save(force_insert=True)``)."""
     meta = type(record)._meta
+    meta.refuse_on_cluster("save")
     block = _save_block(record, whole)
 
     def decode(reply: bytes) -> Any:
@@ -190,6 +196,7 @@ def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...]) -> Call:
     or else ``record`` saved. Decodes to ``(record, created)``."""
     model = type(record)
     meta = model._meta
+    refuse_on_cluster("get_or_create by a unique lookup", meta.name)
     block = _save_block(record, whole=True)
 
     def decode(reply: Any) -> tuple[ActiveRecord, bool]:
@@ -218,8 +225,12 @@ def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecor
     commands and BYTES_BUDGET bytes: no call blocks Redis for long, whatever the
     batch size). Each call is atomic: all its records are written or, on a unique
     violation or a missing Pointer target, none of them; an error in a later call
-    leaves the records of the earlier calls written."""
+    leaves the records of the earlier calls written. On a cluster a call holds the
+    records of one shard (the blocks are grouped by shard, in their given order)."""
+    model._meta.refuse_on_cluster("bulk_create")
     blocks = [_save_block(record, whole=True) for record in records]
+    if on_cluster():
+        blocks = _grouped_by_prefix(blocks)
     return _bulk_calls(model, blocks, 0, list(records))
 
 
@@ -228,7 +239,8 @@ def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
     end, work, size = start, 0, 0
     while end < len(blocks):
         work, size = work + blocks[end].work, size + _bytes(blocks[end])
-        if end > start and (work > WRITE_BUDGET or size > BYTES_BUDGET):
+        if end > start and (work > WRITE_BUDGET or size > BYTES_BUDGET
+                            or blocks[end].prefix != blocks[start].prefix):
             break
         end += 1
 
@@ -238,6 +250,14 @@ def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
         return _bulk_calls(model, blocks, end, records) if end < len(blocks) else records
 
     return _save_call(model, blocks[start:end], decode)
+
+
+def _grouped_by_prefix(blocks: list[_SaveBlock]) -> list[_SaveBlock]:
+    """The blocks of each shard together (shards in order of first appearance)."""
+    groups: dict[str, list[_SaveBlock]] = {}
+    for block in blocks:
+        groups.setdefault(block.prefix, []).append(block)
+    return [block for group in groups.values() for block in group]
 
 
 def _bytes(block: _SaveBlock) -> int:
@@ -279,19 +299,40 @@ def _stream_op(current: bytes | None, synced: bytes | None,
 # -- delete ---------------------------------------------------------------------------
 def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
                         on_deleted: Callable[[], None] = lambda: None) -> Call:
-    """One atomic delete of records by id; decodes to (records deleted, keys deleted)."""
+    """One atomic delete of records by id; decodes to (records deleted, keys deleted).
+    On a cluster: one atomic call per shard, one after the other."""
     meta = model._meta
-    keys: list[str] = [meta.ids_key, *meta.model_keys]
+    meta.refuse_on_cluster("delete")
+    texts = [str(record_id) for record_id in record_ids]
+    by_prefix: dict[str, list[str]] = {}
+    for text in texts:
+        by_prefix.setdefault(meta.prefix_of(text), []).append(text)
+    if len(by_prefix) <= 1:
+        return _delete_call(model, next(iter(by_prefix), meta.prefix), texts, on_deleted)
+
+    def total(replies: list[tuple[int, int]]) -> tuple[int, int]:
+        on_deleted()
+        return sum(r[0] for r in replies), sum(r[1] for r in replies)
+
+    calls = [_delete_call(model, prefix, ids) for prefix, ids in by_prefix.items()]
+    result: Call = in_turn(calls, total)
+    return result
+
+
+def _delete_call(model: type[ActiveRecord], prefix: str, record_ids: list[str],
+                 on_deleted: Callable[[], None] = lambda: None) -> Call:
+    """The delete script on records whose keys all start with ``prefix``."""
+    meta = model._meta
+    keys: list[str] = [*meta.write_keys(prefix)]
     for record_id in record_ids:
-        hash_key = meta.record_key(record_id)
+        hash_key = keyspace.record_key(prefix, record_id)
         keys += (hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names))
 
     def decode(reply: list[int]) -> tuple[int, int]:
         on_deleted()
         return int(reply[0]), int(reply[1])
 
-    return Call(scripts_for(model).delete, tuple(keys),
-                tuple(str(record_id) for record_id in record_ids), decode, meta.name)
+    return Call(scripts_for(model).delete, tuple(keys), tuple(record_ids), decode, meta.name)
 
 
 def compile_delete(record: ActiveRecord) -> Call:
@@ -307,6 +348,7 @@ def compile_delete(record: ActiveRecord) -> Call:
 # -- append ---------------------------------------------------------------------------
 def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
     meta = type(record)._meta
+    meta.refuse_on_cluster("append")
     hash_key = record._key()
     stream_key = keyspace.stream_key(hash_key, name)
 
@@ -330,6 +372,7 @@ READ_BUDGET = 1_000  # the most records one get call loads; Pointer fan-out cont
 
 def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1) -> Call:
     """One record by id (None when missing), its Pointers loaded ``depth`` levels deep."""
+    model._meta.refuse_on_cluster("get")
     text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
     return _read_call(model, model._meta.reachable_models, [(1, text, 0)], check_depth(depth),
                       [], 0)
@@ -340,11 +383,35 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
     """Records by id, in order, None for each missing one. One call, unless the Pointer
     fan-out passes READ_BUDGET records: then follow-up calls load the rest."""
     meta = model._meta
+    meta.refuse_on_cluster("get_many")
     models = meta.reachable_models
     ids = [uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
            for record_id in record_ids]
+    depth = check_depth(depth)
+    if on_cluster():
+        return _read_by_shard(model, ids, depth)
     roots = [(1, text, 0) for text in ids]
-    return _read_call(model, models, roots, check_depth(depth), [], len(ids))
+    return _read_call(model, models, roots, depth, [], len(ids))
+
+
+def _read_by_shard(model: type[ActiveRecord], ids: list[str], depth: int) -> Call:
+    """get_many on a cluster (a model without Pointers): one read per shard, one after the
+    other, the records put back in the order of ``ids``."""
+    by_prefix: dict[str, list[str]] = {}
+    for text in dict.fromkeys(ids):
+        by_prefix.setdefault(model._meta.prefix_of(text), []).append(text)
+    groups = list(by_prefix.values())
+    models = model._meta.reachable_models
+    calls = [_read_call(model, models, [(1, text, 0) for text in group], depth, [], len(group))
+             for group in groups]
+
+    def in_given_order(replies: list[list[Any]]) -> list[Any]:
+        found = {text: record for group, records in zip(groups, replies)
+                 for text, record in zip(group, records)}
+        return [found[text] for text in ids]
+
+    call: Call = in_turn(calls, in_given_order)
+    return call
 
 
 def _read_call(model: type[ActiveRecord], models: list[type[ActiveRecord]],
@@ -357,8 +424,7 @@ def _read_call(model: type[ActiveRecord], models: list[type[ActiveRecord]],
     seen = set() if seen is None else seen
     budget = max(READ_BUDGET, roots)  # get_many's roots all load in the first call
     now, backlog = items[:budget], items[budget:]
-    keys = tuple(keyspace.record_key(models[number - 1]._meta.prefix, text)
-                 for number, text, _ in now)
+    keys = tuple(models[number - 1]._meta.record_key(text) for number, text, _ in now)
     args: list[Any] = [depth, budget]
     for item in now:
         args += item

@@ -8,7 +8,7 @@ run (the next page of a scan, the next batch, a follow-up read). Executors in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -73,3 +73,14 @@ def then(call: Call | Any, step: Callable[[Any], Any]) -> Any:
         return then(result, step) if isinstance(result, Call) else step(result)
 
     return replace(call, decode=decode)
+
+
+def in_turn(calls: Sequence[Call], combine: Callable[[list[Any]], Any]) -> Any:
+    """The calls one after the other (each with its follow-ups), then ``combine`` of their
+    results, as one Call (a cluster runs one per shard this way)."""
+    def step(index: int, results: list[Any]) -> Any:
+        if index == len(calls):
+            return combine(results)
+        return then(calls[index], lambda result: step(index + 1, [*results, result]))
+
+    return step(0, [])

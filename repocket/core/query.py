@@ -40,6 +40,7 @@ from . import keys as keyspace
 from . import merge
 from . import ops as operations
 from .hydrate import hydrate
+from .layout import refuse_on_cluster
 from .lua import SCRIPTS
 from .plan import Call, pack
 
@@ -433,6 +434,8 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
     if state.empty:
         return 0 if mode == "count" else []
     meta = state.model._meta
+    refuse_on_cluster("a query (filter, exclude, order_by, count, exists, iteration...)",
+                      meta.name)
     compiled = _compiled(state, mode)
     models, fields = compiled.models, compiled.fields
     packed = compiled.packed if resume is None else pack({**compiled.plan, "resume": resume})

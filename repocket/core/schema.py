@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..attributes import Attribute, AutoUUID, Pointer, uuid_text
+from ..errors import RepocketActiveRecordDefinitionError
 from . import keys as keyspace
+from . import layout
 from .codecs import CODECS, Codec, envelope_decoder, envelope_encoder, get_codec
 from .plan import pack
 
@@ -42,20 +44,61 @@ class Options:
         # Keys every write script receives after the id set: per indexed field its
         # sorted set (and null set, if it can hold None), then one hash per unique
         # constraint; `key_position` gives each one's KEYS index.
-        keys = []
-        for name in self.indexed:
-            keys.append(keyspace.index_key(self.prefix, name))
-            if fields[name].nullable:
-                keys.append(keyspace.null_key(self.prefix, name))
-        keys += [keyspace.unique_key(self.prefix, group) for group in self.unique_together]
-        self.model_keys = tuple(keys)
-        self.key_position = {key: i + 2 for i, key in enumerate(keys)}
+        self.model_keys = self._model_keys(self.prefix)
+        self.key_position = {key: i + 2 for i, key in enumerate(self.model_keys)}
+        self.shard_count = _shard_count(self.name, meta)
+        self._write_keys: dict[str, tuple[str, ...]] = {}
         self.schema_cache: dict[Any, bytes] = {}
         self.script_cache: dict[tuple[str, ...], Any] = {}  # codecs -> luagen.ModelScripts
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
         self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}
         self.manager: Manager[Any]  # set by the model's metaclass (the API layer)
+
+    def _model_keys(self, prefix: str) -> tuple[str, ...]:
+        keys = []
+        for name in self.indexed:
+            keys.append(keyspace.index_key(prefix, name))
+            if self.fields[name].nullable:
+                keys.append(keyspace.null_key(prefix, name))
+        keys += [keyspace.unique_key(prefix, group) for group in self.unique_together]
+        return tuple(keys)
+
+    # -- the layout: one prefix on one server, one per shard on a cluster ---------------------
+    def prefix_of(self, record_id: str) -> str:
+        """The prefix of the keys of the record ``record_id`` (its shard's on a cluster)."""
+        if not layout.CURRENT.cluster:
+            return self.prefix
+        return keyspace.shard_prefix(self.prefix, keyspace.shard_of(record_id, self.shard_count))
+
+    def shard_prefixes(self) -> list[str]:
+        """Every prefix the model's keys start with: ``prefix``, or each shard's."""
+        if not layout.CURRENT.cluster:
+            return [self.prefix]
+        return [keyspace.shard_prefix(self.prefix, shard) for shard in range(self.shard_count)]
+
+    def write_keys(self, prefix: str) -> tuple[str, ...]:
+        """What every write script gets first: the id set, then ``model_keys``, under
+        ``prefix`` (the model's, or one shard's): the same positions for every shard."""
+        found = self._write_keys.get(prefix)
+        if found is None:
+            found = self._write_keys[prefix] = (keyspace.ids_key(prefix),
+                                                *self._model_keys(prefix))
+        return found
+
+    def refuse_on_cluster(self, operation: str) -> None:
+        """Raise errors.Unsupported for what the cluster layout cannot run yet: a model with
+        unique constraints (their claims must be global) or Pointers (their targets live in
+        other slots)."""
+        if not layout.CURRENT.cluster:
+            return
+        if self.unique_together:
+            layout.refuse_on_cluster(f"{operation} of a model with unique constraints "
+                                     f"({', '.join('+'.join(g) for g in self.unique_together)})",
+                                     self.name)
+        if self.pointer_names:
+            layout.refuse_on_cluster(f"{operation} of a model with Pointers "
+                                     f"({', '.join(self.pointer_names)})", self.name)
 
     @property
     def codec(self) -> Codec:
@@ -138,7 +181,7 @@ class Options:
 
     def record_key(self, record_id: Any) -> str:
         text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
-        return keyspace.record_key(self.prefix, text)
+        return keyspace.record_key(self.prefix_of(text), text)
 
     @functools.cached_property
     def reachable_models(self) -> list[type[ActiveRecord]]:
@@ -155,3 +198,16 @@ class Options:
     def model_numbers(self) -> dict[type[ActiveRecord], int]:
         """Each reachable model's index in the read schema (1 for this model)."""
         return {model: i + 1 for i, model in enumerate(self.reachable_models)}
+
+
+def _shard_count(model: str, meta: Any) -> int:
+    """``Meta.shards``: how many shards the model is split into on a cluster."""
+    shards = getattr(meta, "shards", None)
+    if shards is None:
+        return keyspace.DEFAULT_SHARDS
+    if isinstance(shards, bool) or not isinstance(shards, int) \
+            or not 1 <= shards <= keyspace.MAX_SHARDS:
+        raise RepocketActiveRecordDefinitionError(
+            f"{model}.Meta.shards must be an integer from 1 to {keyspace.MAX_SHARDS}, "
+            f"not {shards!r}")
+    return shards

@@ -15,10 +15,12 @@ from typing import Any, Protocol
 
 import redis
 import redis.exceptions as rexc
+from redis.cluster import RedisCluster
 from redis.connection import BlockingConnectionPool, ConnectionPool
 
 from ..core.plan import Call
 from . import observe
+from .cluster import ClusterTransport
 from .guard import in_event_loop, refuse_in_event_loop
 from .lean import KeptConnections, why_not_lean
 from .limits import max_bytes
@@ -96,6 +98,8 @@ def _remember(client: Any) -> Transport:
 
 
 def _new_transport(client: Any) -> Transport:
+    if isinstance(client, RedisCluster):
+        return ClusterTransport(client, transport_for)
     if not isinstance(client, redis.Redis):
         return BareTransport(client, registry.server(f"client-{id(client)}", BARE))
     pool = client.connection_pool

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..connections import configure
 from ..core import keys as keyspace
+from ..core.layout import refuse_on_cluster
 from ..core.lua import SCRIPTS, Script
 from ..core.plan import Call, Plan
 from ..errors import InvalidQuery
@@ -209,6 +210,7 @@ def check_plan(model: type[ActiveRecord], repair: bool = False, batch_size: int 
     """Check (and with ``repair`` fix) one model, as a plan; see the module docstring."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidQuery(f"batch_size must be a positive integer, not {batch_size!r}")
+    refuse_on_cluster("check() and reindex()", model._meta.name)
     report = CheckReport(model._meta.name, repair=repair)
     if keyspace_pass:
         yield from _audit_keyspace(model, report, batch_size)

@@ -14,7 +14,8 @@ The rules, for whoever edits the README:
   ran it as a script), so model definitions and the global configuration of one section never
   meet another's (or the suite's).
 * Every ``configure.connection_pool(...)`` call in a block is made as written first (so its
-  arguments are checked), then pointed at the suite's server with
+  arguments are checked), then (unless it names a Redis Cluster, which the block starts
+  itself with ``LocalCluster``) pointed at the suite's server with
   ``configure.connection_pool(url=...)``; ``$REPOCKET_URL`` names that server too. The
   database is flushed before each section. A failure's traceback names README.md and the line.
 """
@@ -33,6 +34,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -124,7 +126,9 @@ SECTIONS = runnable_sections(extract(README.read_text()))
 # -- the runner, in a fresh interpreter: python -m tests.functional.test_readme URL BLOCKS.json --
 def _redirecting(real: Callable[..., Any], url: str) -> Callable[..., Any]:
     def connection_pool(*args: Any, **kwargs: Any) -> Any:
-        real(*args, **kwargs)  # as the README wrote it: its arguments must be accepted
+        client = real(*args, **kwargs)  # as the README wrote it: its arguments must be accepted
+        if kwargs.get("cluster") or isinstance(client, RedisCluster):
+            return client  # a cluster the block started itself: the suite's server is not one
         return real(url=url)  # then the suite's server (the codec it set, if any, stays)
     return connection_pool
 

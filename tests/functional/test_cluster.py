@@ -1,0 +1,311 @@
+"""repocket on Redis Cluster (the suite's cluster: 3 primaries + 3 replicas): the sharded key
+layout, one script call on one node per record operation, redirections followed, and a typed
+error (nothing sent) for what the cluster path does not support yet."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from repocket import ActiveRecord, attributes, configure, errors
+from repocket.tools.server import LocalCluster
+from tests.conftest import CountingConnection, RoundTrips
+
+pytestmark = pytest.mark.cluster
+
+
+class Note(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+
+    title = attributes.Unicode()
+    rank = attributes.Integer(index=True)
+    when = attributes.DateTime(null=True, index=True)
+    body = attributes.ByteStream()
+
+
+class Quarter(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+        shards = 4
+
+    label = attributes.Unicode()
+
+
+class Account(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+
+    email = attributes.Unicode(unique=True)
+
+
+class Comment(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+
+    note = attributes.Pointer(Note)
+    text = attributes.Unicode()
+
+
+def flush(cluster: LocalCluster) -> None:
+    for node in cluster.primaries:
+        with node.client() as client:
+            if client.info("replication")["role"] == "master":
+                client.flushall()
+
+
+def every_key(cluster: LocalCluster) -> dict[str, int]:
+    """Each key of the cluster and the port of the primary holding it."""
+    found = {}
+    for node in cluster.nodes:
+        with node.client() as client:
+            if client.info("replication")["role"] == "master":
+                found.update({key.decode(): node.port for key in client.keys("*")})
+    return found
+
+
+@pytest.fixture
+def cluster(local_cluster: LocalCluster,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisCluster]:
+    """The suite's cluster, flushed, as repocket's connection (round trips counted on every
+    connection: RedisCluster takes no connection class)."""
+    configure.reset()
+    flush(local_cluster)
+    send = redis.connection.Connection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    client = RedisCluster(startup_nodes=local_cluster.startup_nodes(),
+                          retry=Retry(NoBackoff(), 0))
+    configure.connection_pool(client=client)
+    yield client
+    configure.reset()
+    client.close()
+
+
+def tag_of(model: type[ActiveRecord], record_id: Any, shards: int = 16) -> str:
+    shard = zlib.crc32(str(record_id).encode()) % shards
+    return "{repocket:tests.cluster:" + model.__name__ + f":{shard}" + "}"
+
+
+def test_every_key_of_a_record_shares_its_shard_hash_tag(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    note = Note.create(title="one", rank=3, body=b"bytes")
+    tag = tag_of(Note, note.pk)
+    assert set(every_key(local_cluster)) == {
+        f"{tag}:{note.pk}", f"{tag}:{note.pk}:field:body", f"{tag}:ids", f"{tag}:idx:rank",
+        f"{tag}:idx:when:null"}
+    assert note._key() == f"{tag}:{note.pk}"
+
+
+def test_records_spread_over_the_shards_and_every_primary(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    Note.objects.bulk_create([Note(title=str(i), rank=i) for i in range(200)])
+    keys = every_key(local_cluster)
+    tags = {key.split("}")[0] + "}" for key in keys}
+    assert len(tags) == 16
+    assert set(keys.values()) == {node.port for node in local_cluster.primaries}
+    quarters = Quarter.objects.bulk_create([Quarter(label=str(i)) for i in range(40)])
+    quarter_tags = {q._key().split("}")[0] for q in quarters}
+    assert quarter_tags == {"{repocket:tests.cluster:Quarter:" + str(n) for n in range(4)}
+
+
+def test_shards_must_be_a_positive_integer() -> None:
+    for bad in (0, -1, 2.5, True, 5000):
+        with pytest.raises(errors.RepocketActiveRecordDefinitionError, match=r"Meta\.shards"):
+            type("Bad", (ActiveRecord,), {
+                "__module__": __name__,
+                "Meta": type("Meta", (), {"namespace": "tests.cluster.bad", "shards": bad}),
+                "x": attributes.Unicode()})
+
+
+def test_crud_and_streams_one_round_trip_each(cluster: RedisCluster) -> None:
+    note = Note.create(title="first", rank=1, body=b"ab")  # loads the scripts on its node
+    note.append_body(b"c")
+    Note.objects.get(id=note.pk)
+    rounds = RoundTrips()
+    note.title = "second"
+    note.save()
+    assert rounds.count == 1
+    rounds.reset()
+    found = Note.objects.get(id=note.pk)
+    assert rounds.count == 1
+    assert (found.title, found.rank, found.body) == ("second", 1, b"abc")
+    rounds.reset()
+    found.append_body(b"d")
+    assert rounds.count == 1
+    assert Note.objects.get(id=note.pk).body == b"abcd"
+    rounds.reset()
+    assert note.delete() == 2  # the keys deleted (hash and stream), as on one server
+    assert rounds.count == 1
+    assert Note.objects.get(id=note.pk) is None
+
+
+def test_a_stale_save_does_not_resurrect_a_deleted_record(cluster: RedisCluster) -> None:
+    note = Note.create(title="x", rank=2)
+    stale = Note.objects.get(id=note.pk)
+    note.delete()
+    stale.rank = 5
+    with pytest.raises(errors.DoesNotExist):
+        stale.save()
+    assert Note.objects.get(id=note.pk) is None
+    stale.save(force_insert=True)
+    assert Note.objects.get(id=note.pk).rank == 5
+
+
+def test_bulk_create_is_one_call_per_shard_and_get_many_keeps_the_order(
+        cluster: RedisCluster) -> None:
+    # a first batch: connections opened and scripts loaded on every node
+    Quarter.objects.bulk_create([Quarter(label="warm") for _ in range(30)])
+    records = [Quarter(label=str(i)) for i in range(30)]
+    rounds = RoundTrips()
+    Quarter.objects.bulk_create(records, batch_size=1000)
+    shards = {record._key().split("}")[0] for record in records}
+    assert len(shards) == 4 and rounds.count == len(shards)  # one atomic call per shard
+    missing = Quarter()
+    wanted = [records[5].pk, missing.pk, records[0].pk, records[29].pk]
+    found = Quarter.objects.get_many(wanted)
+    assert [r.label if r else None for r in found] == ["5", None, "0", "29"]
+
+
+def test_a_url_with_the_cluster_flag(local_cluster: LocalCluster) -> None:
+    configure.reset()
+    flush(local_cluster)
+    try:
+        client = configure.connection_pool(url=local_cluster.url, cluster=True)
+        assert isinstance(client, RedisCluster)
+        note = Note.create(title="by url", rank=1)
+        assert Note.objects.get(id=note.pk).title == "by url"
+        with pytest.raises(errors.ConfigurationError, match="database 0"):
+            configure.connection_pool(url=local_cluster.url, cluster=True, db=1)
+    finally:
+        configure.reset()
+
+
+def test_standalone_keeps_the_documented_keys(client: Any) -> None:
+    note = Note.create(title="alone", rank=1)
+    assert note._key() == f"repocket:tests.cluster:Note:{note.pk}"
+    assert sorted(k.decode() for k in client.keys("*")) == sorted([
+        f"repocket:tests.cluster:Note:{note.pk}", "repocket:tests.cluster:Note:ids",
+        "repocket:tests.cluster:Note:idx:rank", "repocket:tests.cluster:Note:idx:when:null"])
+
+
+@pytest.mark.parametrize("operation", [
+    lambda: Note.objects.filter(rank=1).count(),
+    lambda: list(Note.objects.order_by("rank")[:3]),
+    lambda: Note.objects.exists(),
+    lambda: Note.objects.all().delete(),
+    lambda: Note.objects.check(),
+    lambda: Note.objects.reindex(),
+    lambda: Account.create(email="a@example.com"),
+    lambda: Account.objects.get_or_create(email="a@example.com"),
+    lambda: Comment.create(text="hi"),
+    lambda: Comment.objects.get(id=Comment().pk),
+], ids=["count", "order_by", "exists", "queryset-delete", "check", "reindex",
+        "unique-save", "get_or_create", "pointer-save", "pointer-get"])
+def test_what_is_not_supported_yet_raises_a_typed_error_and_sends_nothing(
+        cluster: RedisCluster, local_cluster: LocalCluster, operation: Any) -> None:
+    rounds = RoundTrips()
+    with pytest.raises(errors.Unsupported, match="Redis Cluster"):
+        operation()
+    assert rounds.count == 0
+    assert every_key(local_cluster) == {}
+
+
+async def test_the_asyncio_api_is_refused_on_a_cluster(cluster: RedisCluster) -> None:
+    with pytest.raises(errors.Unsupported, match="asyncio"):
+        await Note.objects.aget(id=Note().pk)
+
+
+def slot_owner(local_cluster: LocalCluster, slot: int) -> tuple[Any, str]:
+    """(server, node id) of the primary serving ``slot``."""
+    with local_cluster.nodes[0].client() as client:
+        for first, last, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if first <= slot <= last:
+                port = primary[1]
+                server = next(n for n in local_cluster.nodes if n.port == port)
+                return server, primary[2].decode()
+    raise AssertionError(f"slot {slot} is not served")
+
+
+def move_slot(local_cluster: LocalCluster, slot: int, keys_too: bool = True) -> Any:
+    """Migrate ``slot`` (and its keys) to another primary, as redis-cli --cluster reshard
+    does; returns the new owner."""
+    source, source_id = slot_owner(local_cluster, slot)
+    target = next(n for n in local_cluster.primaries if n.port != source.port)
+    with source.client() as src, target.client() as dst:
+        target_id = dst.execute_command("CLUSTER", "MYID").decode()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        if not keys_too:
+            return target
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+        for node in (target, source):  # the others learn it by gossip
+            with node.client() as each:
+                each.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    local_cluster.wait_until_ok()
+    return target
+
+
+def test_a_moved_slot_is_followed(cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    note = Note.create(title="moving", rank=7, body=b"b")
+    Note.objects.get(id=note.pk)  # the client now knows the slot's owner
+    slot = key_slot(note._key().encode())
+    target = move_slot(local_cluster, slot)
+    found = Note.objects.get(id=note.pk)  # MOVED, then the new owner answers
+    assert (found.title, found.body) == ("moving", b"b")
+    found.title = "moved"
+    found.save()
+    assert every_key(local_cluster)[note._key()] == target.port
+    assert Note.objects.get(id=note.pk).title == "moved"
+
+
+def test_a_slot_in_migration_is_followed_with_asking(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    """While a slot migrates, a record whose keys moved already is answered ASK by the
+    source: the call is resent with ASKING to the target. A write needing keys on both
+    sides is refused with TRYAGAIN (nothing ran): after a few tries the caller gets a
+    typed retriable error, and the write succeeds once the migration ends."""
+    note = Note.create(title="first", rank=1)
+    slot = key_slot(note._key().encode())
+    source, _ = slot_owner(local_cluster, slot)
+    target = move_slot(local_cluster, slot, keys_too=False)
+    with source.client() as src:
+        src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS",
+                            note._key())
+    assert Note.objects.get(id=note.pk).title == "first"  # ASK -> ASKING + the get
+    note.rank = 2
+    before = every_key(local_cluster)
+    with pytest.raises(errors.RepocketConnectionError, match="TRYAGAIN"):
+        note.save()  # the hash on the target, the id set and index still on the source
+    assert every_key(local_cluster) == before
+    move_slot_keys(local_cluster, source, target, slot)
+    note.save()
+    assert Note.objects.get(id=note.pk).rank == 2
+    assert every_key(local_cluster)[note._key()] == target.port
+
+
+def move_slot_keys(local_cluster: LocalCluster, source: Any, target: Any, slot: int) -> None:
+    """Finish a migration move_slot(keys_too=False) began."""
+    with source.client() as src, target.client() as dst:
+        keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000)
+        if keys:
+            src.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *keys)
+        target_id = dst.execute_command("CLUSTER", "MYID").decode()
+        for node in (target, source):
+            with node.client() as each:
+                each.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    local_cluster.wait_until_ok()
