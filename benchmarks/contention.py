@@ -9,8 +9,8 @@ turn; the counters' ``n`` has a sorted index that must stay in step):
   script per increment;
 * ``raw-evalsha increment``: the hand-written script of the benchmark's
   ``update (F increment)`` row (``lua/update_f.lua``: HINCRBY + ZADD);
-* ``WATCH/MULTI retry loop``: what a peer user writes with raw redis-py (walrus and rom
-  give no server-side increment of an indexed field): WATCH the hash, HGET, then
+* ``WATCH/MULTI retry loop``: the read-modify-write a walrus or rom user writes, with raw
+  redis-py (the peer libraries themselves are not used): WATCH the hash, HGET, then
   MULTI HSET + ZADD EXEC, again from the WATCH whenever another writer got in between;
 * ``naive read-modify-write``: the same without WATCH: the updates it loses are the reason
   for all of the above.
