@@ -61,6 +61,14 @@ def shard_prefix(prefix: str, shard: int) -> str:
     return "{" + f"{prefix}:{shard}" + "}"
 
 
+def rebase(key: str, prefix: str, new_prefix: str) -> str:
+    """``key``, one of the model keys under ``prefix``, under ``new_prefix`` instead (the
+    same index or id set of one shard)."""
+    if not key.startswith(prefix + ":"):
+        raise ValueError(f"{key!r} is not under {prefix!r}")
+    return new_prefix + key[len(prefix):]
+
+
 def record_key(prefix: str, record_id: str) -> str:
     return f"{prefix}:{record_id}"
 

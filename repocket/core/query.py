@@ -40,7 +40,7 @@ from . import keys as keyspace
 from . import merge
 from . import ops as operations
 from .hydrate import hydrate
-from .layout import refuse_on_cluster
+from .layout import on_cluster
 from .lua import SCRIPTS
 from .plan import Call, pack
 
@@ -427,15 +427,19 @@ def _compiled(state: QueryState, mode: str) -> _Compiled:
 
 
 def compile_query(state: QueryState, mode: str, resume: Any = None,
-                  pages: _Pages | None = None, work: Work | None = None) -> Call | Any:
+                  pages: _Pages | None = None, work: Work | None = None,
+                  prefix: str | None = None) -> Call | Any:
     """The query.lua call for ``mode`` ('records', 'ids', 'count' or 'explain'). With
     ``work``, each call's work counters are appended to it. A ``none()`` query needs no
-    call: its result is returned as it is (executors pass a result through)."""
+    call: its result is returned as it is (executors pass a result through). On a
+    cluster, one call per shard merged (``scatter.py``); ``prefix`` names one shard."""
     if state.empty:
         return 0 if mode == "count" else []
     meta = state.model._meta
-    refuse_on_cluster("a query (filter, exclude, order_by, count, exists, iteration...)",
-                      meta.name)
+    if prefix is None and on_cluster():
+        from .scatter import compile_on_shards  # scatter builds on this module
+
+        return compile_on_shards(state, mode, work)
     compiled = _compiled(state, mode)
     models, fields = compiled.models, compiled.fields
     packed = compiled.packed if resume is None else pack({**compiled.plan, "resume": resume})
@@ -455,12 +459,14 @@ def compile_query(state: QueryState, mode: str, resume: Any = None,
             next_cursor = [False if part is None else part for part in cursor]
             if carried.kind == "walk":
                 next_cursor[4] = len(carried.seen)  # rows found, each id once
-            return compile_query(state, mode, next_cursor, carried, work)
+            return compile_query(state, mode, next_cursor, carried, work, prefix)
         return _finish_pages(state, mode, carried)
 
-    return Call(SCRIPTS["query"], compiled.keys,
-                (compiled.schema, operations.check_depth(state.depth), meta.prefix, packed),
-                decode, meta.name)
+    keys = compiled.keys if prefix is None else tuple(
+        keyspace.rebase(key, meta.prefix, prefix) for key in compiled.keys)
+    return Call(SCRIPTS["query"], keys,
+                (compiled.schema, operations.check_depth(state.depth), prefix or meta.prefix,
+                 packed), decode, meta.name)
 
 
 def _add_page(pages: _Pages, rows: list[Any], cursor: Any) -> None:

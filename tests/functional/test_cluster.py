@@ -4,10 +4,13 @@ error (nothing sent) for what the cluster path does not support yet."""
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -202,17 +205,15 @@ def test_standalone_keeps_the_documented_keys(client: Any) -> None:
 
 
 @pytest.mark.parametrize("operation", [
-    lambda: Note.objects.filter(rank=1).count(),
-    lambda: list(Note.objects.order_by("rank")[:3]),
-    lambda: Note.objects.exists(),
-    lambda: Note.objects.all().delete(),
+    lambda: Note.objects.filter(rank=1).explain(),
+    lambda: Account.objects.filter(email="a@example.com").count(),
     lambda: Note.objects.check(),
     lambda: Note.objects.reindex(),
     lambda: Account.create(email="a@example.com"),
     lambda: Account.objects.get_or_create(email="a@example.com"),
     lambda: Comment.create(text="hi"),
     lambda: Comment.objects.get(id=Comment().pk),
-], ids=["count", "order_by", "exists", "queryset-delete", "check", "reindex",
+], ids=["explain", "unique-query", "check", "reindex",
         "unique-save", "get_or_create", "pointer-save", "pointer-get"])
 def test_what_is_not_supported_yet_raises_a_typed_error_and_sends_nothing(
         cluster: RedisCluster, local_cluster: LocalCluster, operation: Any) -> None:
@@ -309,3 +310,115 @@ def move_slot_keys(local_cluster: LocalCluster, source: Any, target: Any, slot: 
             with node.client() as each:
                 each.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
     local_cluster.wait_until_ok()
+
+
+# -- queries: one call per shard, merged ---------------------------------------------------------
+class Sample(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+
+    title = attributes.Unicode()
+    rank = attributes.Integer(index=True, null=True)
+    when = attributes.DateTime(null=True, index=True)
+    body = attributes.ByteStream(null=True)
+
+
+def sample_rows() -> list[dict[str, Any]]:
+    rng = random.Random(11)
+    base = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    return [{"title": f"t{i % 13}{rng.choice('abx')}", "rank": rng.choice([None, *range(10)]),
+             "when": rng.choice([None, base + dt.timedelta(hours=rng.randrange(40))]),
+             "body": rng.choice([None, b"", b"x" * rng.randrange(5)])}
+            for i in range(90)]
+
+
+def pks(records: Any) -> list[str]:
+    return [str(record.pk) for record in records]
+
+
+QUERIES: dict[str, Callable[[], Any]] = {
+    "filter": lambda: sorted(pks(Sample.objects.filter(rank=3))),
+    "in and range": lambda: sorted(pks(Sample.objects.filter(rank__in=[1, 2], when__gte=dt.datetime(
+        2024, 1, 1, 10, tzinfo=dt.timezone.utc)))),
+    "isnull": lambda: sorted(pks(Sample.objects.filter(when__isnull=True))),
+    "exclude count": lambda: Sample.objects.exclude(rank__lt=5).count(),
+    "sliced count": lambda: Sample.objects.filter(rank__gte=2)[3:10].count(),
+    "count past the end": lambda: Sample.objects.all()[85:100].count(),
+    "order desc, slice": lambda: pks(Sample.objects.filter(rank__gte=7).order_by(
+        "-rank", "title")[:5]),
+    "order with None first": lambda: pks(Sample.objects.order_by("when")[3:9]),
+    "two desc": lambda: pks(Sample.objects.order_by("-when", "-rank")[:7]),
+    "ordered ids": lambda: [str(i) for i in Sample.objects.order_by("rank", "-title").ids()],
+    "exists": lambda: Sample.objects.filter(rank__in=[1, 2]).exists(),
+    "exists not": lambda: Sample.objects.filter(rank=99).exists(),
+    "text lookup": lambda: sorted(pks(Sample.objects.filter(title__contains="a"))),
+    "startswith": lambda: sorted(pks(Sample.objects.filter(title__startswith="t1"))),
+    "iterator": lambda: pks(Sample.objects.order_by("rank", "title").iterator(chunk_size=7)),
+    "only": lambda: [(str(r.pk), r.title) for r in Sample.objects.only("title").order_by(
+        "-rank")[:5]],
+    "defer a stream": lambda: pks(Sample.objects.defer("body").order_by("title", "rank")[2:6]),
+    "first": lambda: str(Sample.objects.order_by("rank").first().pk),  # type: ignore[union-attr]
+    "last": lambda: str(Sample.objects.last().pk),  # type: ignore[union-attr]
+    "get by title": lambda: Sample.objects.filter(title__startswith="t12").order_by(
+        "-title").first().title,  # type: ignore[union-attr]
+    "values": lambda: Sample.objects.order_by("-rank", "title")[:4].values("title", "rank"),
+    "ids pinned": lambda: [str(i) for i in Sample.objects.filter(id__in=[
+        Sample.objects.order_by("title")[i].pk for i in (5, 1, 70)]).ids()],
+    "delete": lambda: (Sample.objects.filter(rank=3).delete(), Sample.objects.count()),
+}
+
+
+def run_queries(rows: list[dict[str, Any]], ids: list[Any] | None) -> tuple[dict[str, Any],
+                                                                                 list[Any]]:
+    made = Sample.objects.bulk_create([Sample(**row) if ids is None else Sample(id=i, **row)
+                                       for i, row in zip(ids or [None] * len(rows), rows)])
+    return {name: query() for name, query in QUERIES.items()}, [r.pk for r in made]
+
+
+def test_queries_answer_on_a_cluster_as_on_one_server(
+        redis_url: str, local_cluster: LocalCluster) -> None:
+    """The same records (same ids) on one server and on the cluster: every query, lookup,
+    order, slice, count, exists, iterator, only/defer and QuerySet.delete answers the same."""
+    rows = sample_rows()
+    configure.reset()
+    try:
+        standalone = redis.Redis.from_url(redis_url)
+        standalone.flushdb()
+        configure.connection_pool(client=standalone)
+        expected, ids = run_queries(rows, None)
+        flush(local_cluster)
+        configure.connection_pool(url=local_cluster.url, cluster=True)
+        answered, _ = run_queries(rows, ids)
+    finally:
+        configure.reset()
+    assert expected["filter"] and expected["order desc, slice"]  # the data exercises them
+    for name in QUERIES:
+        assert answered[name] == expected[name], name
+
+
+def test_a_query_pinned_to_ids_asks_only_their_shards(cluster: RedisCluster) -> None:
+    records = Sample.objects.bulk_create([Sample(title=str(i), rank=i) for i in range(40)])
+    Sample.objects.count()  # every shard's node has its connection and the query script
+    by_shard: dict[str, list[Any]] = {}
+    for record in records:
+        by_shard.setdefault(record._key().split("}")[0], []).append(record.pk)
+    one, other = list(by_shard.values())[:2]
+    rounds = RoundTrips()
+    assert Sample.objects.filter(id__in=[one[0], other[0]]).count() == 2
+    assert rounds.count == 2
+    rounds.reset()
+    assert Sample.objects.filter(id=one[0], rank__gte=0).exists()
+    assert rounds.count == 1
+    rounds.reset()
+    assert Sample.objects.filter(rank__gte=0).count() == 40
+    assert rounds.count == 16  # one call per shard
+
+
+def test_an_ordered_slice_asks_each_shard_for_at_most_its_end(cluster: RedisCluster) -> None:
+    from repocket.core.query import compile_query
+
+    query = Sample.objects.filter(rank__gte=1).order_by("-rank")[20:30]
+    call = compile_query(query.state, "records")
+    plan = msgpack.unpackb(call.args[3])
+    assert (plan["offset"], plan["limit"]) == (0, 30)
+    assert call.keys[0].startswith("{repocket:tests.cluster:Sample:0}")
