@@ -5,8 +5,9 @@ from .api.model import ActiveRecord
 from .api.queryset import QuerySet
 from .api.result import ResultSet
 from .connections import configure
+from .core.update import F
 from .exec.observe import CallReport
 
 __version__ = "0.2.0"
-__all__ = ["ActiveRecord", "CallReport", "QuerySet", "ResultSet", "attributes", "configure",
-           "errors"]
+__all__ = ["ActiveRecord", "CallReport", "F", "QuerySet", "ResultSet", "attributes",
+           "configure", "errors"]

@@ -163,7 +163,8 @@ class AsyncManagerMixin(Generic[_R]):
 
 class AsyncQuerySetMixin(Generic[_R]):
     """``async for``, ``alist``, ``acount``, ``aexists``, ``afirst``, ``alast``, ``aget``,
-    ``aids``, ``aiterator``, ``avalues``, ``avalues_list``, ``adelete``, ``aexplain``."""
+    ``aids``, ``aiterator``, ``avalues``, ``avalues_list``, ``adelete``, ``aupdate``,
+    ``aexplain``."""
 
     def __aiter__(self: QuerySet[_R]) -> AsyncIterator[_R]:  # type: ignore[misc]
         return self._aiterate()
@@ -213,6 +214,10 @@ class AsyncQuerySetMixin(Generic[_R]):
     async def adelete(self: QuerySet[_R]) -> int:  # type: ignore[misc]
         """``delete``: every matching record, in atomic batches; how many were deleted."""
         return await _arun_plan(self._delete_plan())  # type: ignore[no-any-return]
+
+    async def aupdate(self: QuerySet[_R], **values: Any) -> int:  # type: ignore[misc]
+        """``update``: one atomic call per page of matches; how many were updated."""
+        return await _arun_plan(self._update_plan(values))  # type: ignore[no-any-return]
 
     async def aexplain(self: QuerySet[_R]) -> dict[str, Any]:  # type: ignore[misc]
         return await _arun(self._explain_op())  # type: ignore[no-any-return]

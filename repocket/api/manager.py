@@ -86,6 +86,12 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
     def explain(self) -> dict[str, Any]:
         return self.get_queryset().explain()
 
+    def update(self, **values: Any) -> int:
+        return self.get_queryset().update(**values)
+
+    async def aupdate(self, **values: Any) -> int:
+        return await self.get_queryset().aupdate(**values)
+
     def work(self, mode: str = "records") -> list[dict[str, int]]:
         return self.get_queryset().work(mode)
 

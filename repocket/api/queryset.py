@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from ..connections import configure
 from ..core import batches
 from ..core import ops as operations
+from ..core import update as updates
 from ..core.plan import Call, Plan, then
 from ..core.query import (
     QueryState,
@@ -287,6 +288,18 @@ class QuerySet(AsyncQuerySetMixin[_R], ResultSet[_R]):
             raise InvalidQuery("cannot delete a sliced queryset (as in Django): filter it")
         self._cache = None
         return batches.delete_plan(self.state)
+
+    def update(self, **values: Any) -> int:
+        """Set fields of every matching record on the server, literals or ``F``
+        expressions (``update(n=F("n") + 1, status="done")``), with their indexes and
+        unique claims: one atomic call per page of matches, each record checked against
+        the filter as it is updated. Returns how many records were updated."""
+        updated: int = run_plan(configure.get_connection(), self._update_plan(values))
+        return updated
+
+    def _update_plan(self, values: dict[str, Any]) -> Plan:
+        self._cache = None
+        return updates.update_plan(self.state, values)
 
     def work(self, mode: str = "records") -> list[dict[str, int]]:
         """Evaluates the query (``mode``: 'records', 'ids' or 'count') and returns the work

@@ -130,6 +130,17 @@ def envelope_decoder(field: Attribute) -> Callable[[bytes], Any]:
     return decode_envelope
 
 
+def number_frame(codec: Codec, field: Attribute) -> tuple[bytes, bytes]:
+    """What the codec writes around a number's canonical text (digits, sign, '.', 'E',
+    'inf'...: nothing JSON escapes), so that a script computing the number stores exactly
+    the bytes ``codec.encode`` would: the envelope's text before and after the value."""
+    if not codec.is_envelope:
+        return b"", b""
+    head = f'{{"type": {json.dumps(type(field).__name__, ensure_ascii=False)}, "value": "'
+    tail = f'", "module": {json.dumps(type(field).__module__, ensure_ascii=False)}}}'
+    return head.encode("utf-8"), tail.encode("utf-8")
+
+
 class CompactCodec:
     name = "compact"
     is_envelope = False

@@ -84,6 +84,12 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
             f"{call.model}.{field}: {details.get('size')} bytes would pass the longest string "
             f"the server accepts (proto-max-bulk-len{limit}); nothing was written",
             model=call.model, field=field, value=details.get("size"))
+    if code == "arith":
+        field = str(details.get("field", ""))
+        return errors.ValidationError(
+            f"{call.model}.{field}: update() cannot compute the value of record "
+            f"{details.get('id')}: {details.get('reason')}; nothing was written",
+            model=call.model, field=field, value=details.get("id"))
     if code == "record_missing":
         field = keyspace.stream_field(str(details.get("stream", "")))
         return errors.DoesNotExist(

@@ -4,6 +4,9 @@ server through EVAL of a small harness that includes the libraries: the same Lua
 
 from __future__ import annotations
 
+import decimal
+import math
+import random
 import re
 from importlib import resources
 from typing import Any
@@ -154,3 +157,120 @@ def test_type_checks(client: redis.Redis) -> None:
     with pytest.raises(redis.ResponseError, match='"actual":"string"'):
         lua(client, """local reply = redis.pcall('HGET', KEYS[1], 'f')
                        return pcall_failure(KEYS[1], 'hash', reply)""", ("t:string",))
+
+
+# -- lib/arith: exact arithmetic for update() and F ------------------------------------------
+ARITH_BATCH = """
+local results = {}
+for i = 1, #ARGV, 4 do
+  local value, why = evaluate(ARGV[i], {ARGV[i + 1], {'n', ARGV[i + 2]}, {'n', ARGV[i + 3]}},
+                              {}, 0)
+  results[#results + 1] = value or ('error: ' .. tostring(why))
+end
+return results
+"""
+
+
+def arith(client: redis.Redis, cases: list[tuple[str, str, str, str]]) -> list[str]:
+    args = [part for case in cases for part in case]
+    return [reply.decode() for reply in lua(client, ARITH_BATCH, (), *args)]
+
+
+def _random_int(rng: random.Random) -> int:
+    digits = rng.choice([1, 2, 7, 8, 15, 16, 17, 30, 60, 200])
+    value = rng.randrange(10 ** digits)
+    return -value if rng.random() < 0.5 else value
+
+
+def test_integer_arithmetic_is_exact(client: redis.Redis) -> None:
+    """Random integers of 1 to 200 digits (limb edges included) against Python."""
+    rng = random.Random(12)
+    cases, expected = [], []
+    operations = {"+": lambda a, b: a + b, "-": lambda a, b: a - b,
+                  "*": lambda a, b: a * b, "/": lambda a, b: a // b}
+    for _ in range(400):
+        a, b = _random_int(rng), _random_int(rng)
+        op = rng.choice(list(operations))
+        if op == "/" and b == 0:
+            b = 7
+        cases.append(("int", op, str(a), str(b)))
+        expected.append(str(operations[op](a, b)))
+    for a, b in [(9999999, 1), (10**14 - 1, 10**14 - 1), (-(10**7), 10**7), (0, -5),
+                 (-7, 2), (7, -2), (-6, 3), (10**21, 10**7)]:
+        for op, fn in operations.items():
+            cases.append(("int", op, str(a), str(b)))
+            expected.append(str(fn(a, b)))
+    assert arith(client, cases) == expected
+
+
+def test_integer_errors(client: redis.Redis) -> None:
+    assert arith(client, [("int", "/", "5", "0"), ("int", "+", "1.5", "1"),
+                          ("int", "+", "", "1")]) == [
+        "error: division by zero", "error: not an integer", "error: not an integer"]
+    limited = lua(client, "local v, why = int_arith('*', '99999', '99999', 8) return why")
+    assert limited == b"too many digits"
+
+
+def _random_decimal(rng: random.Random) -> decimal.Decimal:
+    digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([1, 3, 9, 20, 40])))
+    exponent = rng.choice([-30, -8, -6, -5, -2, -1, 0, 0, 1, 3, 8])
+    sign = rng.choice([0, 1])
+    return decimal.Decimal((sign, tuple(int(d) for d in digits), exponent))
+
+
+def test_decimal_arithmetic_is_exact_and_formatted_as_python(client: redis.Redis) -> None:
+    """Random Decimals (trailing zeros, negative zero, exponents) against Python's exact
+    result, written as str(Decimal) writes it."""
+    rng = random.Random(34)
+    cases, expected = [], []
+    operations = {"+": lambda a, b: a + b, "-": lambda a, b: a - b,
+                  "*": lambda a, b: a * b}
+    with decimal.localcontext(decimal.Context(prec=1000)):
+        for _ in range(400):
+            a, b = _random_decimal(rng), _random_decimal(rng)
+            op = rng.choice(list(operations))
+            cases.append(("dec", op, str(a), str(b)))
+            expected.append(str(operations[op](a, b)))
+        for a, b in [("-0", "0"), ("-0", "-0"), ("0.00", "-0.0"), ("-1", "1"), ("1E+3", "1"),
+                     ("1.10", "2.205"), ("1E-7", "1"), ("0.000001", "0"), ("5", "-0.0")]:
+            for op, fn in operations.items():
+                cases.append(("dec", op, a, b))
+                expected.append(str(fn(decimal.Decimal(a), decimal.Decimal(b))))
+    assert arith(client, cases) == expected
+    assert arith(client, [("dec", "/", "1", "3"), ("dec", "+", "abc", "1")]) == [
+        "error: Decimal division is not exact", "error: not a decimal"]
+
+
+def test_float_results_are_pythons_repr(client: redis.Redis) -> None:
+    rng = random.Random(56)
+    values = [0.1, 0.2, 1e16, 1e15, 1e-4, 1e-5, 5e-324, 1.7976931348623157e308, 2.0**53,
+              123456.789, -0.0, 0.0, 1 / 3, float("inf"), 2.0**-1074 * 3]
+    values += [rng.uniform(-1e6, 1e6) for _ in range(100)]
+    values += [math.ldexp(rng.random(), rng.randrange(-1070, 1020)) for _ in range(200)]
+    cases, expected = [], []
+    operations = {"+": lambda a, b: a + b, "-": lambda a, b: a - b,
+                  "*": lambda a, b: a * b, "/": lambda a, b: a / b}
+    for i in range(300):
+        a, b = rng.choice(values), rng.choice(values)
+        op = list(operations)[i % 4]
+        if op == "/" and b == 0:
+            continue
+        cases.append(("float", op, repr(a), repr(b)))
+        expected.append(repr(operations[op](a, b)))
+    assert arith(client, cases) == expected
+    assert arith(client, [("float", "/", "1.0", "0.0"), ("float", "+", "inf", "-inf"),
+                          ("float", "+", "1" + "0" * 400, "1.0")]) == [
+        "error: division by zero", "nan", "error: not a float"]
+
+
+def test_evaluate_reads_fields_and_propagates_none(client: redis.Redis) -> None:
+    body = """
+    local values = {a = '7', b = '-2', gone = false}
+    local tree = {'*', {'+', {'f', 'a'}, {'n', '1'}}, {'f', 'b'}}
+    local r1 = evaluate('int', tree, values, 0)
+    local r2, why2 = evaluate('int', {'+', {'f', 'none'}, {'n', '1'}}, values, 0)
+    local r3, why3 = evaluate('int', {'+', {'f', 'gone'}, {'n', '1'}}, values, 0)
+    return {r1, tostring(r2), tostring(why2), tostring(r3), why3}
+    """
+    assert lua(client, body) == [b"-16", b"nil", b"nil", b"nil",
+                                 b"the stored value of gone is unreadable"]

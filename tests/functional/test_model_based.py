@@ -29,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from repocket import ActiveRecord, attributes, errors
+from repocket import ActiveRecord, F, attributes, errors
 
 from .hypothesis_support import example_reporter, profile
 
@@ -155,6 +155,44 @@ def lookups(draw: st.DrawFn) -> tuple[str, Any]:
                  tuple(convert(v) for v in value) if op == "range" else
                  value if value is None else convert(value))
     return (name if op == "exact" and draw(st.booleans()) else f"{name}__{op}"), value
+
+
+# update(): per numeric field, the F arithmetic drawn (operator, operand), as Python computes it
+ARITHMETIC = {
+    "n": [("+", 1), ("*", -3), ("//", 2)],
+    "n_plain": [("+", 2**60), ("-", 7), ("*", 2**70), ("//", -3)],
+    "dec": [("+", D("0.10")), ("*", D("-1.5")), ("-", D("1E+2"))],
+    "dec_plain": [("+", D("-0.001")), ("*", 3)],
+    "fl_plain": [("+", 1.5), ("*", -2.0), ("/", 4.0)],
+}
+UPDATABLE = sorted({*ARITHMETIC, "s", "s_plain", "email", "ptr", "at", "fl"})
+
+
+@st.composite
+def assignments(draw: st.DrawFn) -> dict[str, tuple[str, Any, Any]]:
+    """update() keywords: ('F', op, operand) for arithmetic on the field itself, or
+    ('=', value, None) for a literal."""
+    names = draw(st.lists(st.sampled_from(UPDATABLE), min_size=1, max_size=3, unique=True))
+    drawn: dict[str, tuple[str, Any, Any]] = {}
+    for name in names:
+        if name in ARITHMETIC and draw(st.booleans()):
+            op, operand = draw(st.sampled_from(ARITHMETIC[name]))
+            drawn[name] = ("F", op, operand)
+        else:
+            drawn[name] = ("=", draw(VALUES[name]), None)
+    return drawn
+
+
+_PY_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+           "/": lambda a, b: a / b, "//": lambda a, b: a // b}
+
+
+def computed(value: Any, op: str, operand: Any) -> Any:
+    """What F(field) op operand gives, as Python computes it exactly (None stays None)."""
+    if value is None:
+        return None
+    with decimal.localcontext(decimal.Context(prec=10_000)):
+        return _PY_OPS[op](value, operand)
 
 
 ORDERS = st.lists(st.sampled_from(ORDERABLE), min_size=1, max_size=2, unique=True).flatmap(
@@ -514,6 +552,31 @@ class ItemMachine(RuleBasedStateMachine):
         assert self.io(self.model.objects.filter(**dict([lookup])), "delete") == len(doomed)
         for rid in doomed:
             del self.db[rid]
+
+    @rule(lookup=st.none() | lookups(), drawn=assignments())
+    def update(self, lookup: tuple[str, Any] | None, drawn: dict[str, tuple[str, Any, Any]]
+               ) -> None:
+        """QuerySet.update(): literals and F arithmetic on the matching records, in one
+        atomic call; a unique email given to two records (or taken) writes nothing."""
+        matched = self._matching(dict([lookup]) if lookup else {}, {})
+        values = {name: (_PY_OPS[op](F(name), operand) if how == "F" else op)
+                  for name, (how, op, operand) in drawn.items()}
+        email = drawn.get("email")
+        violation = email is not None and email[1] is not None and bool(matched) and (
+            len(matched) > 1 or self._email_taken(email[1], matched[0], set()))
+        queryset = self.model.objects.filter(**dict([lookup])) if lookup else \
+            self.model.objects.all()
+        updated = self._expect_write(lambda: self.io(queryset, "update", **values), violation)
+        if violation:
+            return
+        assert updated == len(matched)
+        for rid in matched:
+            record = self.db[rid]
+            for name, (how, op, operand) in drawn.items():
+                if how == "=":
+                    record[name] = op.pk if isinstance(op, ActiveRecord) else op
+                else:
+                    record[name] = computed(record[name], op, operand)
 
     @invariant()
     def counts_agree(self) -> None:

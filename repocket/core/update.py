@@ -1,0 +1,325 @@
+"""``QuerySet.update()`` and ``F``: server-side updates, compiled into calls of the model's
+generated update script. No I/O here.
+
+``update(score=F("score") + 1, status="done")`` is checked whole in Python (fields,
+literal values, expressions) before anything is sent, then runs as one script call per
+page of matches: the script finds the candidates from the query's smallest source, checks
+each against the filter as it stands then, computes the new values (exact arithmetic on
+decimal texts for Integers and Decimals: ``lua/lib/arith.lua``) and writes them with their
+index entries and unique claims, atomically per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..attributes import (
+    Attribute,
+    AutoUUID,
+    Boolean,
+    Decimal,
+    Float,
+    Integer,
+    Pointer,
+    short_repr,
+    uuid_text,
+)
+from ..errors import InvalidQuery, UnknownField, UnsavedPointer, ValidationError
+from .codecs import number_frame
+from .luagen import scripts_for
+from .ops import WRITE_BUDGET
+from .plan import Call, Plan, pack
+from .query import Condition, QueryState, _Keys, _sources, compile_query
+
+if TYPE_CHECKING:
+    from ..api.model import ActiveRecord
+
+PAGE = 500  # the most candidates one update call examines (fewer for a model of many keys)
+# Python refuses to write ints of more digits (sys.get_int_max_str_digits); Decimals get
+# the same bound, so that one call's arithmetic stays short.
+MAX_DIGITS = sys.get_int_max_str_digits() or 4300
+OPERATORS = {"+": "+", "-": "-", "*": "*", "/": "/", "//": "/"}
+
+
+# -- F expressions ------------------------------------------------------------------------
+class Combinable:
+    """Arithmetic on a field's stored value: ``F("n") + 1``, ``2 * F("price")``..."""
+
+    def _combine(self, op: str, other: Any, reversed_: bool = False) -> Expression:
+        return Expression(op, other, self) if reversed_ else Expression(op, self, other)
+
+    def __add__(self, other: Any) -> Expression:
+        return self._combine("+", other)
+
+    def __radd__(self, other: Any) -> Expression:
+        return self._combine("+", other, True)
+
+    def __sub__(self, other: Any) -> Expression:
+        return self._combine("-", other)
+
+    def __rsub__(self, other: Any) -> Expression:
+        return self._combine("-", other, True)
+
+    def __mul__(self, other: Any) -> Expression:
+        return self._combine("*", other)
+
+    def __rmul__(self, other: Any) -> Expression:
+        return self._combine("*", other, True)
+
+    def __truediv__(self, other: Any) -> Expression:
+        return self._combine("/", other)
+
+    def __rtruediv__(self, other: Any) -> Expression:
+        return self._combine("/", other, True)
+
+    def __floordiv__(self, other: Any) -> Expression:
+        return self._combine("//", other)
+
+    def __rfloordiv__(self, other: Any) -> Expression:
+        return self._combine("//", other, True)
+
+
+class F(Combinable):
+    """The value a record holds in field ``name`` when ``update()`` reaches it (Django's
+    ``F``): ``Model.objects.filter(...).update(n=F("n") + 1)`` computes on the server, in
+    the same atomic call as the write."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"F({self.name!r})"
+
+
+class Expression(Combinable):
+    def __init__(self, op: str, left: Any, right: Any):
+        self.op, self.left, self.right = op, left, right
+
+    def __repr__(self) -> str:
+        return f"({self.left!r} {self.op} {self.right!r})"
+
+
+# -- what update() sends ------------------------------------------------------------------
+# The arithmetic of each numeric field type, and the field types its F may read.
+def _kind(attribute: Attribute) -> str | None:
+    if isinstance(attribute, Boolean):
+        return None
+    if isinstance(attribute, Integer):
+        return "int"
+    if isinstance(attribute, Decimal):
+        return "dec"
+    if isinstance(attribute, Float):
+        return "float"
+    return None
+
+
+_READABLE = {"int": ("int",), "dec": ("dec", "int"), "float": ("float", "int")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignments:
+    """update()'s keyword arguments, checked and framed for the script."""
+
+    packed: bytes  # ARGV[3] of the update script
+    pointer_keys: dict[str, str]  # target hash -> field, checked to exist by the script
+    reads: tuple[str, ...]  # fields the expressions read
+
+
+def compile_assignments(model: type[ActiveRecord], values: dict[str, Any]) -> Assignments:
+    """Every assignment checked (typed errors naming model, field and value) and framed."""
+    meta = model._meta
+    if not values:
+        raise InvalidQuery(f"{meta.name}.objects.update() needs at least one field to set",
+                           model=meta.name)
+    codec = meta.codec
+    encoders = {name: encode for name, encode, _ in meta.encoders(codec)}
+    framed: list[list[Any]] = []
+    pointer_keys: dict[str, str] = {}
+    reads: set[str] = set()
+    for name, value in values.items():
+        attribute = _target(model, name, value)
+        if isinstance(value, Combinable):
+            kind, tree = _expression(model, attribute, value, reads)
+            head, tail = number_frame(codec, attribute)
+            framed.append([name, "expr", kind, tree, head, tail,
+                           bool(getattr(attribute, "allow_nan", False))])
+            continue
+        cleaned = attribute.clean(value, meta.name)
+        if cleaned is None:
+            framed.append([name, "set", False, False])
+            continue
+        try:
+            stored, canonical = encoders[name](cleaned), attribute.encode(cleaned)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ValidationError(f"{meta.name}.{name}: cannot encode {short_repr(value)}: "
+                                  f"{exc}", model=meta.name, field=name, value=value) from None
+        framed.append([name, "set", stored, canonical])
+        if isinstance(attribute, Pointer):
+            pointer_keys[_pointer_key(model, attribute, cleaned)] = name
+    return Assignments(pack(framed), pointer_keys, tuple(sorted(reads)))
+
+
+def _target(model: type[ActiveRecord], name: str, value: Any) -> Attribute:
+    meta = model._meta
+    attribute = meta.fields.get(meta.pk_name if name == "pk" else name)
+    if attribute is None:
+        raise UnknownField(f"{meta.name} has no field {name!r} to update; its fields are "
+                           f"{list(meta.fields)}", model=meta.name, field=name, value=value)
+    if isinstance(attribute, AutoUUID):
+        raise ValidationError(f"{meta.name}.{attribute.name}: update() cannot change a "
+                              "record's id", model=meta.name, field=attribute.name, value=value)
+    if attribute.is_stream:
+        raise ValidationError(f"{meta.name}.{name} is a ByteStream: update() sets fields of "
+                              "the record's hash (use append_<name>() or save())",
+                              model=meta.name, field=name, value=value)
+    return attribute
+
+
+def _pointer_key(model: type[ActiveRecord], pointer: Pointer[Any], value: Any) -> str:
+    meta = model._meta
+    if hasattr(value, "_meta") and not value._persisted:
+        raise UnsavedPointer(f"{meta.name}.{pointer.name} would point at an unsaved "
+                             f"{type(value).__name__} ({value.pk}); save it first",
+                             model=meta.name, field=pointer.name, value=value)
+    target: Any = pointer.to_model
+    return target._meta.record_key(pointer.target_id(value))  # type: ignore[no-any-return]
+
+
+def _expression(model: type[ActiveRecord], attribute: Attribute, expression: Combinable,
+                reads: set[str]) -> tuple[str, list[Any]]:
+    """(kind, tree) of an F expression assigned to ``attribute``: 'int' (exact, '/' is
+    floor division), 'dec' (exact, no division) or 'float' (doubles, as Python)."""
+    meta = model._meta
+    kind = _kind(attribute)
+    if kind is None:
+        raise InvalidQuery(f"{meta.name}.{attribute.name}: F expressions compute Integer, "
+                           f"Decimal and Float fields only, not a {type(attribute).__name__}",
+                           model=meta.name, field=attribute.name, value=expression)
+
+    def refuse(message: str, value: Any) -> InvalidQuery:
+        return InvalidQuery(f"{meta.name}.{attribute.name} = {expression!r}: {message}",
+                            model=meta.name, field=attribute.name, value=value)
+
+    def tree(node: Any) -> list[Any]:
+        if isinstance(node, F):
+            source = meta.fields.get(meta.pk_name if node.name == "pk" else node.name)
+            if source is None:
+                raise UnknownField(f"{meta.name} has no field {node.name!r} (in "
+                                   f"{attribute.name} = {expression!r})", model=meta.name,
+                                   field=node.name, value=expression)
+            if _kind(source) not in _READABLE[kind]:
+                raise refuse(f"F({node.name!r}) is a {type(source).__name__}, which a "
+                             f"{type(attribute).__name__} cannot compute with", node)
+            reads.add(source.name)
+            return ["f", source.name]
+        if isinstance(node, Expression):
+            op = node.op
+            if kind == "dec" and op in ("/", "//"):
+                raise refuse("Decimal division is refused: a quotient may have no exact "
+                             "decimal form", node)
+            if kind == "float" and op == "//":
+                raise refuse("// on a Float: use /", node)
+            right = tree(node.right)
+            if op in ("/", "//") and right[0] == "n" and _is_zero(right[1]):
+                raise ValidationError(f"{meta.name}.{attribute.name} = {expression!r}: "
+                                      "division by zero", model=meta.name,
+                                      field=attribute.name, value=node.right)
+            return [OPERATORS[op], tree(node.left), right]
+        return ["n", _literal(kind, node, refuse)]
+
+    return kind, tree(expression)
+
+
+def _is_zero(text: bytes) -> bool:
+    return float(text) == 0
+
+
+def _literal(kind: str, value: Any, refuse: Any) -> bytes:
+    """A number of an expression, as the canonical text the arithmetic of ``kind`` takes."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, decimal.Decimal)):
+        raise refuse(f"{short_repr(value)} is not a number", value)
+    if kind == "int":
+        if not isinstance(value, int):
+            raise refuse(f"{short_repr(value)}: an Integer computes with ints only", value)
+        return b"%d" % value
+    if kind == "dec":
+        number = decimal.Decimal(repr(value)) if isinstance(value, float) else \
+            decimal.Decimal(value)
+        if not number.is_finite():
+            raise refuse(f"{short_repr(value)} is not a finite number", value)
+        return str(number).encode("ascii")
+    try:
+        return repr(float(value)).encode("ascii")
+    except OverflowError:
+        raise refuse(f"{short_repr(value)} is too large for a Float", value) from None
+
+
+# -- the calls ------------------------------------------------------------------------------
+def page_size(model: type[ActiveRecord]) -> int:
+    """Candidates per call: PAGE, fewer when each record's write runs many commands (its
+    indexes and claims), so that a call stays within about WRITE_BUDGET commands."""
+    per_record = 4 + 3 * len(model._meta.model_keys)
+    return max(1, min(PAGE, WRITE_BUDGET // per_record))
+
+
+def _plan(state: QueryState, reads: tuple[str, ...]) -> tuple[bytes, list[str]]:
+    """The query plan the update script follows (query.lua's sources and groups), with
+    KEYS laid out as the model's write keys, and those KEYS."""
+    meta = state.model._meta
+    keys = _Keys(meta.ids_key)
+    keys.keys = [meta.ids_key, *meta.model_keys]  # every source key is a write key
+    used = {c.field for _, conditions in state.groups for c in conditions} | set(reads)
+    plan = {
+        "envelope": meta.codec.is_envelope, "pk": meta.pk_name,
+        "defaults": {name: value for name, value in meta.absent_values().items()
+                     if name in used},
+        "sources": _sources(state, keys),
+        "groups": [[negated, [[c.field, meta.fields[c.field].family, c.op, list(c.values)]
+                              for c in conditions]] for negated, conditions in state.groups],
+    }
+    return pack(plan), keys.keys
+
+
+def _call(state: QueryState, assignments: Assignments, page: int) -> Call:
+    meta = state.model._meta
+    plan, keys = _plan(state, assignments.reads)
+    keys += list(assignments.pointer_keys)
+
+    def decode(reply: list[Any]) -> int | None:
+        return int(reply[1]) if reply[0] == b"done" else None  # None: list the ids first
+
+    return Call(scripts_for(state.model).update, tuple(keys),
+                (plan, page, assignments.packed, MAX_DIGITS), decode, meta.name,
+                dict(assignments.pointer_keys))
+
+
+def update_plan(state: QueryState, values: dict[str, Any]) -> Plan:
+    """The records updated: one call when the query's smallest source holds at most a
+    page of candidates; else the matching ids (query.lua), then one call per page of
+    them, each checking the filter again for every record as it updates it."""
+    if state.offset or state.limit is not None:
+        raise InvalidQuery("cannot update a sliced queryset (as in Django): filter it")
+    assignments = compile_assignments(state.model, values)
+    if state.empty:
+        return 0
+    page = page_size(state.model)
+    updated = yield _call(state, assignments, page)
+    if updated is not None:
+        return updated
+    ids = yield compile_query(state.evolve(order=()), "ids")
+    total = 0
+    for chunk in _chunks(ids, page):
+        pk = state.model._meta.pk_name
+        by_ids = state.evolve(groups=(*state.groups, (False, (Condition(pk, "in", chunk),))))
+        count = yield _call(by_ids, assignments, page)
+        total += count or 0
+    return total
+
+
+def _chunks(ids: list[Any], size: int) -> Iterator[tuple[bytes, ...]]:
+    for start in range(0, len(ids), size):
+        yield tuple(uuid_text(i).encode("ascii") for i in ids[start:start + size])

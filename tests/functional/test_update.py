@@ -1,0 +1,408 @@
+"""QuerySet.update() and F (issue 12 item 1): server-side updates, one atomic script call
+per page of matches, indexes and unique claims kept, exact Integer and Decimal arithmetic,
+stored bytes and index scores identical to a Python save of the same values."""
+
+from __future__ import annotations
+
+import decimal
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis
+import redis.asyncio
+
+from repocket import ActiveRecord, F, attributes, configure, errors
+from repocket.core import update as updates
+from repocket.exec.sync import execute
+from tests.conftest import RoundTrips, snapshot
+
+D = decimal.Decimal
+
+
+class Owner(ActiveRecord):
+    class Meta:
+        namespace = "tests.update"
+
+    name = attributes.Unicode()
+
+
+class Task(ActiveRecord):
+    class Meta:
+        namespace = "tests.update"
+        unique_together = (("queue", "rank"),)
+
+    queue = attributes.Unicode(index=True)
+    status = attributes.Unicode(index=True)
+    code = attributes.Unicode(unique=True, null=True)
+    n = attributes.Integer(index=True)
+    rank = attributes.Integer(null=True)
+    price = attributes.Decimal(index=True)
+    ratio = attributes.Float(index=True)
+    maybe = attributes.Integer(null=True)
+    owner = attributes.Pointer(Owner, null=True, index=True)
+    log = attributes.ByteStream()
+
+
+class CompactTask(Task):
+    class Meta:
+        namespace = "tests.update"
+        codec = "compact"
+        unique_together = (("queue", "rank"),)
+
+
+def make(model: type[Task] = Task, count: int = 3, **values: Any) -> list[Task]:
+    records = [model(queue="q", status="new", n=i, rank=i, price=D("1.10"), ratio=0.1,
+                     **values) for i in range(count)]
+    model.objects.bulk_create(records)
+    return records
+
+
+# -- literal assignments ------------------------------------------------------------------------
+def test_update_sets_literals_and_keeps_indexes(client: redis.Redis) -> None:
+    records = make(count=4)
+    assert Task.objects.filter(n__gte=2).update(status="done", price=D("2.50")) == 2
+    assert sorted(t.n for t in Task.objects.filter(status="done")) == [2, 3]
+    assert sorted(t.n for t in Task.objects.filter(status="new")) == [0, 1]
+    assert Task.objects.filter(price=D("2.5")).count() == 2
+    records[3].refresh_from_db()
+    assert (records[3].status, records[3].price) == ("done", D("2.50"))
+    assert Task.objects.check().ok
+
+
+def test_manager_and_all_update_every_record(client: redis.Redis) -> None:
+    make(count=3)
+    assert Task.objects.update(status="a") == 3
+    assert Task.objects.all().update(status="b") == 3
+    assert Task.objects.filter(status="b").count() == 3
+    assert Task.objects.exclude(n=1).update(status="c") == 2
+    assert Task.objects.filter(status="c").count() == 2
+    assert Task.objects.none().update(status="d") == 0
+    assert Task.objects.filter(status="nothing").update(status="d") == 0
+
+
+def test_none_clears_a_field_and_its_index_entry(client: redis.Redis) -> None:
+    owner = Owner.create(name="o")
+    make(count=2, owner=owner)
+    assert Task.objects.filter(owner=owner).update(owner=None, code=None) == 2
+    assert Task.objects.filter(owner__isnull=True).count() == 2
+    assert Task.objects.filter(owner=owner).count() == 0
+    assert Task.objects.check().ok
+
+
+def test_pointer_literals(client: redis.Redis) -> None:
+    owner = Owner.create(name="o")
+    make(count=2)
+    assert Task.objects.update(owner=owner) == 2
+    assert Task.objects.filter(owner=owner).count() == 2
+    assert Task.objects.update(owner=str(owner.pk)) == 2
+    assert Task.objects.first().owner.name == "o"  # type: ignore[union-attr]
+
+
+# -- round trips and pages ----------------------------------------------------------------------
+def test_one_round_trip_when_the_matches_fit_one_page(client: redis.Redis,
+                                                      roundtrips: RoundTrips) -> None:
+    make(count=20)
+    Task.objects.filter(n=0).update(status="warm")  # the script is loaded
+    roundtrips.reset()
+    assert Task.objects.filter(queue="q").update(n=F("n") + 1, status="done") == 20
+    assert roundtrips.count == 1
+
+
+def test_a_round_trip_per_page_when_the_matches_do_not_fit(
+        client: redis.Redis, roundtrips: RoundTrips, monkeypatch: pytest.MonkeyPatch) -> None:
+    make(count=25)
+    Task.objects.filter(n=0).update(status="warm")
+    monkeypatch.setattr(updates, "PAGE", 10)
+    assert updates.page_size(Task) == 10
+    roundtrips.reset()
+    assert Task.objects.filter(queue="q").update(n=F("n") + 100) == 25
+    # the first call finds more candidates than a page (writes nothing), the ids are
+    # listed (one query call), then one call per page of 10
+    assert roundtrips.count == 1 + 1 + 3
+    assert sorted(t.n for t in Task.objects.all()) == list(range(100, 125))
+    assert Task.objects.filter(n__gte=100).count() == 25
+    assert Task.objects.check().ok
+
+
+def test_page_size_keeps_a_call_within_the_write_budget() -> None:
+    per_record = 4 + 3 * len(Task._meta.model_keys)
+    assert updates.page_size(Task) * per_record <= updates.WRITE_BUDGET
+
+
+def test_a_record_changed_after_listing_is_updated_only_if_it_still_matches(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = make(count=6)
+    monkeypatch.setattr(updates, "PAGE", 2)
+    queryset = Task.objects.filter(status="new")
+    plan = updates.update_plan(queryset.state, {"n": F("n") + 10})
+    connection = configure.get_connection()
+    step = next(plan)
+    step = plan.send(execute(connection, step))  # too many candidates: list the ids
+    ids = execute(connection, step)
+    assert len(ids) == 6
+    # between listing and updating, another client moves one record out of the filter
+    # and deletes another
+    records[0].status = "taken"
+    records[0].save()
+    records[1].delete()
+    total = None
+    try:
+        step = plan.send(ids)
+        while True:
+            step = plan.send(execute(connection, step))
+    except StopIteration as done:
+        total = done.value
+    assert total == 4
+    records[0].refresh_from_db()
+    assert records[0].n == 0  # no longer matched: untouched
+    assert sorted(t.n for t in Task.objects.filter(status="new")) == [12, 13, 14, 15]
+
+
+def test_eight_threads_of_increments_lose_nothing(client: redis.Redis) -> None:
+    record = Task.create(queue="q", status="new", n=0, price=D(0), ratio=0.0)
+    errors_seen: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(100):
+                Task.objects.filter(id=record.pk).update(n=F("n") + 1)
+        except BaseException as exc:  # reported by the assertion below
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors_seen == []
+    record.refresh_from_db()
+    assert record.n == 800
+    assert [t.pk for t in Task.objects.filter(n=800)] == [record.pk]
+    assert Task.objects.filter(n__lt=800).count() == 0
+    assert Task.objects.check().ok
+
+
+# -- unique constraints -------------------------------------------------------------------------
+def test_a_unique_value_given_to_two_records_writes_nothing(client: redis.Redis) -> None:
+    make(count=3)
+    before = snapshot(client)
+    with pytest.raises(errors.UniqueViolation) as raised:
+        Task.objects.filter(n__lte=1).update(code="same", status="x")
+    assert (raised.value.model, raised.value.field, raised.value.value) == (
+        "Task", "code", "same")
+    assert snapshot(client) == before
+
+
+def test_a_unique_value_held_by_another_record_writes_nothing(client: redis.Redis) -> None:
+    records = make(count=3)
+    records[2].code = "mine"
+    records[2].save()
+    before = snapshot(client)
+    with pytest.raises(errors.UniqueViolation) as raised:
+        Task.objects.filter(n=0).update(code="mine")
+    assert raised.value.owner == str(records[2].pk)
+    assert snapshot(client) == before
+    # unique_together: (q, 1) is held by a record the update does not move
+    with pytest.raises(errors.UniqueViolation) as raised:
+        Task.objects.filter(n=0).update(rank=F("rank") + 1)
+    assert raised.value.field == "queue,rank"
+    assert snapshot(client) == before
+
+
+def test_claims_are_checked_as_they_stand_after_the_whole_page(client: redis.Redis) -> None:
+    """Ranks 0, 1, 2 all shift by one: each new claim is given up by the record before."""
+    make(count=3)
+    assert Task.objects.filter(queue="q").update(rank=F("rank") + 1) == 3
+    assert sorted(t.rank for t in Task.objects.all()) == [1, 2, 3]  # type: ignore[type-var]
+    assert Task.objects.update(code=None) == 3
+    assert Task.objects.check().ok
+
+
+# -- refused before anything is written ----------------------------------------------------------
+@pytest.mark.parametrize("values, error, field", [
+    ({"nope": 1}, errors.UnknownField, "nope"),
+    ({"n": "x"}, errors.ValidationError, "n"),
+    ({"n": 1.5}, errors.ValidationError, "n"),
+    ({"status": F("status") + 1}, errors.InvalidQuery, "status"),
+    ({"n": F("missing") + 1}, errors.UnknownField, "missing"),
+    ({"n": F("price") + 1}, errors.InvalidQuery, "n"),
+    ({"n": F("n") + 1.5}, errors.InvalidQuery, "n"),
+    ({"n": F("n") + "1"}, errors.InvalidQuery, "n"),
+    ({"n": F("n") / 0}, errors.ValidationError, "n"),
+    ({"price": F("price") / 2}, errors.InvalidQuery, "price"),
+    ({"ratio": F("ratio") // 2}, errors.InvalidQuery, "ratio"),
+    ({"id": "0f0f0f0f-0000-1000-8000-000000000000"}, errors.ValidationError, "id"),
+    ({"pk": "0f0f0f0f-0000-1000-8000-000000000000"}, errors.ValidationError, "id"),
+    ({"log": b"x"}, errors.ValidationError, "log"),
+    ({"queue": None}, errors.ValidationError, "queue"),
+])
+def test_bad_updates_are_refused_before_any_write(client: redis.Redis, values: dict[str, Any],
+                                                  error: type[Exception], field: str) -> None:
+    make(count=2)
+    before = snapshot(client)
+    with pytest.raises(error) as raised:
+        Task.objects.filter(queue="q").update(**values)
+    assert getattr(raised.value, "model", None) == "Task"
+    assert getattr(raised.value, "field", None) == field
+    assert snapshot(client) == before
+
+
+def test_an_update_with_nothing_to_set_is_refused(client: redis.Redis) -> None:
+    with pytest.raises(errors.InvalidQuery):
+        Task.objects.update()
+
+
+def test_a_sliced_queryset_cannot_be_updated(client: redis.Redis) -> None:
+    make(count=2)
+    with pytest.raises(errors.InvalidQuery):
+        Task.objects.all()[:1].update(status="x")
+
+
+def test_a_pointer_to_a_missing_or_unsaved_target_is_refused(client: redis.Redis) -> None:
+    make(count=2)
+    before = snapshot(client)
+    with pytest.raises(errors.PointerTargetMissing) as missing:
+        Task.objects.update(owner="0f0f0f0f-0000-1000-8000-000000000000")
+    assert (missing.value.model, missing.value.field) == ("Task", "owner")
+    with pytest.raises(errors.UnsavedPointer) as unsaved:
+        Task.objects.update(owner=Owner(name="never saved"))
+    assert (unsaved.value.model, unsaved.value.field) == ("Task", "owner")
+    assert snapshot(client) == before
+
+
+def test_a_division_by_a_stored_zero_writes_nothing(client: redis.Redis) -> None:
+    records = make(count=3)  # n is 0, 1, 2: the first record divides by zero
+    before = snapshot(client)
+    with pytest.raises(errors.ValidationError) as raised:
+        Task.objects.update(rank=F("rank") / F("n"))
+    assert (raised.value.model, raised.value.field, raised.value.value) == (
+        "Task", "rank", str(records[0].pk))
+    assert "division by zero" in str(raised.value)
+    assert snapshot(client) == before
+
+
+def test_an_integer_past_pythons_digit_limit_is_refused(client: redis.Redis) -> None:
+    make(count=1)
+    Task.objects.update(n=10 ** (updates.MAX_DIGITS - 1))
+    before = snapshot(client)
+    with pytest.raises(errors.ValidationError) as raised:
+        Task.objects.update(n=F("n") * 10)
+    assert "too many digits" in str(raised.value)
+    assert snapshot(client) == before
+
+
+# -- exact values: what a Python save of the same value stores ----------------------------------
+def _stored(client: redis.Redis, record: ActiveRecord, field: str) -> tuple[Any, Any]:
+    """The stored bytes of a field and its index score (None: no score index)."""
+    meta = type(record)._meta
+    raw = client.hget(record._key(), field)
+    score = None
+    if field in meta.indexed:
+        score = client.zscore(f"{meta.prefix}:idx:{field}", str(record.pk))
+    return raw, score
+
+
+CASES = [
+    ("n", 2**64 + 1, F("n") * (2**70) - 3, lambda v: v * 2**70 - 3),
+    ("n", -(10**40) - 7, F("n") // 3, lambda v: v // 3),
+    ("n", 10**30 + 1, F("n") // -(10**15), lambda v: v // -(10**15)),
+    ("n", 2**53 + 1, F("n") + 2, lambda v: v + 2),
+    ("n", 5, F("n") * F("n") - F("n"), lambda v: v * v - v),
+    ("n", 0, F("n") - 9007199254740993, lambda v: v - 9007199254740993),
+    ("price", D("1.10"), F("price") + D("2.205"), lambda v: v + D("2.205")),
+    ("price", D("-0.00"), F("price") * 5, lambda v: v * 5),
+    ("price", D("-1"), F("price") + 1, lambda v: v + 1),
+    ("price", D("1E+3"), F("price") + 1, lambda v: v + 1),
+    ("price", D("1E+3"), F("price") * D("2.0"), lambda v: v * D("2.0")),
+    ("price", D("0.1"), F("price") * D("0.1") * D("0.001"), lambda v: v * D("0.1") * D("0.001")),
+    ("price", D("123456789012345678901234567890.123456789"), F("price") * F("price"),
+     lambda v: v * v),
+    ("price", D("9007199254740993.5"), F("price") - D("0.5"), lambda v: v - D("0.5")),
+    ("price", D("1.5"), F("price") + 0.25, lambda v: v + D("0.25")),
+    ("price", D("7"), F("price") + F("n"), lambda v: v + 3),
+    ("ratio", 0.1, F("ratio") + 0.2, lambda v: v + 0.2),
+    ("ratio", 1e16, F("ratio") * 10, lambda v: v * 10),
+    ("ratio", 1e-5, F("ratio") / 3, lambda v: v / 3),
+    ("ratio", 2.0, F("ratio") - 2.0, lambda v: v - 2.0),
+    ("ratio", -0.0, F("ratio") * 1.0, lambda v: v * 1.0),
+    ("ratio", 1e308, F("ratio") * 10, lambda v: v * 10),
+    ("ratio", 123456.789, F("ratio") + F("n"), lambda v: v + 3),
+]
+
+
+@pytest.mark.parametrize("model", [Task, CompactTask], ids=["envelope", "compact"])
+@pytest.mark.parametrize("field, start, expression, python", CASES)
+def test_arithmetic_stores_what_a_python_save_stores(
+        client: redis.Redis, model: type[Task], field: str, start: Any, expression: Any,
+        python: Any) -> None:
+    values = {"n": 3, "price": D(0), "ratio": 0.0, field: start}
+    updated = model.create(queue="u", status="s", **values)
+    saved = model.create(queue="s", status="s", **values)
+    with decimal.localcontext(decimal.Context(prec=1000)):
+        expected = python(start)
+    assert model.objects.filter(queue="u").update(**{field: expression}) == 1
+    setattr(saved, field, expected)
+    saved.save()
+    assert _stored(client, updated, field) == _stored(client, saved, field)
+    updated.refresh_from_db()
+    assert repr(getattr(updated, field)) == repr(expected)
+    assert model.objects.check().ok
+
+
+def test_none_in_an_expression_gives_none(client: redis.Redis) -> None:
+    """As SQL's NULL (and Django's F): arithmetic on a None gives None."""
+    record = make(count=1)[0]
+    assert Task.objects.update(maybe=F("maybe") + 1) == 1
+    record.refresh_from_db()
+    assert record.maybe is None
+    Task.objects.update(maybe=4)
+    Task.objects.update(maybe=F("maybe") * 2 + F("n"))
+    record.refresh_from_db()
+    assert record.maybe == 8
+
+
+def test_expressions_read_the_values_before_the_update(client: redis.Redis) -> None:
+    record = make(count=1)[0]
+    Task.objects.update(n=5, rank=7)
+    Task.objects.update(n=F("rank"), rank=F("n"))
+    record.refresh_from_db()
+    assert (record.n, record.rank) == (7, 5)
+
+
+def test_an_absent_field_computes_from_its_default(client: redis.Redis) -> None:
+    record = make(count=1)[0]
+    client.hdel(record._key(), "n")  # as a record saved before the field existed
+    assert Task.objects.filter(id=record.pk).update(n=F("n") + 2) == 1
+    record.refresh_from_db()
+    assert record.n == 2
+    assert Task.objects.filter(n=2).count() == 1
+
+
+# -- asyncio ------------------------------------------------------------------------------------
+@pytest_asyncio.fixture
+async def aclient(client: redis.Redis, redis_url: str) -> AsyncIterator[Any]:
+    configure.connection_pool(
+        client=client, async_client=lambda: redis.asyncio.Redis.from_url(redis_url))
+    yield configure.get_async_connection()
+    await configure.aclose()
+
+
+async def test_aupdate_is_the_same_operation_awaited(aclient: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    records = [Task(queue="q", status="new", n=i, price=D("1.10"), ratio=0.5)
+               for i in range(5)]
+    await Task.objects.abulk_create(records)
+    assert await Task.objects.filter(n__gte=1).aupdate(n=F("n") * 10, status="done") == 4
+    assert await Task.objects.aupdate(price=F("price") + D("0.01")) == 5
+    monkeypatch.setattr(updates, "PAGE", 2)  # the paged plan, awaited
+    assert await Task.objects.all().aupdate(ratio=F("ratio") / 2) == 5
+    await records[2].arefresh_from_db()
+    assert (records[2].n, records[2].status, records[2].price, records[2].ratio) == (
+        20, "done", D("1.11"), 0.25)
+    with pytest.raises(errors.UniqueViolation):
+        await Task.objects.aupdate(code="same")
+    assert await Task.objects.filter(status="done").acount() == 4
+    assert (await Task.objects.acheck()).ok
