@@ -829,7 +829,7 @@ _UPDATE = """#!lua
 -- ARGV[3]  msgpack assignments, in order, each
 --            {{field, 'set', stored bytes | false (None: HDEL), canonical | false}} or
 --            {{field, 'expr', kind ('int'|'dec'|'float'), tree (lib/arith evaluate),
---             codec head, codec tail, allow NaN}}
+--             codec head, codec tail, allow NaN, may be None}}
 --          expressions see the values the record held before this update
 -- ARGV[4]  the most digits of an Integer or Decimal operand or result (0: no limit)
 --
@@ -951,6 +951,9 @@ local function updated(id)
       local why
       value, why = evaluate(assignment[3], assignment[4], values, MAX_DIGITS)
       if why == nil and value == 'nan' and not assignment[7] then why = 'NaN is not allowed' end
+      if why == nil and value == nil and not assignment[8] then
+        why = 'an operand is None, and the field cannot be None'
+      end
       if why then return nil, fail('arith', {{field = field, id = id, reason = why}}) end
       stored = value and (assignment[5] .. value .. assignment[6])
     end

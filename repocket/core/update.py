@@ -146,7 +146,7 @@ def compile_assignments(model: type[ActiveRecord], values: dict[str, Any]) -> As
             kind, tree = _expression(model, attribute, value, reads)
             head, tail = number_frame(codec, attribute)
             framed.append([name, "expr", kind, tree, head, tail,
-                           bool(getattr(attribute, "allow_nan", False))])
+                           bool(getattr(attribute, "allow_nan", False)), attribute.nullable])
             continue
         cleaned = attribute.clean(value, meta.name)
         if cleaned is None:

@@ -364,6 +364,17 @@ def test_none_in_an_expression_gives_none(client: redis.Redis) -> None:
     assert record.maybe == 8
 
 
+def test_none_computed_for_a_field_that_cannot_be_none_writes_nothing(
+        client: redis.Redis) -> None:
+    make(count=2)
+    before = snapshot(client)
+    with pytest.raises(errors.ValidationError) as raised:
+        Task.objects.update(n=F("maybe") + 1)
+    assert (raised.value.model, raised.value.field) == ("Task", "n")
+    assert "cannot be None" in str(raised.value)
+    assert snapshot(client) == before
+
+
 def test_expressions_read_the_values_before_the_update(client: redis.Redis) -> None:
     record = make(count=1)[0]
     Task.objects.update(n=5, rank=7)
