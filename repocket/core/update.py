@@ -30,6 +30,7 @@ from ..attributes import (
 )
 from ..errors import InvalidQuery, UnknownField, UnsavedPointer, ValidationError
 from .codecs import number_frame
+from .layout import refuse_on_cluster
 from .luagen import scripts_for
 from .ops import WRITE_BUDGET
 from .plan import Call, Plan, pack
@@ -301,6 +302,7 @@ def update_plan(state: QueryState, values: dict[str, Any]) -> Plan:
     """The records updated: one call when the query's smallest source holds at most a
     page of candidates; else the matching ids (query.lua), then one call per page of
     them, each checking the filter again for every record as it updates it."""
+    refuse_on_cluster("update()", state.model._meta.name)
     if state.offset or state.limit is not None:
         raise InvalidQuery("cannot update a sliced queryset (as in Django): filter it")
     assignments = compile_assignments(state.model, values)

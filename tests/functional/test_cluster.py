@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from repocket import ActiveRecord, attributes, configure, errors
+from repocket import ActiveRecord, F, attributes, configure, errors
 from repocket.tools.server import LocalCluster
 from tests.conftest import CountingConnection, RoundTrips
 
@@ -207,13 +207,14 @@ def test_standalone_keeps_the_documented_keys(client: Any) -> None:
 @pytest.mark.parametrize("operation", [
     lambda: Note.objects.filter(rank=1).explain(),
     lambda: Account.objects.filter(email="a@example.com").count(),
+    lambda: Note.objects.filter(rank=1).update(rank=F("rank") + 1),
     lambda: Note.objects.check(),
     lambda: Note.objects.reindex(),
     lambda: Account.create(email="a@example.com"),
     lambda: Account.objects.get_or_create(email="a@example.com"),
     lambda: Comment.create(text="hi"),
     lambda: Comment.objects.get(id=Comment().pk),
-], ids=["explain", "unique-query", "check", "reindex",
+], ids=["explain", "unique-query", "update", "check", "reindex",
         "unique-save", "get_or_create", "pointer-save", "pointer-get"])
 def test_what_is_not_supported_yet_raises_a_typed_error_and_sends_nothing(
         cluster: RedisCluster, local_cluster: LocalCluster, operation: Any) -> None:
