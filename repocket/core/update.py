@@ -146,19 +146,19 @@ def compile_assignments(model: type[ActiveRecord], values: dict[str, Any]) -> As
         if isinstance(value, Combinable):
             kind, tree = _expression(model, attribute, value, reads)
             head, tail = number_frame(codec, attribute)
-            framed.append([name, "expr", kind, tree, head, tail,
+            framed.append([attribute.name, "expr", kind, tree, head, tail,
                            bool(getattr(attribute, "allow_nan", False)), attribute.nullable])
             continue
         cleaned = attribute.clean(value, meta.name)
         if cleaned is None:
-            framed.append([name, "set", False, False])
+            framed.append([attribute.name, "set", False, False])
             continue
         try:
             stored, canonical = encoders[name](cleaned), attribute.encode(cleaned)
         except (TypeError, ValueError, ArithmeticError) as exc:
             raise ValidationError(f"{meta.name}.{name}: cannot encode {short_repr(value)}: "
                                   f"{exc}", model=meta.name, field=name, value=value) from None
-        framed.append([name, "set", stored, canonical])
+        framed.append([attribute.name, "set", stored, canonical])
         if isinstance(attribute, Pointer):
             pointer_keys[_pointer_key(model, attribute, cleaned)] = name
     return Assignments(pack(framed), pointer_keys, tuple(sorted(reads)))
