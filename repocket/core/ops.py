@@ -20,7 +20,7 @@ from . import keys as keyspace
 from .hydrate import hydrate
 from .layout import on_cluster, refuse_on_cluster
 from .luagen import scripts_for
-from .plan import DEFAULT_MAX_BYTES, Call, in_turn, pack, then
+from .plan import DEFAULT_MAX_BYTES, Call, Gather, gather, pack, then
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -220,18 +220,24 @@ WRITE_BUDGET = 8_000  # about how many Redis commands one bulk_create call may r
 BYTES_BUDGET = 64 * 1024 * 1024  # and how many bytes of values it may carry
 
 
-def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecord]) -> Call:
+def compile_bulk_create(model: type[ActiveRecord],
+                        records: Sequence[ActiveRecord]) -> Call | Gather:
     """Saves of new records, in calls bounded by a work budget (about WRITE_BUDGET
     commands and BYTES_BUDGET bytes: no call blocks Redis for long, whatever the
     batch size). Each call is atomic: all its records are written or, on a unique
     violation or a missing Pointer target, none of them; an error in a later call
     leaves the records of the earlier calls written. On a cluster a call holds the
-    records of one shard (the blocks are grouped by shard, in their given order)."""
+    records of one shard: one chain of calls per shard, gathered (sent together)."""
     model._meta.refuse_on_cluster("bulk_create")
     blocks = [_save_block(record, whole=True) for record in records]
-    if on_cluster():
-        blocks = _grouped_by_prefix(blocks)
-    return _bulk_calls(model, blocks, 0, list(records))
+    if not on_cluster():
+        return _bulk_calls(model, blocks, 0, list(records))
+    groups: dict[str, list[_SaveBlock]] = {}
+    for block in blocks:
+        groups.setdefault(block.prefix, []).append(block)
+    chains = [_bulk_calls(model, group, 0, list(records)) for group in groups.values()]
+    result: Call | Gather = gather(chains, lambda _done: list(records))
+    return result
 
 
 def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
@@ -239,8 +245,7 @@ def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
     end, work, size = start, 0, 0
     while end < len(blocks):
         work, size = work + blocks[end].work, size + _bytes(blocks[end])
-        if end > start and (work > WRITE_BUDGET or size > BYTES_BUDGET
-                            or blocks[end].prefix != blocks[start].prefix):
+        if end > start and (work > WRITE_BUDGET or size > BYTES_BUDGET):
             break
         end += 1
 
@@ -250,14 +255,6 @@ def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
         return _bulk_calls(model, blocks, end, records) if end < len(blocks) else records
 
     return _save_call(model, blocks[start:end], decode)
-
-
-def _grouped_by_prefix(blocks: list[_SaveBlock]) -> list[_SaveBlock]:
-    """The blocks of each shard together (shards in order of first appearance)."""
-    groups: dict[str, list[_SaveBlock]] = {}
-    for block in blocks:
-        groups.setdefault(block.prefix, []).append(block)
-    return [block for group in groups.values() for block in group]
 
 
 def _bytes(block: _SaveBlock) -> int:
@@ -298,9 +295,9 @@ def _stream_op(current: bytes | None, synced: bytes | None,
 
 # -- delete ---------------------------------------------------------------------------
 def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
-                        on_deleted: Callable[[], None] = lambda: None) -> Call:
+                        on_deleted: Callable[[], None] = lambda: None) -> Call | Gather:
     """One atomic delete of records by id; decodes to (records deleted, keys deleted).
-    On a cluster: one atomic call per shard, one after the other."""
+    On a cluster: one atomic call per shard (a Gather: sent together)."""
     meta = model._meta
     meta.refuse_on_cluster("delete")
     texts = [str(record_id) for record_id in record_ids]
@@ -315,7 +312,7 @@ def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
         return sum(r[0] for r in replies), sum(r[1] for r in replies)
 
     calls = [_delete_call(model, prefix, ids) for prefix, ids in by_prefix.items()]
-    result: Call = in_turn(calls, total)
+    result: Gather = gather(calls, total)
     return result
 
 
@@ -341,8 +338,9 @@ def compile_delete(record: ActiveRecord) -> Call:
         record._stored = {}
         record._synced_streams = {}
 
-    call = compile_delete_many(type(record), [record.pk], forget)
-    return replace(call, decode=lambda reply: call.decode(reply)[1])  # keys, as 0.1 did
+    call: Call = then(compile_delete_many(type(record), [record.pk], forget),
+                      lambda counts: counts[1])  # keys, as 0.1 did
+    return call
 
 
 # -- append ---------------------------------------------------------------------------
@@ -379,7 +377,7 @@ def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1)
 
 
 def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
-                     depth: int = 1) -> Call:
+                     depth: int = 1) -> Call | Gather:
     """Records by id, in order, None for each missing one. One call, unless the Pointer
     fan-out passes READ_BUDGET records: then follow-up calls load the rest."""
     meta = model._meta
@@ -394,9 +392,9 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
     return _read_call(model, models, roots, depth, [], len(ids))
 
 
-def _read_by_shard(model: type[ActiveRecord], ids: list[str], depth: int) -> Call:
-    """get_many on a cluster (a model without Pointers): one read per shard, one after the
-    other, the records put back in the order of ``ids``."""
+def _read_by_shard(model: type[ActiveRecord], ids: list[str], depth: int) -> Call | Gather:
+    """get_many on a cluster (a model without Pointers): one read per shard (a Gather),
+    the records put back in the order of ``ids``."""
     by_prefix: dict[str, list[str]] = {}
     for text in dict.fromkeys(ids):
         by_prefix.setdefault(model._meta.prefix_of(text), []).append(text)
@@ -410,8 +408,8 @@ def _read_by_shard(model: type[ActiveRecord], ids: list[str], depth: int) -> Cal
                  for text, record in zip(group, records)}
         return [found[text] for text in ids]
 
-    call: Call = in_turn(calls, in_given_order)
-    return call
+    result: Call | Gather = gather(calls, in_given_order)
+    return result
 
 
 def _read_call(model: type[ActiveRecord], models: list[type[ActiveRecord]],
@@ -453,7 +451,8 @@ GET_CHUNK = 500  # records one get call reads: a bounded script, a bounded reply
 
 
 def compile_get_chunked(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
-                        depth: int = 1, found: tuple[ActiveRecord | None, ...] = ()) -> Call:
+                        depth: int = 1, found: tuple[ActiveRecord | None, ...] = ()
+                        ) -> Call | Gather:
     """``compile_get_many`` in calls of at most GET_CHUNK ids, one after the other."""
     chunk, rest = record_ids[:GET_CHUNK], record_ids[GET_CHUNK:]
 
@@ -461,7 +460,7 @@ def compile_get_chunked(model: type[ActiveRecord], record_ids: Sequence[uuid.UUI
         done = found + tuple(records)
         return compile_get_chunked(model, rest, depth, done) if rest else list(done)
 
-    call: Call = then(compile_get_many(model, chunk, depth), next_chunk)
+    call: Call | Gather = then(compile_get_many(model, chunk, depth), next_chunk)
     return call
 
 

@@ -54,7 +54,33 @@ class Emit:
     items: list[Any]
 
 
-Step = Call | Command | Emit
+@dataclass(frozen=True)
+class Gather:
+    """Calls independent of each other (one per shard on a cluster), each with its own
+    follow-ups, whose results ``combine`` turns into the result (or the next step). An
+    executor may send them together: the cluster one sends each node's calls in one
+    pipeline, the nodes in parallel; the others run them one after the other."""
+
+    calls: tuple[Call, ...]
+    combine: Callable[[list[Any]], Any]
+    model: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.calls[0].script.name
+
+
+def gather(calls: Sequence[Call], combine: Callable[[list[Any]], Any]) -> Any:
+    """``combine`` of the results of ``calls``: a Gather of them (no Gather for fewer than
+    two calls: the call itself, or ``combine([])`` at once)."""
+    if not calls:
+        return combine([])
+    if len(calls) == 1:
+        return then(calls[0], lambda result: combine([result]))
+    return Gather(tuple(calls), combine, calls[0].model)
+
+
+Step = Call | Command | Emit | Gather
 # An operation of several calls, written once for every executor: a generator that yields
 # steps and is sent each Call's (or Command's) result; its return value is the operation's.
 # Executors: repocket.exec.plans (sync) and repocket.exec.aio (asyncio).
@@ -65,22 +91,14 @@ def then(call: Call | Any, step: Callable[[Any], Any]) -> Any:
     """``call``, whose final result (after any follow-up calls) goes through ``step``,
     which returns the result or the next Call. ``call`` may be a result already (a cached
     one): then it is ``step(call)``."""
+    if isinstance(call, Gather):
+        combine = call.combine
+        return replace(call, combine=lambda results: then(combine(results), step))
     if not isinstance(call, Call):
         return step(call)
 
     def decode(reply: Any) -> Any:
-        result = call.decode(reply)
-        return then(result, step) if isinstance(result, Call) else step(result)
+        return then(call.decode(reply), step)
 
     return replace(call, decode=decode)
 
-
-def in_turn(calls: Sequence[Call], combine: Callable[[list[Any]], Any]) -> Any:
-    """The calls one after the other (each with its follow-ups), then ``combine`` of their
-    results, as one Call (a cluster runs one per shard this way)."""
-    def step(index: int, results: list[Any]) -> Any:
-        if index == len(calls):
-            return combine(results)
-        return then(calls[index], lambda result: step(index + 1, [*results, result]))
-
-    return step(0, [])

@@ -42,7 +42,7 @@ from . import ops as operations
 from .hydrate import hydrate
 from .layout import on_cluster
 from .lua import SCRIPTS
-from .plan import Call, pack
+from .plan import Call, Gather, pack, then
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -573,15 +573,9 @@ def _finish_pages(state: QueryState, mode: str, pages: _Pages) -> Any:
     return _present(operations.compile_get_chunked(state.model, ids, state.depth))
 
 
-def _present(call: Call) -> Call:
+def _present(call: Call | Gather) -> Any:
     """``call`` (a chain of get calls), its final list without the missing records."""
-    def decode(reply: Any) -> Any:
-        result = call.decode(reply)
-        if isinstance(result, Call):
-            return _present(result)
-        return [record for record in result if record is not None]
-
-    return dataclasses.replace(call, decode=decode)
+    return then(call, lambda records: [record for record in records if record is not None])
 
 
 def id_lookup(model: type[ActiveRecord], lookups: dict[str, Any]) -> uuid.UUID | None:

@@ -9,7 +9,8 @@ shard answers the query for its records alone; shards hold disjoint records, so:
   order, merged in that order (``merge.merge_rows``), then sliced;
 - a query pinned to ids (``id=``, ``id__in=``) asks only the shards holding them.
 
-The shards' calls run one after the other (``plan.in_turn``).
+The shards' calls form one ``plan.Gather``: the cluster executor sends each node's calls in
+one pipeline, the nodes in parallel.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..attributes import uuid_text
 from . import merge
 from .layout import refuse_on_cluster
-from .plan import in_turn
+from .plan import gather
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -39,18 +40,18 @@ def compile_on_shards(state: QueryState, mode: str, work: Work | None) -> Any:
     if mode == "count":
         whole = state.evolve(offset=0, limit=None)
         counts = [compile_query(whole, "count", work=work, prefix=p) for p in prefixes]
-        return in_turn(counts, lambda parts: _sliced_count(state, merge.merge_counts(parts)))
+        return gather(counts, lambda parts: _sliced_count(state, merge.merge_counts(parts)))
     window = None if state.limit is None else state.offset + state.limit
     per_shard = state.evolve(offset=0, limit=window)
     order = [parse_order(state.model, spec) for spec in state.order]
     if not order:
         calls = [compile_query(per_shard, mode, work=work, prefix=p) for p in prefixes]
-        return in_turn(calls, lambda parts: _concatenated(state, mode, parts))
+        return gather(calls, lambda parts: _concatenated(state, mode, parts))
     # ordered: the shards' records (with their order fields loaded) merged in order
     names = [attribute.name for attribute, _ in order]
     per_shard = _loading(per_shard, names)
     calls = [compile_query(per_shard, "records", work=work, prefix=p) for p in prefixes]
-    return in_turn(calls, lambda parts: _merged(state, mode, order, parts))
+    return gather(calls, lambda parts: _merged(state, mode, order, parts))
 
 
 def shards_concerned(state: QueryState) -> list[str]:

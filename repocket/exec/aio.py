@@ -22,7 +22,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions as rexc
 
-from ..core.plan import DEFAULT_MAX_BYTES, Call, Command, Emit, Plan
+from ..core.plan import DEFAULT_MAX_BYTES, Call, Command, Emit, Gather, Plan
 from . import observe
 from .limits import _MAX_BYTES, may_read_config
 from .plans import command_error
@@ -106,14 +106,28 @@ async def arun_call(client: Any, call: Call, args: tuple[Any, ...]) -> Any:
                              call, args)
 
 
-async def aexecute(client: redis.asyncio.Redis, call: Call) -> Any:
+async def aexecute(client: redis.asyncio.Redis, call: Call | Gather) -> Any:
     """Run a compiled operation and its follow-ups; return the decoded result."""
-    if not isinstance(call, Call):  # a result known already (cached): nothing to run
+    if not isinstance(call, (Call, Gather)):  # a result known already (cached): nothing to run
         return call
-    watch = observe.start(call.script.name, call.model)
+    name = call.script.name if isinstance(call, Call) else call.name
+    watch = observe.start(name, call.model)
     try:
-        result: Any = call
-        while isinstance(result, Call):
+        result = await _afinish(client, call, watch)
+    except BaseException as exc:  # CancelledError too: the hook hears of a cancelled call
+        if watch is not None:
+            watch.finish(exc)
+        raise
+    if watch is not None:
+        watch.finish(None)
+    return result
+
+
+async def _afinish(client: Any, result: Any, watch: Any) -> Any:
+    """Run ``result`` (a Call, a Gather's calls one after the other, or a result already)
+    and its follow-ups."""
+    while True:
+        if isinstance(result, Call):
             call = result
             if watch is not None:
                 watch.round_trips += 1
@@ -125,13 +139,11 @@ async def aexecute(client: redis.asyncio.Redis, call: Call) -> Any:
             except rexc.RedisError as exc:
                 raise translate_error(exc, call) from exc
             result = call.decode(reply)
-    except BaseException as exc:  # CancelledError too: the hook hears of a cancelled call
-        if watch is not None:
-            watch.finish(exc)
-        raise
-    if watch is not None:
-        watch.finish(None)
-    return result
+        elif isinstance(result, Gather):
+            result = result.combine([await _afinish(client, each, watch)
+                                     for each in result.calls])
+        else:
+            return result
 
 
 async def amax_bytes(client: redis.asyncio.Redis) -> int:
@@ -156,7 +168,7 @@ async def arun_command(client: redis.asyncio.Redis, command: Command) -> Any:
         raise command_error(exc, command) from exc
 
 
-async def _step(client: redis.asyncio.Redis, step: Call | Command) -> Any:
+async def _step(client: redis.asyncio.Redis, step: Call | Command | Gather) -> Any:
     if isinstance(step, Command):
         return await arun_command(client, step)
     return await aexecute(client, step)

@@ -13,14 +13,21 @@ the slot map and resends to the new owner, ``ASK`` resends once with ``ASKING`` 
 node importing the slot, ``TRYAGAIN`` (a slot in migration) waits a little and resends.
 A dropped connection or a timeout is not retried (the write may have run): the slot map
 is refreshed for the next call, and the caller gets the typed retriable error.
+
+Independent calls (a ``plan.Gather``: one per shard of a query, a get_many, a bulk write)
+are grouped by node: each node's calls go in one pipeline (EVALSHA on the node's own
+connection: redis-py's ClusterPipeline refuses EVALSHA), the nodes in parallel; the
+registry decides what each call carries as for a single call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -32,6 +39,7 @@ from ..errors import Unsupported
 from .plain import RedisPyTransport
 from .registry import Command
 
+PARALLEL_NODES = 8  # nodes sent to at once by one gathered operation
 MAX_REDIRECTS = 8  # MOVED/ASK/TRYAGAIN followed per call, then the error is raised
 TRYAGAIN_PAUSE = 0.02  # seconds, times the attempt number (8 attempts: 0.72 s in all)
 
@@ -42,6 +50,8 @@ class ClusterTransport:
     def __init__(self, client: Any, node_transport: Callable[[redis.Redis], Any]):
         self._client = weakref.ref(client)
         self._node_transport = node_transport  # sync.transport_for: a node's own transport
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def client(self) -> Any:
         client = self._client()
@@ -50,11 +60,8 @@ class ClusterTransport:
         return client
 
     def run(self, call: Call, args: tuple[Any, ...]) -> Any:
-        if not call.keys:
-            raise Unsupported(f"{call.model}: {call.script.name} names no key, so no node can "
-                              "be chosen for it on Redis Cluster; nothing was sent")
         client = self.client()
-        slot = key_slot(call.keys[0].encode() if isinstance(call.keys[0], str) else call.keys[0])
+        slot = _slot(call)
         asking: Any = None
         for attempt in range(MAX_REDIRECTS):
             try:
@@ -76,6 +83,54 @@ class ClusterTransport:
         raise rexc.ConnectionError(f"the slot of {call.keys[0]!r} was redirected or busy "
                                    f"(TRYAGAIN) {MAX_REDIRECTS} times: a resharding is in "
                                    "progress; nothing ran, retry later")
+
+    def run_many(self, sent: Sequence[tuple[Call, tuple[Any, ...]]]) -> tuple[list[Any], int]:
+        """The replies of independent calls (error replies as exception instances) and the
+        round trips they took: each node's calls in one pipeline, the nodes in parallel.
+        A call redirected or refused (MOVED, ASK, TRYAGAIN: it did not run) is then resent
+        alone through :meth:`run`, which follows the redirection."""
+        client = self.client()
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for index, (call, _args) in enumerate(sent):
+            node = client.nodes_manager.get_node_from_slot(_slot(call))
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        replies: list[Any] = [None] * len(sent)
+
+        def send(node: Any, indexes: list[int]) -> None:
+            node_client = client.get_redis_connection(node)
+            scripts = self._node_transport(node_client).scripts
+            plain = RedisPyTransport(node_client, scripts)
+            for index, reply in zip(indexes, scripts.run_many(plain.roundtrip,
+                                                              [sent[i] for i in indexes])):
+                replies[index] = reply
+
+        groups = list(by_node.values())
+        try:
+            if len(groups) == 1:
+                send(*groups[0])
+            else:
+                for done in [self._threads().submit(send, *group) for group in groups]:
+                    done.result()
+        except (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError):
+            self._refresh(client)
+            raise
+        round_trips = len(groups)
+        for index, reply in enumerate(replies):
+            if isinstance(reply, (rexc.AskError, rexc.TryAgainError)):  # MOVED is an AskError
+                round_trips += 1
+                try:
+                    replies[index] = self.run(*sent[index])
+                except rexc.ResponseError as exc:  # the call ran and failed: its error
+                    replies[index] = exc
+        return replies, round_trips
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """Threads sending to several nodes at once (made on first use)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=PARALLEL_NODES,
+                                                thread_name_prefix="repocket-cluster")
+            return self._pool
 
     def _run_asking(self, node_client: redis.Redis, call: Call, args: tuple[Any, ...]) -> Any:
         """The call on the node importing its slot: ``ASKING`` and the script in one round
@@ -103,3 +158,12 @@ class ClusterTransport:
     def _refresh(client: Any) -> None:
         with contextlib.suppress(rexc.RedisError):  # still failing over: the next call retries
             client.nodes_manager.initialize()
+
+
+def _slot(call: Call) -> int:
+    """The slot of a call's keys (they share one hash tag: the first key says it)."""
+    if not call.keys:
+        raise Unsupported(f"{call.model}: {call.script.name} names no key, so no node can "
+                          "be chosen for it on Redis Cluster; nothing was sent")
+    first = call.keys[0]
+    return int(key_slot(first.encode() if isinstance(first, str) else first))

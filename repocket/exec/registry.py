@@ -85,6 +85,24 @@ class ServerScripts:
             raise reply
         return reply
 
+    def run_many(self, roundtrip: Roundtrip,
+                 sent: Sequence[tuple[Call, Sequence[Any]]]) -> list[Any]:
+        """Several calls' replies (each ``(call, ARGV)``), in one round trip: what each
+        would carry alone, concatenated; a call answered NOSCRIPT is resent alone as EVAL.
+        Error replies are returned as exception instances, in their call's place."""
+        batches = [self.batch(call.script, call.keys, args) for call, args in sent]
+        replies = roundtrip([command for batch in batches for command in batch.commands])
+        results: list[Any] = []
+        position = 0
+        for (call, args), batch in zip(sent, batches):
+            reply = self.settle(batch, replies[position:position + len(batch.commands)])
+            position += len(batch.commands)
+            if isinstance(reply, rexc.NoScriptError):
+                again = self.after_noscript(call.script, call.keys, args)
+                reply = self.settle(again, roundtrip(again.commands))
+            results.append(reply)
+        return results
+
     def batch(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Batch:
         """What to send for one call."""
         if (script.sha in self.loaded and self.policy_known) or not self.preload:

@@ -18,7 +18,8 @@ import redis.exceptions as rexc
 from redis.cluster import RedisCluster
 from redis.connection import BlockingConnectionPool, ConnectionPool
 
-from ..core.plan import Call
+from ..core.plan import Call, Gather
+from ..errors import RepocketError
 from . import observe
 from .cluster import ClusterTransport
 from .guard import in_event_loop, refuse_in_event_loop
@@ -33,17 +34,33 @@ class Transport(Protocol):
     def run(self, call: Call, args: tuple[Any, ...]) -> Any: ...
 
 
-def execute(client: Any, call: Call) -> Any:
+def execute(client: Any, call: Call | Gather) -> Any:
     """Run a compiled operation and its follow-ups; return the decoded result."""
-    if in_event_loop() and isinstance(call, Call):
-        refuse_in_event_loop(f"{call.model}.{call.script.name}")
-    if not isinstance(call, Call):  # a result known already (cached): nothing to run
+    if in_event_loop() and isinstance(call, (Call, Gather)):
+        refuse_in_event_loop(f"{call.model}.{_name(call)}")
+    if not isinstance(call, (Call, Gather)):  # a result known already (cached): nothing to run
         return call
     transport = transport_for(client)
-    watch = observe.start(call.script.name, call.model)
+    watch = observe.start(_name(call), call.model)
     try:
-        result: Any = call
-        while isinstance(result, Call):
+        result = _finish(client, transport, call, watch)
+    except BaseException as exc:  # the hook hears of interrupted calls too
+        if watch is not None:
+            watch.finish(exc)
+        raise
+    if watch is not None:
+        watch.finish(None)
+    return result
+
+
+def _name(step: Call | Gather) -> str:
+    return step.script.name if isinstance(step, Call) else step.name
+
+
+def _finish(client: Any, transport: Transport, result: Any, watch: Any) -> Any:
+    """Run ``result`` (a Call, a Gather, or a result already) and its follow-ups."""
+    while True:
+        if isinstance(result, Call):
             call = result
             if watch is not None:
                 watch.round_trips += 1
@@ -55,13 +72,39 @@ def execute(client: Any, call: Call) -> Any:
             except rexc.RedisError as exc:
                 raise translate_error(exc, call) from exc
             result = call.decode(reply)
-    except BaseException as exc:  # the hook hears of interrupted calls too
-        if watch is not None:
-            watch.finish(exc)
-        raise
+        elif isinstance(result, Gather):
+            result = result.combine(_gathered(client, transport, result, watch))
+        else:
+            return result
+
+
+def _gathered(client: Any, transport: Transport, gather: Gather, watch: Any) -> list[Any]:
+    """The results of a Gather's calls: sent together when the transport can (a cluster:
+    a pipeline per node, the nodes in parallel), else one after the other. Every call's
+    reply is decoded (a bulk write's records learn they were saved) before the first
+    error is raised."""
+    if not isinstance(transport, ClusterTransport):
+        return [_finish(client, transport, call, watch) for call in gather.calls]
+    sent = [(call, call.args if call.args_for_limit is None
+             else call.args_for_limit(max_bytes(client))) for call in gather.calls]
+    try:
+        replies, round_trips = transport.run_many(sent)
+    except rexc.RedisError as exc:
+        raise translate_error(exc, gather.calls[0]) from exc
     if watch is not None:
-        watch.finish(None)
-    return result
+        watch.round_trips += round_trips
+    results: list[Any] = []
+    failure: BaseException | None = None
+    for call, reply in zip(gather.calls, replies):
+        try:
+            if isinstance(reply, rexc.RedisError):
+                raise translate_error(reply, call) from reply
+            results.append(_finish(client, transport, call.decode(reply), watch))
+        except RepocketError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return results
 
 
 # -- which transport a client gets ------------------------------------------------------------

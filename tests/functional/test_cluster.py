@@ -174,8 +174,9 @@ def test_bulk_create_is_one_call_per_shard_and_get_many_keeps_the_order(
     records = [Quarter(label=str(i)) for i in range(30)]
     rounds = RoundTrips()
     Quarter.objects.bulk_create(records, batch_size=1000)
-    shards = {record._key().split("}")[0] for record in records}
-    assert len(shards) == 4 and rounds.count == len(shards)  # one atomic call per shard
+    shards = {record._key().split("}")[0] + "}" for record in records}
+    # one atomic call per shard, each node's calls in one pipeline
+    assert len(shards) == 4 and rounds.count == len(nodes_of(cluster, shards))
     missing = Quarter()
     wanted = [records[5].pk, missing.pk, records[0].pk, records[29].pk]
     found = Quarter.objects.get_many(wanted)
@@ -397,29 +398,73 @@ def test_queries_answer_on_a_cluster_as_on_one_server(
         assert answered[name] == expected[name], name
 
 
+def nodes_of(cluster: RedisCluster, tags: Any) -> set[str]:
+    """The primaries serving the slots of these hash tags."""
+    return {cluster.nodes_manager.get_node_from_slot(key_slot(tag.encode())).name
+            for tag in tags}
+
+
 def test_a_query_pinned_to_ids_asks_only_their_shards(cluster: RedisCluster) -> None:
     records = Sample.objects.bulk_create([Sample(title=str(i), rank=i) for i in range(40)])
-    Sample.objects.count()  # every shard's node has its connection and the query script
     by_shard: dict[str, list[Any]] = {}
     for record in records:
-        by_shard.setdefault(record._key().split("}")[0], []).append(record.pk)
-    one, other = list(by_shard.values())[:2]
+        by_shard.setdefault(record._key().split("}")[0] + "}", []).append(record.pk)
+    (one_tag, one), (other_tag, other) = list(by_shard.items())[:2]
+
+    def queries() -> None:
+        assert Sample.objects.filter(id__in=[one[0], other[0]]).count() == 2
+        assert Sample.objects.filter(id=one[0], rank__gte=0).exists()
+        assert Sample.objects.filter(rank__gte=0).count() == 40
+
+    queries()  # connections opened (the lean path keeps one per node, pipelines borrow)
     rounds = RoundTrips()
-    assert Sample.objects.filter(id__in=[one[0], other[0]]).count() == 2
-    assert rounds.count == 2
-    rounds.reset()
-    assert Sample.objects.filter(id=one[0], rank__gte=0).exists()
-    assert rounds.count == 1
-    rounds.reset()
-    assert Sample.objects.filter(rank__gte=0).count() == 40
-    assert rounds.count == 16  # one call per shard
+    queries()
+    # one pipeline per node concerned: the two shards' nodes, one shard's, every node
+    assert rounds.count == len(nodes_of(cluster, [one_tag, other_tag])) + 1 + len(
+        nodes_of(cluster, Sample._meta.shard_prefixes()))
 
 
 def test_an_ordered_slice_asks_each_shard_for_at_most_its_end(cluster: RedisCluster) -> None:
     from repocket.core.query import compile_query
 
     query = Sample.objects.filter(rank__gte=1).order_by("-rank")[20:30]
-    call = compile_query(query.state, "records")
-    plan = msgpack.unpackb(call.args[3])
-    assert (plan["offset"], plan["limit"]) == (0, 30)
-    assert call.keys[0].startswith("{repocket:tests.cluster:Sample:0}")
+    gathered = compile_query(query.state, "records")
+    assert len(gathered.calls) == 16  # one call per shard, sent together
+    for shard, call in enumerate(gathered.calls):
+        plan = msgpack.unpackb(call.args[3])
+        assert (plan["offset"], plan["limit"]) == (0, 30)
+        assert call.keys[0].startswith("{repocket:tests.cluster:Sample:" + f"{shard}" + "}")
+
+
+def test_gathered_calls_recover_from_a_script_flush_on_every_primary(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    """A failover promotes a replica with an empty script cache; SCRIPT FLUSH is the same
+    to a client: each node's pipelined EVALSHA answers NOSCRIPT and is resent as EVAL."""
+    Sample.objects.bulk_create([Sample(title=str(i), rank=i) for i in range(30)])
+    assert Sample.objects.filter(rank__lt=10).count() == 10
+    for node in local_cluster.primaries:
+        with node.client() as client:
+            client.script_flush()
+    assert Sample.objects.filter(rank__lt=10).count() == 10
+    assert len(Sample.objects.get_many([r.pk for r in Sample.objects.all()])) == 30
+    more = Sample.objects.bulk_create([Sample(title="late", rank=99) for _ in range(20)])
+    assert Sample.objects.filter(rank=99).count() == 20 and all(r._persisted for r in more)
+
+
+def test_a_failing_shard_of_a_bulk_write_leaves_the_others_written(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    """Bulk writes are atomic per shard: a shard whose id set is not a set (planted here)
+    writes nothing and raises the typed error; the other shards' records are written and
+    know it."""
+    records = [Quarter(label=str(i)) for i in range(24)]
+    broken = records[0]._key().split("}")[0] + "}"
+    cluster.set(f"{broken}:ids", "not a set")
+    with pytest.raises(errors.WrongKeyType):
+        Quarter.objects.bulk_create(records)
+    for record in records:
+        in_broken = record._key().startswith(broken)
+        assert record._persisted is not in_broken
+        found = Quarter.objects.get(id=record.pk) if not in_broken else None
+        assert in_broken or (found is not None and found.label == record.label)
+    assert not [key for key in every_key(local_cluster)
+                if key.startswith(broken) and not key.endswith(":ids")]
