@@ -88,16 +88,6 @@ def counter_model(url: str) -> Any:
     return _MODEL
 
 
-def repocket_f() -> Any:
-    """``repocket.F``, or None while QuerySet.update()/F (issue 12 item 1) is not in the tree."""
-    import repocket
-
-    return getattr(repocket, "F", None)
-
-
-F_MISSING = "QuerySet.update() and F are not in this repocket yet"
-
-
 @dataclass(frozen=True)
 class RawKeys:
     """The hand-written layout: ``Counter:<id>`` hashes (name, n), the ``n`` sorted index,
@@ -156,11 +146,13 @@ def _increment_targets(ids: list[str], writer: int, k: int) -> list[str]:
 
 def _repocket_increment(url: str, ids: list[str], writer: int, k: int, out: Outcome,
                         start: Callable[[], None]) -> None:
-    model, f = counter_model(url), repocket_f()
+    from repocket import F
+
+    model = counter_model(url)
     targets = _increment_targets(ids, writer, k)
     start()
     for id_ in targets:
-        model.objects.filter(id=id_).update(n=f("n") + 1)
+        model.objects.filter(id=id_).update(n=F("n") + 1)
         out.ops += 1
 
 
@@ -420,8 +412,7 @@ def run(url: str, n: int, writers: int = WRITERS, repeat: int = 3) -> dict[str, 
     """The section's result: every contender, a warm-up and ``repeat`` timed repeats,
     contenders taking turns within each repeat."""
     k, values = max(1, n), max(1, n)
-    contenders = [c for c in (*INCREMENTS, *CREATIONS)
-                  if c != "repocket F increment" or repocket_f() is not None]
+    contenders = [*INCREMENTS, *CREATIONS]
     load_before = _load()
     section = Section(url, writers, k, values)
     trials = {c: Trials(c) for c in contenders}
@@ -437,8 +428,6 @@ def run(url: str, n: int, writers: int = WRITERS, repeat: int = 3) -> dict[str, 
     finally:
         section.close()
     rows = [_row(trials[c], writers) for c in contenders]
-    if repocket_f() is None:
-        rows.insert(0, {"name": "repocket F increment", "kind": "increment", "not_run": F_MISSING})
     return {"writers": writers, "counters": COUNTERS, "k": k, "values": values,
             "repeat": repeat, **cores(), "load": [load_before, _load()], "rows": rows}
 
@@ -446,7 +435,7 @@ def run(url: str, n: int, writers: int = WRITERS, repeat: int = 3) -> dict[str, 
 def _row(t: Trials, writers: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "name": t.name, "kind": "increment" if t.name in INCREMENTS else "create",
-        "atomic": t.name in ATOMIC, "not_run": None,
+        "atomic": t.name in ATOMIC,
         "ops_per_s": statistics.median(t.rates), "min": min(t.rates), "max": max(t.rates)}
     if t.name in INCREMENTS:
         row.update(retries=statistics.median(t.retries), lost_updates=max(t.lost),
@@ -478,9 +467,6 @@ def text(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         if r["kind"] != "increment":
             continue
-        if r["not_run"]:
-            lines.append(f"  {r['name']:<26}not run: {r['not_run']}")
-            continue
         rate = f"{r['ops_per_s']:,.0f} ({r['min']:,.0f}-{r['max']:,.0f})"
         lines.append(f"  {r['name']:<26}{rate:<24}{r['retries']:>9,.0f}"
                      f"{r['lost_updates']:>14,}{r['index_mismatches']:>18,}")
@@ -507,9 +493,7 @@ def verdict(result: dict[str, Any]) -> str:
     rows = {r["name"]: r for r in result["rows"]}
     parts = []
     for name, row in rows.items():
-        if row["not_run"]:
-            parts.append(f"{name} not run")
-        elif row["kind"] == "increment":
+        if row["kind"] == "increment":
             retries = f", {row['retries']:,.0f} retries" if row["retries"] else ""
             parts.append(f"{name} {row['lost_updates']:,} lost{retries}")
         else:

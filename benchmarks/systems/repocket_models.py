@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from ..data import BATCH, BuildRec, ProjectRec
-from .base import NotSupported, System
+from .base import System
 
 
 class _Repocket(System):
@@ -88,10 +88,8 @@ class _Repocket(System):
         return self.Build.objects.get_or_create(ref=ref, defaults=kwargs)  # type: ignore[no-any-return]
 
     def update_f(self, handle: Any) -> int:
-        try:
-            from repocket import F  # type: ignore[attr-defined,unused-ignore]
-        except ImportError as exc:  # QuerySet.update()/F (issue 12 item 1) not in this tree
-            raise NotSupported("QuerySet.update() and F are not in this repocket yet") from exc
+        from repocket import F
+
         return self.Build.objects.filter(id=handle.id).update(  # type: ignore[no-any-return]
             number=F("number") + 1)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import re
@@ -20,14 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SYSTEMS = ["raw-evalsha", "raw-pipeline", "repocket-envelope", "repocket-compact"]
 OPS = ["save", "get", "filter", "range", "append", "get_many", "delete", "bulk_create",
        "get_or_create", "update_f"]
-HAS_F = importlib.util.find_spec("repocket") is not None and hasattr(
-    importlib.import_module("repocket"), "F")
-# What a system cannot run, and the reason the table gives. repocket's F increment is
-# there as soon as QuerySet.update()/F (issue 12 item 1) is: never a made-up number.
+# What a system cannot run, and the reason the table gives.
 EXPECTED_NA = {("raw-pipeline", "get_or_create"): "no atomic get_or_create"}
-if not HAS_F:
-    EXPECTED_NA.update({(name, "update_f"): "QuerySet.update() and F are not in this repocket yet"
-                        for name in ("repocket-envelope", "repocket-compact")})
 
 
 def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -75,17 +67,15 @@ def test_short_run_on_a_throwaway_server(tmp_path: Path) -> None:
         assert result["systems"]["raw-evalsha"]["cells"][op]["round_trips_per_op"] == 1
     for name in ("repocket-envelope", "repocket-compact"):  # one script each, as the issue says
         assert result["systems"][name]["cells"]["get_or_create"]["round_trips_per_op"] == 1
-        if HAS_F:
-            assert result["systems"][name]["cells"]["update_f"]["round_trips_per_op"] == 1
+        assert result["systems"][name]["cells"]["update_f"]["round_trips_per_op"] == 1
     for name in ("raw-evalsha", "repocket-envelope", "repocket-compact"):
         # server time is metered whoever packs the commands (repocket's lean path: hiredis)
         assert result["systems"][name]["cells"]["save"]["server_usec_per_op"] > 0, name
     assert {t["op"] for t in result["targets"]} >= {"save", "get", "delete", "filter"}
     for target in result["targets"]:  # goals met or not, measured unless no peer ran
         assert target["status"] in {"met", "below target"} or (
-            target["status"] == "n/a" and target["against"] == "fastest peer (no peer ran)") or (
-            target["status"] == "n/a"
-            and target["not_run"] == EXPECTED_NA[(target["system"], target["op"])])
+            target["status"] == "n/a" and target["against"] == "fastest peer (no peer ran)")
+        assert target["not_run"] is None
     assert_ends_with_the_summary(proc.stdout, result)
     rows = {(r["system"], r["mode"]): r for r in result["concurrency"]["rows"]}
     assert set(rows) == {(s, m) for s in ("raw-evalsha", "repocket")
@@ -107,11 +97,8 @@ def assert_no_lost_update_and_one_creation(section: dict[str, Any], stdout: str)
     assert list(rows) == ["repocket F increment", "raw-evalsha increment",
                           "WATCH/MULTI retry loop", "naive read-modify-write",
                           "repocket get_or_create", "check-then-create"]
-    if not HAS_F:  # absent, with the reason: never a number
-        assert rows.pop("repocket F increment")["not_run"] == EXPECTED_NA[
-            ("repocket-compact", "update_f")]
     for name, row in rows.items():
-        assert row["not_run"] is None and row["ops_per_s"] > 0, row
+        assert row["ops_per_s"] > 0, row
         if row["kind"] == "increment":
             assert row["lost_updates"] == max(row["lost_per_repeat"])
             assert row["index_mismatches"] == 0, row  # HSET and ZADD always go together
@@ -127,7 +114,7 @@ def assert_no_lost_update_and_one_creation(section: dict[str, Any], stdout: str)
     summary = stdout[stdout.index("Summary: where repocket stands"):]
     verdict = next(line for line in summary.splitlines() if line.startswith("Contention ("))
     assert "; repocket get_or_create 1 creations per value;" in verdict
-    assert "raw-evalsha increment 0 lost;" in verdict
+    assert "repocket F increment 0 lost; raw-evalsha increment 0 lost;" in verdict
     text = stdout[stdout.index("Contention: 8 writer processes"):]
     assert f"on this machine's {os.cpu_count()} cores" in text.splitlines()[0]
     for name in rows:
@@ -144,12 +131,7 @@ def assert_ends_with_the_summary(stdout: str, result: dict[str, Any]) -> None:
         row = next(line for line in lines if line.startswith(f"{label(op)} "))
         ratio = result["systems"]["repocket-compact"]["cells"][op]["ratio"]
         baseline = result["baseline_for"][op]
-        missing = EXPECTED_NA.get(("repocket-compact", op))
-        if missing:  # said, with the reason, never a number
-            assert "n/a raw-evalsha" in row, row
-            assert f"({label(op)}: repocket-compact did not run it: {missing})" in lines
-        else:
-            assert f"{ratio:.2f}x {baseline}" in row, row
+        assert f"{ratio:.2f}x {baseline}" in row, row
         assert "no peer ran" in row  # the smoke run has no peers
     targets = [line.strip() for line in lines if line.startswith("  ")]
     assert len(targets) == len(result["targets"])

@@ -110,8 +110,8 @@ def test_the_estimate_scales_with_the_work_and_adapts_to_the_pace() -> None:
         "5 s", "45 s", "2 min 10 s", "2 min", "15 min"]
 
 
-def test_an_operation_repocket_cannot_run_yet_is_said_with_its_reason_never_a_number() -> None:
-    missing = "QuerySet.update() and F are not in this repocket yet"
+def test_an_operation_repocket_could_not_run_is_said_with_its_reason_never_a_number() -> None:
+    missing = "the server has no such command"
     runs = [run_of("raw-evalsha", "baseline"),
             run_of("repocket-compact", "repocket", cannot=("update_f",), why=missing)]
     result = report.build(runs, {"n": 100, "repeat": 1, "machine": "a test"},
@@ -133,34 +133,31 @@ def test_an_operation_repocket_cannot_run_yet_is_said_with_its_reason_never_a_nu
     assert f"repocket-compact update_f: {missing}" in table
 
 
-def contention_result(f_missing: bool) -> dict[str, Any]:
+def contention_result() -> dict[str, Any]:
     """A contention section as contention.run returns it (two repeats)."""
     def increment(name: str, atomic: bool, lost: list[int], retries: float = 0) -> dict[str, Any]:
-        return {"name": name, "kind": "increment", "atomic": atomic, "not_run": None,
+        return {"name": name, "kind": "increment", "atomic": atomic,
                 "ops_per_s": 5000.0, "min": 4000.0, "max": 6000.0, "retries": retries,
                 "lost_updates": max(lost), "lost_per_repeat": lost, "index_mismatches": 0}
 
     def create(name: str, atomic: bool, low: int, high: int, stored: int,
                disagree: int) -> dict[str, Any]:
-        return {"name": name, "kind": "create", "atomic": atomic, "not_run": None,
+        return {"name": name, "kind": "create", "atomic": atomic,
                 "ops_per_s": 7000.0, "min": 6500.0, "max": 7500.0, "creations_min": low,
                 "creations_max": high, "stored_max": stored, "disagreements": disagree}
 
-    first = ({"name": "repocket F increment", "kind": "increment",
-              "not_run": contention.F_MISSING} if f_missing
-             else increment("repocket F increment", True, [0, 0]))
     return {"writers": 8, "counters": 4, "k": 150, "values": 150, "repeat": 2, "cores": 2,
             "usable": 2, "load": [0.4, 3.2], "rows": [
-                first, increment("raw-evalsha increment", True, [0, 0]),
+                increment("repocket F increment", True, [0, 0]),
+                increment("raw-evalsha increment", True, [0, 0]),
                 increment("WATCH/MULTI retry loop", True, [0, 0], retries=812),
                 increment("naive read-modify-write", False, [397, 512]),
                 create("repocket get_or_create", True, 1, 1, 150, 0),
                 create("check-then-create", False, 1, 6, 421, 97)]}
 
 
-@pytest.mark.parametrize("f_missing", [False, True])
-def test_the_contention_section_gives_cores_lost_updates_and_creations(f_missing: bool) -> None:
-    text = contention.text(contention_result(f_missing))
+def test_the_contention_section_gives_cores_lost_updates_and_creations() -> None:
+    text = contention.text(contention_result())
     lines = text.splitlines()
     assert lines[0] == ("Contention: 8 writer processes on this machine's 2 cores; load "
                         "average 0.4 at the start, 3.2 at the end; median of 2 repeats (ops/s "
@@ -168,22 +165,16 @@ def test_the_contention_section_gives_cores_lost_updates_and_creations(f_missing
     assert "8 writers x 150 on the same 4 counters (expected total 1,200 per repeat)" in text
     row = {line.split("  ")[1].strip(): line for line in lines if line.startswith("  ")
            and not line.startswith("  contender")}
-    if f_missing:
-        assert row["repocket F increment"].split() == [
-            "repocket", "F", "increment", "not", "run:", *contention.F_MISSING.split()]
-    else:
-        assert row["repocket F increment"].split()[3:] == ["5,000", "(4,000-6,000)", "0", "0",
-                                                             "0"]
+    assert row["repocket F increment"].split()[3:] == ["5,000", "(4,000-6,000)", "0", "0", "0"]
     assert row["WATCH/MULTI retry loop"].split()[3:] == ["5,000", "(4,000-6,000)", "812", "0",
                                                           "0"]
     assert row["naive read-modify-write"].split()[-2:] == ["512", "0"]  # the worst repeat
     assert row["repocket get_or_create"].split()[2:] == ["7,000", "(6,500-7,500)", "1", "150",
                                                          "0"]
     assert row["check-then-create"].split()[1:] == ["7,000", "(6,500-7,500)", "1-6", "421", "97"]
-    verdict = contention.verdict(contention_result(f_missing))
-    assert verdict.startswith("Contention (8 writer processes, 2 cores; updates lost, worst "
-                              "repeat): " + ("repocket F increment not run; " if f_missing
-                                             else "repocket F increment 0 lost; "))
-    assert "WATCH/MULTI retry loop 0 lost, 812 retries; naive read-modify-write 512 lost; " \
-        "repocket get_or_create 1 creations per value; check-then-create 1-6 creations per " \
-        "value" in verdict
+    verdict = contention.verdict(contention_result())
+    assert verdict == (
+        "Contention (8 writer processes, 2 cores; updates lost, worst repeat): repocket F "
+        "increment 0 lost; raw-evalsha increment 0 lost; WATCH/MULTI retry loop 0 lost, 812 "
+        "retries; naive read-modify-write 512 lost; repocket get_or_create 1 creations per "
+        "value; check-then-create 1-6 creations per value")
