@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,12 +30,12 @@ from ..attributes import (
     uuid_text,
 )
 from ..errors import InvalidQuery, UnknownField, UnsavedPointer, ValidationError
-from .codecs import number_frame
+from .codecs import CODECS, number_frame
 from .layout import refuse_on_cluster
 from .luagen import scripts_for
 from .ops import WRITE_BUDGET
 from .plan import Call, Plan, pack
-from .query import Condition, QueryState, _Keys, _sources, compile_query
+from .query import SMALL_PLAN, Condition, QueryState, _Keys, _sources, compile_query
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -121,6 +122,12 @@ def _kind(attribute: Attribute) -> str | None:
 _READABLE = {"int": ("int",), "dec": ("dec", "int"), "float": ("float", "int")}
 
 
+@functools.lru_cache(maxsize=1024)
+def _frame(codec_name: str, attribute: Attribute) -> tuple[bytes, bytes]:
+    """``number_frame``, once per codec and field (the text around a number is fixed)."""
+    return number_frame(CODECS[codec_name], attribute)
+
+
 @dataclasses.dataclass(frozen=True)
 class Assignments:
     """update()'s keyword arguments, checked and framed for the script."""
@@ -145,7 +152,7 @@ def compile_assignments(model: type[ActiveRecord], values: dict[str, Any]) -> As
         attribute = _target(model, name, value)
         if isinstance(value, Combinable):
             kind, tree = _expression(model, attribute, value, reads)
-            head, tail = number_frame(codec, attribute)
+            head, tail = _frame(codec.name, attribute)
             framed.append([attribute.name, "expr", kind, tree, head, tail,
                            bool(getattr(attribute, "allow_nan", False)), attribute.nullable])
             continue
@@ -267,7 +274,8 @@ def page_size(model: type[ActiveRecord]) -> int:
     return max(1, min(PAGE, WRITE_BUDGET // per_record))
 
 
-def _plan(state: QueryState, reads: tuple[str, ...]) -> tuple[bytes, list[str]]:
+def _plan(state: QueryState, reads: tuple[str, ...], is_envelope: bool
+          ) -> tuple[bytes, tuple[str, ...]]:
     """The query plan the update script follows (query.lua's sources and groups), with
     KEYS laid out as the model's write keys, and those KEYS."""
     meta = state.model._meta
@@ -275,25 +283,31 @@ def _plan(state: QueryState, reads: tuple[str, ...]) -> tuple[bytes, list[str]]:
     keys.keys = [meta.ids_key, *meta.model_keys]  # every source key is a write key
     used = {c.field for _, conditions in state.groups for c in conditions} | set(reads)
     plan = {
-        "envelope": meta.codec.is_envelope, "pk": meta.pk_name,
+        "envelope": is_envelope, "pk": meta.pk_name,
         "defaults": {name: value for name, value in meta.absent_values().items()
                      if name in used},
         "sources": _sources(state, keys),
         "groups": [[negated, [[c.field, meta.fields[c.field].family, c.op, list(c.values)]
                               for c in conditions]] for negated, conditions in state.groups],
     }
-    return pack(plan), keys.keys
+    return pack(plan), tuple(keys.keys)
+
+
+_small_plan = functools.lru_cache(maxsize=512)(_plan)
 
 
 def _call(state: QueryState, assignments: Assignments, page: int) -> Call:
     meta = state.model._meta
-    plan, keys = _plan(state, assignments.reads)
-    keys += list(assignments.pointer_keys)
+    size = sum(len(c.values) for _, conditions in state.groups for c in conditions)
+    # small plans (most: a filter by id or a few values) are kept for reuse, as queries' are
+    compiled = _small_plan if size <= SMALL_PLAN else _plan
+    plan, keys = compiled(state, assignments.reads, meta.codec.is_envelope)
+    keys += tuple(assignments.pointer_keys)
 
     def decode(reply: list[Any]) -> int | None:
         return int(reply[1]) if reply[0] == b"done" else None  # None: list the ids first
 
-    return Call(scripts_for(state.model).update, tuple(keys),
+    return Call(scripts_for(state.model).update, keys,
                 (plan, page, assignments.packed, MAX_DIGITS), decode, meta.name,
                 dict(assignments.pointer_keys))
 

@@ -177,7 +177,7 @@ def arith(client: redis.Redis, cases: list[tuple[str, str, str, str]]) -> list[s
 
 
 def _random_int(rng: random.Random) -> int:
-    digits = rng.choice([1, 2, 7, 8, 15, 16, 17, 30, 60, 200])
+    digits = rng.choice([1, 2, 3, 7, 8, 14, 15, 16, 17, 30, 60, 200])
     value = rng.randrange(10 ** digits)
     return -value if rng.random() < 0.5 else value
 
@@ -195,8 +195,11 @@ def test_integer_arithmetic_is_exact(client: redis.Redis) -> None:
             b = 7
         cases.append(("int", op, str(a), str(b)))
         expected.append(str(operations[op](a, b)))
+    # limb edges, the edge of the double fast path (15 digits), floor division signs
     for a, b in [(9999999, 1), (10**14 - 1, 10**14 - 1), (-(10**7), 10**7), (0, -5),
-                 (-7, 2), (7, -2), (-6, 3), (10**21, 10**7)]:
+                 (-7, 2), (7, -2), (-6, 3), (-7, -2), (10**21, 10**7), (10**15 - 1, 1),
+                 (-(10**15 - 1), -(10**15 - 1)), (999999999999999, 999999999999998),
+                 (31622776, 31622777), (10**15, 3), (2**53 - 1, 2), (-(2**52), 3)]:
         for op, fn in operations.items():
             cases.append(("int", op, str(a), str(b)))
             expected.append(str(fn(a, b)))

@@ -130,9 +130,46 @@ local function int_text(negative, digits)
   return (negative and '-' or '') .. digits
 end
 
+-- Integers of at most 15 digits are exact as doubles, and so are their sums,
+-- differences and (up to 15 digits in all) products: those take Lua's arithmetic.
+local SMALL_DIGITS = 15
+
+-- The text of an integral double below 2^53 in magnitude, as Python writes the int.
+local function small_int_text(number)
+  if number == 0 then return '0' end  -- never '-0'
+  return string.format('%.0f', number)
+end
+
+-- x op y in doubles when both texts are small integers and the result is surely exact;
+-- nil otherwise (the digit-string arithmetic then runs).
+local function small_int_arith(op, x, y)
+  if #x > SMALL_DIGITS + 1 or #y > SMALL_DIGITS + 1 then return nil end
+  if not string.find(x, '^%-?%d+$') or not string.find(y, '^%-?%d+$') then return nil end
+  local a, b = tonumber(x), tonumber(y)
+  if math.abs(a) >= 1e15 or math.abs(b) >= 1e15 then return nil end
+  if op == '+' then return small_int_text(a + b) end
+  if op == '-' then return small_int_text(a - b) end
+  if op == '*' then
+    if math.abs(a) * math.abs(b) >= 1e15 then return nil end
+    return small_int_text(a * b)
+  end
+  if op == '/' and b ~= 0 then
+    local q = math.floor(a / b)
+    local rest = a - q * b  -- exact: |q * b| stays below 2^53
+    if rest < 0 and b > 0 or rest > 0 and b < 0 then q = q - 1
+    elseif rest >= b and b > 0 or rest <= b and b < 0 then q = q + 1 end
+    return small_int_text(q)
+  end
+  return nil
+end
+
 -- x op y for integer texts; '/' is floor division (Python's //). `limit`: the most
 -- digits an operand or the result may have (0: no limit).
 local function int_arith(op, x, y, limit)
+  if limit == 0 or limit > SMALL_DIGITS then  -- a small result is within any such limit
+    local small = small_int_arith(op, x, y)
+    if small then return small end
+  end
   local negative_x, a = int_parts(x)
   local negative_y, b = int_parts(y)
   if negative_x == nil or negative_y == nil then return nil, 'not an integer' end
