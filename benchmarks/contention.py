@@ -39,6 +39,7 @@ import argparse
 import multiprocessing
 import os
 import queue
+import signal
 import statistics
 import sys
 import time
@@ -267,7 +268,8 @@ def run_task(url: str, writer: int, task: tuple[str, dict[str, Any]],
 
 def _writer(url: str, writer: int, tasks: Any, results: Any, barrier: Any) -> None:
     """A writer process: runs each task it is given between the common barrier and its
-    result, until it gets None."""
+    result, until it gets None. Ctrl-C is the parent's to handle: it stops the writers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while (task := tasks.get()) is not None:
         try:
             outcome: Outcome | str = run_task(url, writer, task,
@@ -311,12 +313,17 @@ class Writers:
         return [o for o in outcomes if isinstance(o, Outcome)]
 
     def close(self) -> None:
+        """Stop every writer (within seconds, even one in the middle of a task): nothing
+        writes once this returns, so the keys can be removed."""
         for tasks in self.tasks:
             tasks.put(None)
+        deadline = time.monotonic() + 5
         for process in self.processes:
-            process.join(timeout=10)
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
             if process.is_alive():
                 process.terminate()
+                process.join()
 
 
 @dataclass
