@@ -80,6 +80,19 @@ class DoesNotExist(FieldError, LookupError):
     """The record an operation needs is not in Redis."""
 
 
+class StaleRecord(FieldError, RuntimeError):
+    """A save (or delete) of an instance of a ``Meta.optimistic_lock`` model that was loaded,
+    or last saved, before another write of its record: nothing was written. ``value`` is
+    the record's id; ``expected`` the version the instance holds, ``found`` the stored one.
+    Reload it (``refresh_from_db()``), apply the change again and retry."""
+
+    def __init__(self, message: str, *, model: str = "", field: str = "", value: Any = None,
+                 expected: int | None = None, found: int | None = None):
+        super().__init__(message, model=model, field=field, value=value)
+        self.expected = expected
+        self.found = found
+
+
 class StoredDataError(RepocketError):
     """What is stored in Redis does not match the model (wrong key type, undecodable value)."""
 

@@ -18,7 +18,7 @@ from ..connections import configure
 from ..core import batches
 from ..core import ops as operations
 from ..core.plan import Plan
-from ..errors import DoesNotExist
+from ..errors import DoesNotExist, StaleRecord
 from ..exec.aio import aexecute, arun_plan, astream_plan
 from ..tools import check
 
@@ -79,7 +79,8 @@ class AsyncRecordMixin:
                                fields: Iterable[str] | None = None, *,
                                pointer_depth: int = 1) -> None:
         """``refresh_from_db()``, awaited: one round trip."""
-        self._apply_fresh(await _arun(self._refresh_op(fields, pointer_depth)))
+        self._apply_fresh(await _arun(self._refresh_op(fields, pointer_depth)),
+                          whole=fields is None)
 
     async def afetch(self: ActiveRecord, name: str) -> Any:  # type: ignore[misc]
         """Load what reading ``name`` would load synchronously (a Pointer beyond
@@ -141,8 +142,8 @@ class AsyncManagerMixin(Generic[_R]):
                 setattr(record, name, value)
             try:
                 await record.asave()
-            except DoesNotExist:
-                continue  # deleted since found: find or create it again
+            except (DoesNotExist, StaleRecord):
+                continue  # deleted or written since found: find or create it again
             return record, False
 
     async def abulk_create(self, records: Iterable[_R],

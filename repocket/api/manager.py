@@ -10,7 +10,7 @@ from ..connections import configure
 from ..core import batches
 from ..core import ops as operations
 from ..core.query import canonical, id_lookup
-from ..errors import DoesNotExist, UniqueViolation
+from ..errors import DoesNotExist, StaleRecord, UniqueViolation
 from ..exec.plans import run_plan
 from ..exec.sync import execute
 from ..tools import check
@@ -206,8 +206,8 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
                 setattr(record, name, value)
             try:
                 record.save()
-            except DoesNotExist:
-                continue  # deleted since found: find or create it again
+            except (DoesNotExist, StaleRecord):
+                continue  # deleted or written since found: find or create it again
             return record, False
 
     def bulk_create(self, records: Iterable[_R],

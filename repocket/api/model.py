@@ -151,6 +151,14 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
                 name not in fields or fields[name].index_kind is None for name in group):
             raise _definition_error(model.__name__, f"unique_together entry {group!r} must be a "
                                     "tuple of indexable field names")
+    for option in ("optimistic_lock", "changes"):
+        if not isinstance(getattr(meta, option, False), bool):
+            raise _definition_error(model.__name__, f"Meta.{option} must be True or False, not "
+                                    f"{getattr(meta, option)!r}")
+    maxlen = getattr(meta, "changes_maxlen", 1)
+    if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+        raise _definition_error(model.__name__, "Meta.changes_maxlen must be a positive "
+                                f"integer, not {maxlen!r}")
     codec = getattr(meta, "codec", None)
     if codec is not None:
         try:
@@ -184,6 +192,7 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
     _stored: dict[str, bytes | None]
     _synced_streams: dict[str, bytes | None]
     _persisted: bool
+    _version: int
 
     def __init__(self, *args: Any, **kw: Any):
         if args:
@@ -198,6 +207,7 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
         self._stored = {}
         self._synced_streams = {}  # nothing known: the first save sets the streams
         self._persisted = False
+        self._version = 0  # Meta.optimistic_lock: the version last read or written
         for name, attribute in meta.fields.items():
             value = kw[name] if name in kw else attribute.initial_value()
             self._values[name] = attribute.clean(value, meta.name)
@@ -232,7 +242,7 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
         as Django's: values changed in memory and not saved are replaced. DoesNotExist
         when the record is gone (or was never saved)."""
         self._apply_fresh(execute(configure.get_connection(),
-                                  self._refresh_op(fields, pointer_depth)))
+                                  self._refresh_op(fields, pointer_depth)), whole=fields is None)
 
     def _refresh_op(self, fields: Iterable[str] | None, pointer_depth: int) -> Any:
         """The load refresh_from_db runs: the whole record (get.lua), or the given fields
@@ -248,7 +258,9 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
         return self._meta.manager.filter(pointer_depth=pointer_depth, pk=self.pk).only(
             *names)[:1]._records_op() if names else []
 
-    def _apply_fresh(self, found: list[ActiveRecord]) -> None:
+    def _apply_fresh(self, found: list[ActiveRecord], whole: bool) -> None:
+        """The instance as ``found[0]``; only a ``whole`` reload makes its version
+        (optimistic_lock) the stored one: fields not reloaded may still be stale."""
         meta = self._meta
         if not found:
             raise DoesNotExist(f"{meta.name} {self.pk} does not exist (deleted, or never "
@@ -263,6 +275,8 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
                     mine[name] = theirs[name]
                 else:
                     mine.pop(name, None)
+        if whole:
+            self._version = fresh._version
         self._persisted = True
 
     def _append(self, stream: str, data: bytes | str) -> int:
@@ -306,6 +320,13 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
         return self._values[name]
 
     # -- in-memory access ---------------------------------------------------------------------
+    @property
+    def lock_version(self) -> int | None:
+        """With ``Meta.optimistic_lock``: the record's version as this instance last read
+        or wrote it (0 before its first save); a save or delete expects Redis to hold it.
+        None for a model without optimistic_lock."""
+        return self._version if self._meta.optimistic_lock else None
+
     @property
     def pk(self) -> uuid.UUID:
         return self._values[self._meta.pk_name]  # type: ignore[no-any-return]

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING, Any
 from ..attributes import mark_dangling, uuid_from_ascii, uuid_text
 from ..errors import StoredDataError
 from .codecs import CorruptValue
+from .keys import VERSION_FIELD
+
+VERSION_BYTES = VERSION_FIELD.encode()
 
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
@@ -78,6 +81,19 @@ def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
             value = raw if raw is not None else (None if meta.fields[name].null else b"")
             values[name] = synced[name] = value
     instance = model.__new__(model)
+    # the version counter of Meta.optimistic_lock (absent: saved before it was on, or never)
+    version = stored_by_name.get(VERSION_BYTES)
     instance.__dict__.update(_values=values, _stored=stored, _synced_streams=synced,
-                             _persisted=True)
+                             _persisted=True, _version=_version(version))
     return instance
+
+
+def _version(raw: bytes | None) -> int:
+    """A stored version (0 when the record has none); a corrupt one reads as -1, which no
+    save expects: saving the instance then reports the stored value."""
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        return -1

@@ -8,6 +8,10 @@ Layout (as repocket 0.1 documented it)::
     repocket:<namespace>:<Class>:idx:<field>         sorted set: the field's index
     repocket:<namespace>:<Class>:idx:<field>:null    set: ids whose indexed field is None
     repocket:<namespace>:<Class>:uniq:<f>[+<g>...]   hash: unique value -> id
+    repocket:<namespace>:<Class>:changes             stream: the change feed (Meta.changes)
+
+A record hash may hold one field besides the model's: ``VERSION_FIELD``, the version
+counter of ``Meta.optimistic_lock`` (never a field name: those are Python identifiers).
 
 On a Redis Cluster each model is split into shards (``Meta.shards``, 16 by default)
 and every key of one shard starts with the shard's hash tag, so all of them live in
@@ -31,6 +35,10 @@ import zlib
 
 ROOT = "repocket"
 IDS_SUFFIX = "ids"
+CHANGES_SUFFIX = "changes"
+# The hash field holding a record's version under Meta.optimistic_lock: not an identifier,
+# so no declared field (an identifier not starting with '_') can ever be named so.
+VERSION_FIELD = ":version"
 _NAME_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
 
@@ -125,3 +133,8 @@ def parse_stream_key(prefix: str, key: str) -> tuple[str, str] | None:
 
 def ids_key(prefix: str) -> str:
     return f"{prefix}:{IDS_SUFFIX}"
+
+
+def changes_key(prefix: str) -> str:
+    """The stream of the model's change feed (``Meta.changes``)."""
+    return f"{prefix}:{CHANGES_SUFFIX}"

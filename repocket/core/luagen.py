@@ -111,6 +111,9 @@ def _key_locals(meta: Options) -> list[tuple[str, str, str, str]]:
         key = keyspace.unique_key(meta.prefix, group)
         rows.append((f"uniq_{'_'.join(group)}", f"KEYS[{position[key]}]",
                      f"unique {'+'.join(group)}", key))
+    if meta.changes:
+        rows.append(("changes", f"KEYS[{position[meta.changes_key]}]", "the change feed",
+                     meta.changes_key))
     return rows
 
 
@@ -160,14 +163,14 @@ _SAVE_HEADER = """#!lua
 --   from Redis), N, D, P, N field/value pairs to HSET, D fields to HDEL, and per
 --   ByteStream {streams} an op/data pair:
 --   ''  leave the stream,  'A'  APPEND,  'S'  SET,  'D'  DEL
-{find_args}--
--- Reply: 'saved', or 'gone' (nothing written) when a partial save finds its record
+{lock_args}{find_args}{feed_note}--
+-- Reply: {saved}, or 'gone' (nothing written) when a partial save finds its record
 --        deleted meanwhile: the caller raises DoesNotExist (no resurrection).
 {find_reply}-- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
 --         REPOCKET {{"code": "pointer_missing", "key"}}
 --         REPOCKET {{"code": "unique", "fields", "values", "owner", "id"}}
 --         REPOCKET {{"code": "too_large", "key", "size", "limit"}}
-"""
+{lock_errors}"""
 
 _SAVE_FRAME = """
 local R, MAX_BYTES = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -187,10 +190,10 @@ for r = 1, R do
                   n_ptr = n_ptr, id = ARGV[arg_at], partial = ARGV[arg_at + 1] == '1',
                   first_set = arg_at + 5, n_set = n_set, n_del = n_del}}
   record.first_del = record.first_set + 2 * n_set
-  record.first_op = record.first_del + n_del
+  record.first_op = record.first_del + n_del{expected}
   records[r] = record
   key_at = key_at + 1 + S + n_ptr
-  arg_at = record.first_op + 2 * S
+  arg_at = record.first_op + 2 * S{lock_arg}
 end
 
 -- The tracked values a record holds once written.
@@ -253,7 +256,7 @@ local function check(record, claimed, unique_checked)
   err = check_pointers(record)
   if err then return err end
   local exists = raw[1] ~= false
-  if record.partial and not exists then return 'gone' end
+  if record.partial and not exists then return 'gone' end{check_version}{note_exists}
   local old, defaulted = {{}}, false
 {read_old}
   record.old = old
@@ -270,9 +273,7 @@ end
 
 _SAVE_WRITE = """
 local function write(record)
-  if record.n_set > 0 then
-    redis.call('HSET', record.hash, unpack(ARGV, record.first_set, record.first_del - 1))
-  end
+{write_hash}
   if record.n_del > 0 then
     redis.call('HDEL', record.hash, unpack(ARGV, record.first_del, record.first_op - 1))
   end
@@ -281,7 +282,7 @@ local function write(record)
     write_stream(KEYS[record.first_stream + s - 1], ARGV[op], ARGV[op + 1])
   end
   local id, old, new, known = record.id, record.old, record.new, record.known
-{write_entries}
+{write_entries}{write_feed}
 end
 
 local err = {model_checks}
@@ -298,14 +299,20 @@ for r, record in ipairs(records) do ids[r] = record.id end
 local added = redis.pcall('SADD', K.ids, unpack(ids))
 if is_error(added) then return pcall_failure(K.ids, 'set', added) end
 for _, record in ipairs(records) do write(record) end
-return 'saved'
-"""
+{save_reply}"""
+
+
+def _read_fields(meta: Options, fields: list[str]) -> str:
+    """READ, the HMGET of a stored record: its id, its version (optimistic_lock), then
+    the tracked ``fields``."""
+    version = [keyspace.VERSION_FIELD] if meta.optimistic_lock else []
+    return lua_list([meta.pk_name, *version, *fields])
 
 
 def _read_old(meta: Options, fields: list[str]) -> str:
-    """Lua filling ``old`` from the HMGET reply ``raw`` (READ order: id first)."""
+    """Lua filling ``old`` from the HMGET reply ``raw`` (READ order: id, version first)."""
     lines = []
-    for i, name in enumerate(fields, start=2):
+    for i, name in enumerate(fields, start=3 if meta.optimistic_lock else 2):
         target = lua_field("old", name)
         line = f"  {target} = canonical(raw[{i}], IS_ENVELOPE) or nil"
         if name in meta.absent_values():
@@ -382,6 +389,8 @@ def _model_checks(meta: Options) -> str:
         checks.append(f"check_type({lua_field('K', f'idx_{name}')}, 'zset')")
         if keyspace.null_key(meta.prefix, name) in meta.key_position:
             checks.append(f"check_type({lua_field('K', f'null_{name}')}, 'set')")
+    if meta.changes:
+        checks.append("check_type(K.changes, 'stream')")
     return "\n  or ".join(checks) + " or nil" if checks else "nil"
 
 
@@ -405,26 +414,122 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
     unique claim the call names (then that record is the reply, and nothing is written)."""
     fields = tracked_fields(meta)
     streams = list(meta.stream_names)
+    lock, feed = meta.optimistic_lock, meta.changes
     header = _SAVE_HEADER.format(
         operation="get_or_create" if find else "save", purpose=_FIND_PURPOSE if find else "",
         find_args=_FIND_ARGS if find else "", find_reply=_FIND_REPLY if find else "",
         model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), prefix=meta.prefix, n_streams=len(streams),
-        streams="(" + ", ".join(streams) + ")" if streams else "(none)")
+        streams="(" + ", ".join(streams) + ")" if streams else "(none)",
+        lock_args=_LOCK_ARGS if lock else "", feed_note=_feed_note(meta) if feed else "",
+        saved="{'saved', each record's new version}" if lock else "'saved'",
+        lock_errors=_LOCK_ERRORS if lock else "")
     frame = _SAVE_FRAME.format(
         n_streams=len(streams), is_envelope="true" if is_envelope else "false",
-        read_fields=lua_list([meta.pk_name, *fields]),
+        read_fields=_read_fields(meta, fields),
         tracked_set=", ".join(f"[{lua_string(name)}] = true" for name in fields),
-        first_record_key=2 + len(meta.model_keys))
+        first_record_key=1 + len(meta.write_keys(meta.prefix)),
+        expected="\n  record.expected = ARGV[record.first_op + 2 * S]" if lock else "",
+        lock_arg=" + 1" if lock else "")
+    if lock:
+        frame += _VERSION_LOCAL
+    if feed:
+        frame += _feed_frame(meta)
     check = _SAVE_CHECK.format(read_old=_read_old(meta, fields),
-                               check_uniques=_check_uniques(meta))
+                               check_uniques=_check_uniques(meta),
+                               check_version=_CHECK_VERSION if lock else "",
+                               note_exists="\n  record.exists = exists" if feed else "")
     write = _SAVE_WRITE.format(write_entries=_write_entries(meta),
                                model_checks=_model_checks(meta),
-                               unchecked_uniques=_unchecked_uniques(meta))
+                               unchecked_uniques=_unchecked_uniques(meta),
+                               write_hash=_WRITE_HASH_LOCKED if lock else _WRITE_HASH,
+                               write_feed=_write_feed(
+                                   meta, "record.exists and 'update' or 'create'",
+                                   ", 'fields', changed_fields(record)") if feed else "",
+                               save_reply=_LOCKED_REPLY if lock else "return 'saved'\n")
     if find:
         write = write.replace("\nlocal err = ", _find_block(meta) + "\nlocal err = ", 1)
     return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n"
             + _defaults_table(meta, fields) + "\n" + frame + check + write)
+
+
+_LOCK_ARGS = """--   then (optimistic_lock) the version the instance holds: '0' for a new record, ''
+--   for none (force_insert: no check); a record at another version is stale
+"""
+_LOCK_ERRORS = """\
+--         REPOCKET {"code": "stale", "id", "expected", "found"}  (optimistic_lock)
+--         REPOCKET {"code": "bad_version", "key", "value"}  (a stored version, not a count)
+"""
+_VERSION_LOCAL = """
+-- optimistic_lock: the hash field holding a record's version (no field is named so)
+local VERSION = ':version'
+"""
+_CHECK_VERSION = """
+  -- optimistic_lock: the stored version must be the one the instance holds
+  local stored_version = raw[2]
+  record.version = tonumber(stored_version or '0')
+  if not record.version or record.version < 0 or record.version % 1 ~= 0 then
+    return fail('bad_version', {key = record.hash, value = stored_version})
+  end
+  if record.expected ~= '' and tonumber(record.expected) ~= record.version then
+    return fail('stale', {id = record.id, expected = tonumber(record.expected),
+                          found = record.version})
+  end"""
+_WRITE_HASH = """  if record.n_set > 0 then
+    redis.call('HSET', record.hash, unpack(ARGV, record.first_set, record.first_del - 1))
+  end"""
+_WRITE_HASH_LOCKED = """  -- the new version goes with the fields, in the same HSET
+  record.version = record.version + 1
+  if record.n_set > 0 then
+    redis.call('HSET', record.hash, VERSION, record.version,
+               unpack(ARGV, record.first_set, record.first_del - 1))
+  else
+    redis.call('HSET', record.hash, VERSION, record.version)
+  end"""
+_LOCKED_REPLY = """local reply = {'saved'}
+for r, record in ipairs(records) do reply[r + 1] = record.version end
+return reply
+"""
+
+
+def _feed_note(meta: Options) -> str:
+    version = ", version" if meta.optimistic_lock else ""
+    return (f"-- Each record written appends one entry to the change feed (K.changes,\n"
+            f"--   XADD MAXLEN ~ {meta.changes_maxlen}): op 'create' or 'update', id, fields\n"
+            f"--   (the names it sets, clears or changes, comma-separated){version}.\n")
+
+
+def _feed_frame(meta: Options) -> str:
+    return f"""
+-- The change feed keeps about FEED_MAXLEN entries (XADD MAXLEN ~).
+local FEED_MAXLEN = {meta.changes_maxlen}
+local FEED_FIELDS = {lua_list(meta.feed_fields)}  -- every field but the id, in order
+local STREAM_NAMES = {lua_list(meta.stream_names)}
+
+-- The names of the fields a record's write sets, clears or changes (a stream op), in
+-- declaration order, comma-separated: the 'fields' of its change entry.
+local function changed_fields(record)
+  local changed = {{}}
+  for i = record.first_set, record.first_del - 1, 2 do changed[ARGV[i]] = true end
+  for i = record.first_del, record.first_op - 1 do changed[ARGV[i]] = true end
+  for s = 1, S do
+    if ARGV[record.first_op + 2 * s - 2] ~= '' then changed[STREAM_NAMES[s]] = true end
+  end
+  local names = {{}}
+  for _, name in ipairs(FEED_FIELDS) do
+    if changed[name] then names[#names + 1] = name end
+  end
+  return table.concat(names, ',')
+end
+"""
+
+
+def _write_feed(meta: Options, op: str, fields: str) -> str:
+    version = ", 'version', record.version" if meta.optimistic_lock else ""
+    return f"""
+  -- the change feed: this write's entry, appended by the script that writes
+  redis.call('XADD', K.changes, 'MAXLEN', '~', FEED_MAXLEN, '*',
+             'op', {op}, 'id', id{fields}{version})"""
 
 
 _FIND_PURPOSE = """-- get_or_create: finds the record holding a unique claim (its id, a unique field
@@ -498,10 +603,10 @@ _DELETE = """#!lua flags=allow-oom
 -- then, for each record: its hash                       {prefix}:<id>
 --   and its {n_streams} ByteStream keys {streams}       <hash key>:field:<name>
 -- ARGV[1 ..]  the records' ids, in KEYS order
---
+{lock_args}{feed_note}--
 -- Reply: {{records deleted, keys deleted (hashes + existing streams)}}.
 -- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
-
+{lock_errors}
 -- @libraries
 
 {keys_table}
@@ -511,6 +616,7 @@ local IS_ENVELOPE = {is_envelope}
 -- HMGET of a stored record: its id, then the fields indexes and constraints read
 local READ = {read_fields}
 local FIRST = {first_record_key}
+local N = {n_records}{feed_frame}
 
 local err = {model_checks}
 if err then return err end
@@ -518,7 +624,7 @@ if err then return err end
 -- Reads every record (the HMGET doubles as its type check) and its claims.
 local records = {{}}
 local claims_checked = {{}}
-for r = 1, #ARGV do
+for r = 1, N do
   local at = FIRST + (r - 1) * (S + 1)
   local record = {{hash = KEYS[at], at = at, id = ARGV[r]}}
   local raw = redis.pcall('HMGET', record.hash, unpack(READ))
@@ -527,7 +633,7 @@ for r = 1, #ARGV do
     err = check_type(KEYS[at + s], 'string')
     if err then return err end
   end
-  local exists = raw[1] ~= false
+  local exists = raw[1] ~= false{check_version}
   local old, defaulted = {{}}, false
 {read_old}
   record.old = old
@@ -552,7 +658,7 @@ for _, record in ipairs(records) do
   found, deleted = found + removed, deleted + removed
   if S > 0 then
     deleted = deleted + redis.call('DEL', unpack(KEYS, record.at + 1, record.at + S))
-  end
+  end{write_feed}
 end
 return {{found, deleted}}
 """
@@ -590,6 +696,7 @@ def _delete_entries(meta: Options) -> str:
 
 def delete_source(meta: Options, is_envelope: bool) -> str:
     fields = tracked_fields(meta)
+    lock, feed = meta.optimistic_lock, meta.changes
     streams = list(meta.stream_names)
     unchecked = _unchecked_uniques(meta).replace("unique_checked", "claims_checked")
     return _DELETE.format(
@@ -598,10 +705,39 @@ def delete_source(meta: Options, is_envelope: bool) -> str:
         streams="(" + ", ".join(streams) + ")" if streams else "(none)",
         keys_table=_keys_table(meta), defaults=_defaults_table(meta, fields),
         is_envelope="true" if is_envelope else "false",
-        read_fields=lua_list([meta.pk_name, *fields]),
-        first_record_key=2 + len(meta.model_keys), model_checks=_model_checks(meta),
+        read_fields=_read_fields(meta, fields),
+        first_record_key=1 + len(meta.write_keys(meta.prefix)),
+        model_checks=_model_checks(meta),
         read_old=_read_old(meta, fields), read_claims=_read_claims(meta),
-        unchecked_uniques=unchecked, delete_entries=_delete_entries(meta))
+        unchecked_uniques=unchecked, delete_entries=_delete_entries(meta),
+        lock_args=_DELETE_LOCK_ARGS if lock else "",
+        feed_note=_DELETE_FEED_NOTE.format(
+            version=", version" if lock else "") if feed else "",
+        lock_errors=_LOCK_ERRORS.split("\n")[0] + "\n" if lock else "",
+        n_records="#ARGV / 2" if lock else "#ARGV",
+        feed_frame=f"\nlocal FEED_MAXLEN = {meta.changes_maxlen}  -- entries the feed keeps, about"
+        if feed else "",
+        check_version=_DELETE_CHECK_VERSION if lock else "",
+        write_feed=("\n  if removed == 1 then" + _write_feed(meta, "'delete'", "").replace(
+            "\n", "\n  ") + "\n  end") if feed else "")
+
+
+_DELETE_LOCK_ARGS = """\
+-- then (optimistic_lock) per record the version the deleting instance holds ('' for
+--   none: a queryset's delete); a record at another version is stale, none is deleted
+"""
+_DELETE_FEED_NOTE = """\
+-- Each record deleted appends one entry to the change feed (K.changes): op 'delete',
+--   id{version}.
+"""
+_DELETE_CHECK_VERSION = """
+  -- optimistic_lock: a stale instance deletes nothing
+  record.version = tonumber(raw[2] or '0') or raw[2]
+  local expected = ARGV[N + r]
+  if exists and expected ~= '' and tonumber(expected) ~= record.version then
+    return fail('stale', {id = record.id, expected = tonumber(expected),
+                          found = record.version})
+  end"""
 
 
 # -- append ---------------------------------------------------------------------------------
@@ -611,9 +747,9 @@ _APPEND = """#!lua
 --
 -- KEYS[1]  the record's hash (must exist)     {prefix}:<id>
 -- KEYS[2]  the ByteStream                     <hash key>:field:<name>, name one of {streams}
--- ARGV[1]  the bytes to append
+{feed_key}-- ARGV[1]  the bytes to append
 -- ARGV[2]  the longest string Redis accepts (proto-max-bulk-len)
---
+{feed_note}--
 -- Reply: the stream's length after the append.
 -- Errors: REPOCKET {{"code": "record_missing", "key", "stream"}}
 --         REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
@@ -627,26 +763,46 @@ local id = redis.pcall('HGET', hash, {pk})
 if is_error(id) then return pcall_failure(hash, 'hash', id) end
 if not id then return fail('record_missing', {{key = hash, stream = stream}}) end
 local length = redis.pcall('STRLEN', stream)  -- also the stream's type check
-if is_error(length) then return pcall_failure(stream, 'string', length) end
+if is_error(length) then return pcall_failure(stream, 'string', length) end{feed_check}
 if length + #data > max_bytes then
   return fail('too_large', {{key = stream, size = length + #data, limit = max_bytes}})
 end
 -- ARGV[2] may be Redis' default rather than this server's limit (the client did not ask
--- the server): the APPEND, the only write, then fails whole, and says so typed
+-- the server): the APPEND, the first write, then fails whole, and says so typed
 local appended = redis.pcall('APPEND', stream, data)
 if is_error(appended) then
   if string.find(appended.err, 'proto-max-bulk-len', 1, true) then
     return fail('too_large', {{key = stream, size = length + #data}})
   end
   return redis.error_reply(appended.err)
-end
+end{feed_write}
 return appended
 """
+_APPEND_FEED_KEY = """-- KEYS[3]  the change feed                    {key}
+"""
+_APPEND_FEED_NOTE = """\
+-- The append adds one entry to the change feed (XADD MAXLEN ~ {maxlen}): op 'update',
+--   id, fields (the stream's name). It leaves the version (optimistic_lock) as it is.
+"""
+_APPEND_FEED_CHECK = """
+local feed_err = check_type(KEYS[3], 'stream')
+if feed_err then return feed_err end"""
+_APPEND_FEED_WRITE = """
+-- the change feed: this write's entry, appended by the script that writes
+-- (the id from the key: the stored id field is framed by the codec)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', {maxlen}, '*', 'op', 'update',
+           'id', string.match(hash, '[^:]+$'), 'fields', string.match(stream, ':field:(.+)$'))"""
 
 
 def append_source(meta: Options) -> str:
-    return _APPEND.format(model=meta.name, prefix=meta.prefix, pk=lua_string(meta.pk_name),
-                          streams=", ".join(meta.stream_names) or "(none)")
+    feed = meta.changes
+    return _APPEND.format(
+        model=meta.name, prefix=meta.prefix, pk=lua_string(meta.pk_name),
+        streams=", ".join(meta.stream_names) or "(none)",
+        feed_key=_APPEND_FEED_KEY.format(key=meta.changes_key) if feed else "",
+        feed_note=_APPEND_FEED_NOTE.format(maxlen=meta.changes_maxlen) if feed else "",
+        feed_check=_APPEND_FEED_CHECK if feed else "",
+        feed_write=_APPEND_FEED_WRITE.format(maxlen=meta.changes_maxlen) if feed else "")
 
 
 # -- get ------------------------------------------------------------------------------------
@@ -833,13 +989,14 @@ _UPDATE = """#!lua
 --          expressions see the values the record held before this update
 -- ARGV[4]  the most digits of an Integer or Decimal operand or result (0: no limit)
 --
+{update_notes}--
 -- Reply: {{'done', records updated}}, or {{'list'}} (nothing written) when the candidates
 --        are more than PAGE.
 -- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
 --         REPOCKET {{"code": "pointer_missing", "key"}}
 --         REPOCKET {{"code": "unique", "fields", "values", "owner", "id"}}
 --         REPOCKET {{"code": "arith", "field", "id", "reason"}}
-
+{bad_version_error}
 -- @libraries +query
 
 {keys_table}
@@ -967,7 +1124,7 @@ local function updated(id)
   end
   local record = {{id = id, hash = hash, old = old, new = new, set = set, del = del,
                   known = not defaulted}}
-{claims}
+{claims}{next_version}
   return record
 end
 
@@ -1003,12 +1160,12 @@ local function check_claims(records)
   end
   return nil
 end
-
+{feed_frame}
 local function write(record)
   if #record.set > 0 then redis.call('HSET', record.hash, unpack(record.set)) end
   if #record.del > 0 then redis.call('HDEL', record.hash, unpack(record.del)) end
   local id, old, new, known = record.id, record.old, record.new, record.known
-{write_entries}
+{write_entries}{update_feed}
 end
 
 local records = {{}}
@@ -1046,16 +1203,57 @@ def _uniques_table(meta: Options) -> str:
     return "{\n" + "\n".join(rows) + "\n}" if rows else "{}"
 
 
+_UPDATE_LOCK_NOTE = """\
+-- optimistic_lock: each record updated moves to its next version (in the same HSET)
+"""
+_UPDATE_FEED_NOTE = """\
+-- Each record updated appends one entry to the change feed (K.changes): op 'update',
+--   id, fields (the fields assigned, comma-separated)[, version].
+"""
+_UPDATE_NEXT_VERSION = """
+  -- optimistic_lock: the next version, written with the values
+  record.version = tonumber(raw[2] or '0')
+  if not record.version or record.version < 0 or record.version % 1 ~= 0 then
+    return nil, fail('bad_version', {key = hash, value = raw[2]})
+  end
+  record.version = record.version + 1
+  set[#set + 1] = ':version'
+  set[#set + 1] = record.version"""
+
+
+def _update_feed_frame(meta: Options) -> str:
+    return f"""
+-- The change feed keeps about FEED_MAXLEN entries (XADD MAXLEN ~); an update's entries
+-- name the fields it assigns, in declaration order.
+local FEED_MAXLEN = {meta.changes_maxlen}
+local UPDATED
+do
+  local assigned, names = {{}}, {{}}
+  for _, assignment in ipairs(SETS) do assigned[assignment[1]] = true end
+  for _, name in ipairs({lua_list(meta.feed_fields)}) do
+    if assigned[name] then names[#names + 1] = name end
+  end
+  UPDATED = table.concat(names, ',')
+end
+"""
+
+
 def update_source(meta: Options, is_envelope: bool) -> str:
     """The per-model update script (QuerySet.update), its libraries as includes."""
     fields = tracked_fields(meta)
-    first_pointer = 2 + len(meta.model_keys)
+    first_pointer = 1 + len(meta.write_keys(meta.prefix))
+    lock, feed = meta.optimistic_lock, meta.changes
     return _UPDATE.format(
+        update_notes=(_UPDATE_LOCK_NOTE if lock else "") + (_UPDATE_FEED_NOTE if feed else ""),
+        bad_version_error=_LOCK_ERRORS.split("\n", 1)[1] if lock else "",
+        next_version=_UPDATE_NEXT_VERSION if lock else "",
+        update_feed=_write_feed(meta, "'update'", ", 'fields', UPDATED") if feed else "",
+        feed_frame=_update_feed_frame(meta) if feed else "",
         model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), first_pointer=first_pointer,
         keys_table=_keys_table(meta), defaults=_defaults_table(meta, fields),
         is_envelope="true" if is_envelope else "false", prefix=lua_string(meta.prefix + ":"),
-        read_fields=lua_list([meta.pk_name, *fields]),
+        read_fields=_read_fields(meta, fields),
         tracked_set=", ".join(f"[{lua_string(name)}] = true" for name in fields),
         uniques=_uniques_table(meta), model_checks=_model_checks(meta),
         read_old=_read_old(meta, fields), claims=_record_claims(meta),

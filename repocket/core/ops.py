@@ -37,13 +37,15 @@ class _SaveBlock:
     args: list[Any]
     prefix: str  # of the record's keys: the model's, or its shard's on a cluster
     pointer_keys: dict[str, str]
-    apply: Callable[[], None]
+    apply: Callable[[int], None]  # given the version written (optimistic_lock; else 0)
     large: list[tuple[str, int]]  # (field, bytes) of the values that might pass a server limit
     appends: bool  # whether its script APPENDs to a ByteStream (checked against the limit)
     work: int  # about how many Redis commands its part of the script runs
 
 
-def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
+def _save_block(record: ActiveRecord, whole: bool, force: bool = False) -> _SaveBlock:
+    """``whole``: every field, whatever Redis holds; ``force`` (save(force_insert=True)):
+    also whatever version it holds (optimistic_lock: no check)."""
     meta = type(record)._meta
     for attribute in meta.pre_savers:
         attribute.pre_save(record)
@@ -94,11 +96,15 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
         else:
             stream_ops += (b"", b"")  # deferred: untouched
 
-    def apply() -> None:
+    if meta.optimistic_lock:  # the version it expects Redis to hold ('': none, forced)
+        stream_ops.append(b"" if force else str(record._version).encode())
+
+    def apply(version: int) -> None:
         record._stored.update(new_stored)
         record._synced_streams = {name: values[name] for name in meta.stream_names
                                   if name in values}
         record._persisted = True
+        record._version = version
 
     return _SaveBlock(
         [hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names),
@@ -106,7 +112,8 @@ def _save_block(record: ActiveRecord, whole: bool) -> _SaveBlock:
         [record_id, b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
          len(pointer_keys), *to_set, *to_delete, *stream_ops],
         prefix, pointer_keys, apply, large, appends,
-        4 + len(meta.stream_names) + len(pointer_keys) + 2 * len(meta.model_keys))
+        4 + len(meta.stream_names) + len(pointer_keys) + 2 * len(meta.model_keys)
+        + meta.changes)
 
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
@@ -164,15 +171,15 @@ def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
     every field and stream whatever Redis holds (``save(force_insert=True)``)."""
     meta = type(record)._meta
     meta.refuse_on_cluster("save")
-    block = _save_block(record, whole)
+    block = _save_block(record, whole, force=whole)
 
-    def decode(reply: bytes) -> Any:
+    def decode(reply: Any) -> Any:
         if reply == b"gone":
             raise DoesNotExist(
                 f"{meta.name} {record.pk} was deleted since it was loaded; nothing was "
                 "written (save(force_insert=True) creates it again)",
                 model=meta.name, field=meta.pk_name, value=record.pk)
-        block.apply()
+        block.apply(saved_versions(reply)[0])
         return {"hash": block.keys[0],
                 "strings": dict(zip(meta.stream_names, block.keys[1:], strict=False))}
 
@@ -205,7 +212,7 @@ def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...]) -> Call:
             found = hydrate(meta.reachable_models, [(1, owner, flat, streams)])[0]
             assert found is not None  # the script found it non-empty
             return found, False
-        block.apply()
+        block.apply(saved_versions(reply)[0])
         return record, True
 
     call = _save_call(model, [block], decode)
@@ -249,12 +256,21 @@ def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
             break
         end += 1
 
-    def decode(reply: bytes) -> Any:
-        for block in blocks[start:end]:
-            block.apply()
+    def decode(reply: Any) -> Any:
+        for block, version in zip(blocks[start:end], saved_versions(reply, end - start),
+                                  strict=True):
+            block.apply(version)
         return _bulk_calls(model, blocks, end, records) if end < len(blocks) else records
 
     return _save_call(model, blocks[start:end], decode)
+
+
+def saved_versions(reply: Any, count: int = 1) -> list[int]:
+    """The versions a save wrote, from its reply: ``['saved', version...]`` with
+    optimistic_lock, else ``'saved'`` (versions 0: none kept)."""
+    if isinstance(reply, list):
+        return [int(version) for version in reply[1:]]
+    return [0] * count
 
 
 def _bytes(block: _SaveBlock) -> int:
@@ -295,30 +311,38 @@ def _stream_op(current: bytes | None, synced: bytes | None,
 
 # -- delete ---------------------------------------------------------------------------
 def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
-                        on_deleted: Callable[[], None] = lambda: None) -> Call | Gather:
+                        on_deleted: Callable[[], None] = lambda: None,
+                        versions: Sequence[int] | None = None) -> Call | Gather:
     """One atomic delete of records by id; decodes to (records deleted, keys deleted).
-    On a cluster: one atomic call per shard (a Gather: sent together)."""
+    On a cluster: one atomic call per shard (a Gather: sent together). With
+    optimistic_lock, ``versions`` are those the deleting instances hold (None: a delete
+    by id, unchecked)."""
     meta = model._meta
     meta.refuse_on_cluster("delete")
     texts = [str(record_id) for record_id in record_ids]
+    expected = dict(zip(texts, versions, strict=True)) if versions is not None else {}
     by_prefix: dict[str, list[str]] = {}
     for text in texts:
         by_prefix.setdefault(meta.prefix_of(text), []).append(text)
     if len(by_prefix) <= 1:
-        return _delete_call(model, next(iter(by_prefix), meta.prefix), texts, on_deleted)
+        return _delete_call(model, next(iter(by_prefix), meta.prefix), texts, on_deleted,
+                            expected)
 
     def total(replies: list[tuple[int, int]]) -> tuple[int, int]:
         on_deleted()
         return sum(r[0] for r in replies), sum(r[1] for r in replies)
 
-    calls = [_delete_call(model, prefix, ids) for prefix, ids in by_prefix.items()]
+    calls = [_delete_call(model, prefix, ids, expected=expected)
+             for prefix, ids in by_prefix.items()]
     result: Gather = gather(calls, total)
     return result
 
 
 def _delete_call(model: type[ActiveRecord], prefix: str, record_ids: list[str],
-                 on_deleted: Callable[[], None] = lambda: None) -> Call:
-    """The delete script on records whose keys all start with ``prefix``."""
+                 on_deleted: Callable[[], None] = lambda: None,
+                 expected: dict[str, int] | None = None) -> Call:
+    """The delete script on records whose keys all start with ``prefix``; ``expected``:
+    the version each record must be at (optimistic_lock; an id it lacks: unchecked)."""
     meta = model._meta
     keys: list[str] = [*meta.write_keys(prefix)]
     for record_id in record_ids:
@@ -329,7 +353,11 @@ def _delete_call(model: type[ActiveRecord], prefix: str, record_ids: list[str],
         on_deleted()
         return int(reply[0]), int(reply[1])
 
-    return Call(scripts_for(model).delete, tuple(keys), tuple(record_ids), decode, meta.name)
+    args = list(record_ids)
+    if meta.optimistic_lock:
+        args += [str((expected or {})[record_id]) if record_id in (expected or {}) else ""
+                 for record_id in record_ids]
+    return Call(scripts_for(model).delete, tuple(keys), tuple(args), decode, meta.name)
 
 
 def compile_delete(record: ActiveRecord) -> Call:
@@ -337,8 +365,10 @@ def compile_delete(record: ActiveRecord) -> Call:
         record._persisted = False
         record._stored = {}
         record._synced_streams = {}
+        record._version = 0
 
-    call: Call = then(compile_delete_many(type(record), [record.pk], forget),
+    # a stale instance (optimistic_lock) deletes nothing: StaleRecord, as for a save
+    call: Call = then(compile_delete_many(type(record), [record.pk], forget, [record._version]),
                       lambda counts: counts[1])  # keys, as 0.1 did
     return call
 
@@ -360,7 +390,8 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
     # a small append needs no limit: the script's APPEND, its only write, fails whole
     binder = (_limit_binder(meta.name, args, [(name, len(data))], at=1)
               if len(data) >= MIN_SERVER_LIMIT else None)
-    return Call(scripts_for(type(record)).append, (hash_key, stream_key), tuple(args), decode,
+    keys = (hash_key, stream_key, meta.changes_key) if meta.changes else (hash_key, stream_key)
+    return Call(scripts_for(type(record)).append, keys, tuple(args), decode,
                 meta.name, {stream_key: name}, binder)
 
 

@@ -333,6 +333,8 @@ def _loaded_fields(state: QueryState) -> tuple[list[str] | None, dict[str, bool]
     wanted.add(meta.pk_name)
     fields = [meta.pk_name] + [name for name, _ in meta.hash_fields
                                if name in wanted and name != meta.pk_name]
+    if meta.optimistic_lock:  # a record loaded in part saves as any other: its version
+        fields.append(keyspace.VERSION_FIELD)
     return fields, {name: True for name in meta.stream_names if name in wanted}
 
 

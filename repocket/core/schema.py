@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from ..api.model import ActiveRecord
 
 
+DEFAULT_CHANGES_MAXLEN = 100_000  # entries a change feed keeps (trimmed approximately)
+
+
 class Options:
     """A model's ``_meta``: its fields, keys and codec, computed once at class creation."""
 
@@ -48,6 +51,15 @@ class Options:
         self.key_position = {key: i + 2 for i, key in enumerate(self.model_keys)}
         self.shard_count = _shard_count(self.name, meta)
         self._write_keys: dict[str, tuple[str, ...]] = {}
+        # Meta.optimistic_lock: a version counter in each record hash (keys.VERSION_FIELD)
+        self.optimistic_lock = bool(getattr(meta, "optimistic_lock", False))
+        # Meta.changes: every write appends an entry to the model's stream, which the
+        # write scripts receive after the model keys (`write_keys`)
+        self.changes = bool(getattr(meta, "changes", False))
+        self.changes_maxlen: int = getattr(meta, "changes_maxlen", DEFAULT_CHANGES_MAXLEN)
+        self.changes_key = keyspace.changes_key(self.prefix)
+        if self.changes:
+            self.key_position[self.changes_key] = 2 + len(self.model_keys)
         self.schema_cache: dict[Any, bytes] = {}
         self.script_cache: dict[tuple[str, ...], Any] = {}  # codecs -> luagen.ModelScripts
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
@@ -78,12 +90,14 @@ class Options:
         return [keyspace.shard_prefix(self.prefix, shard) for shard in range(self.shard_count)]
 
     def write_keys(self, prefix: str) -> tuple[str, ...]:
-        """What every write script gets first: the id set, then ``model_keys``, under
-        ``prefix`` (the model's, or one shard's): the same positions for every shard."""
+        """What every write script gets first: the id set, then ``model_keys`` (and the
+        change feed, with Meta.changes), under ``prefix`` (the model's, or one shard's):
+        the same positions for every shard."""
         found = self._write_keys.get(prefix)
         if found is None:
+            feed = (keyspace.changes_key(prefix),) if self.changes else ()
             found = self._write_keys[prefix] = (keyspace.ids_key(prefix),
-                                                *self._model_keys(prefix))
+                                                *self._model_keys(prefix), *feed)
         return found
 
     def refuse_on_cluster(self, operation: str) -> None:
@@ -92,6 +106,9 @@ class Options:
         other slots)."""
         if not layout.CURRENT.cluster:
             return
+        if self.changes and operation not in ("get", "get_many"):
+            layout.refuse_on_cluster(f"{operation} of a model with Meta.changes (one feed "
+                                     "per model: not sharded yet)", self.name)
         if self.unique_together:
             layout.refuse_on_cluster(f"{operation} of a model with unique constraints "
                                      f"({', '.join('+'.join(g) for g in self.unique_together)})",
@@ -110,7 +127,8 @@ class Options:
         return get_codec(configure.default_codec())
 
     def write_schema(self) -> bytes:
-        """The msgpack schema of lua/_index.lua: codec, indexes and unique constraints."""
+        """The msgpack schema of lua/_index.lua: codec, indexes and unique constraints (and,
+        for a model with optimistic_lock or changes, those)."""
         is_envelope = self.codec.is_envelope
         cache_key = ("write", is_envelope)
         if cache_key not in self.schema_cache:
@@ -125,8 +143,18 @@ class Options:
             tracked = set(self.indexed).union(*self.unique_together)
             absent = {name: value for name, value in self.absent_values().items()
                       if name in tracked}
-            self.schema_cache[cache_key] = pack([int(is_envelope), indexes, uniques, absent])
+            schema: list[Any] = [int(is_envelope), indexes, uniques, absent]
+            if self.optimistic_lock or self.changes:
+                feed = ([position[self.changes_key], self.changes_maxlen, self.feed_fields,
+                         list(self.stream_names)] if self.changes else 0)
+                schema += [int(self.optimistic_lock), feed]
+            self.schema_cache[cache_key] = pack(schema)
         return self.schema_cache[cache_key]
+
+    @property
+    def feed_fields(self) -> list[str]:
+        """The fields a change entry may name (all but the id), in declaration order."""
+        return [name for name in self.fields if name != self.pk_name]
 
     def absent_value(self, name: str) -> Any:
         """What a record whose hash lacks ``name`` reads (a field added to the model after

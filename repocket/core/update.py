@@ -270,7 +270,7 @@ def _literal(kind: str, value: Any, refuse: Any) -> bytes:
 def page_size(model: type[ActiveRecord]) -> int:
     """Candidates per call: PAGE, fewer when each record's write runs many commands (its
     indexes and claims), so that a call stays within about WRITE_BUDGET commands."""
-    per_record = 4 + 3 * len(model._meta.model_keys)
+    per_record = 4 + 3 * len(model._meta.model_keys) + model._meta.changes  # + its XADD
     return max(1, min(PAGE, WRITE_BUDGET // per_record))
 
 
@@ -280,7 +280,8 @@ def _plan(state: QueryState, reads: tuple[str, ...], is_envelope: bool
     KEYS laid out as the model's write keys, and those KEYS."""
     meta = state.model._meta
     keys = _Keys(meta.ids_key)
-    keys.keys = [meta.ids_key, *meta.model_keys]  # every source key is a write key
+    # every source key is a write key; the change feed (Meta.changes) comes after them
+    keys.keys = list(meta.write_keys(meta.prefix))
     used = {c.field for _, conditions in state.groups for c in conditions} | set(reads)
     plan = {
         "envelope": is_envelope, "pk": meta.pk_name,

@@ -90,9 +90,25 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
             f"{call.model}.{field}: update() cannot compute the value of record "
             f"{details.get('id')}: {details.get('reason')}; nothing was written",
             model=call.model, field=field, value=details.get("id"))
+    if code == "stale":
+        record_id, expected, found = (details.get(name) for name in ("id", "expected", "found"))
+        return errors.StaleRecord(
+            f"{call.model} {record_id} is stale: this instance holds version {expected}, the "
+            f"stored record version {found} (another write came first); nothing was written "
+            "(refresh_from_db(), apply the change again, retry)",
+            model=call.model, value=record_id, expected=_int(expected),
+            found=_int(found))
+    if code == "bad_version":
+        return errors.StoredDataError(
+            f"{call.model}: the version of {key!r} is {details.get('value')!r}, not a count; "
+            "nothing was written", model=call.model, key=key, value=details.get("value"))
     if code == "record_missing":
         field = keyspace.stream_field(str(details.get("stream", "")))
         return errors.DoesNotExist(
             f"{call.model} record {key!r} does not exist (deleted?); nothing was written",
             model=call.model, field=field, value=key)
     return errors.ScriptError(f"{call.model}.{call.script.name}: {details}")
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None

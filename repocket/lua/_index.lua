@@ -4,14 +4,20 @@
 --    {{field, family, kind ('score'|'lex'), sorted set KEYS index,
 --      null set KEYS index (0 when the field cannot be None)}, ...},
 --    {{{field, ...}, hash KEYS index, {family, ...}}, ...},   -- unique constraints
---    {field = canonical value, ...}}   -- what an absent tracked field reads: its declared
+--    {field = canonical value, ...},   -- what an absent tracked field reads: its declared
 --                                      -- default (Options.absent_values), never nil
+--    and, for a model with Meta.optimistic_lock or Meta.changes (save and delete only):
+--    1|0 (optimistic_lock), {stream KEYS index, maxlen, {field but the id, ...},
+--    {ByteStream name, ...}} or 0 (changes)}
 -- @include lib/index
 
 local wschema = cmsgpack.unpack(ARGV[1])
 local is_envelope = wschema[1] == 1
 local indexes, uniques = wschema[2], wschema[3]
 local absent = wschema[4] or {}
+local locked = wschema[5] == 1
+local feed = type(wschema[6]) == 'table' and wschema[6] or nil
+local VERSION = ':version'  -- the hash field of a record's version (optimistic_lock)
 
 local tracked_fields = {}  -- every field an index or a constraint reads, once
 local is_tracked = {}
@@ -113,4 +119,36 @@ local function update_entries(id, old, new, known)
     local before, after = unique_value(unique, old), new and unique_value(unique, new)
     move_claim(KEYS[unique[2]], id, before, after, known)
   end
+end
+
+-- The change feed (Meta.changes): its type check, and one entry appended.
+local function check_feed_type()
+  return feed and check_type(KEYS[feed[1]], 'stream') or nil
+end
+
+local function append_change(op, id, fields, version)
+  local command = {'XADD', KEYS[feed[1]], 'MAXLEN', '~', feed[2], '*', 'op', op, 'id', id}
+  if fields then
+    command[#command + 1] = 'fields'
+    command[#command + 1] = fields
+  end
+  if version then
+    command[#command + 1] = 'version'
+    command[#command + 1] = version
+  end
+  redis.call(unpack(command))
+end
+
+-- The stale error reply when a record's stored version (optimistic_lock) is not
+-- `expected` ('' expects nothing), else nil; and the stored version.
+local function check_version(hash, id, expected)
+  local stored = redis.call('HGET', hash, VERSION)
+  local version = tonumber(stored or '0')
+  if not version or version < 0 or version % 1 ~= 0 then
+    return fail('bad_version', {key = hash, value = stored}), nil
+  end
+  if expected ~= '' and tonumber(expected) ~= version then
+    return fail('stale', {id = id, expected = tonumber(expected), found = version}), nil
+  end
+  return nil, version
 end

@@ -13,12 +13,18 @@
 -- then, for each record: id, partial ('1': only changed fields, of a record loaded
 --   from Redis), N, D, P, N field/value pairs to HSET, D fields to HDEL, and S
 --   op/data pairs: ''  leave the stream,  'A'  APPEND,  'S'  SET,  'D'  DEL
+--   then (optimistic_lock) the version the instance holds ('0' new, '' no check)
+-- With Meta.changes, each record written appends an entry to the change feed (the
+-- stream at KEYS[feed[1]], one of the M model keys): op, id, fields[, version].
 --
--- Reply: 'saved', or 'gone' (nothing written) when a partial save finds its
---        record deleted meanwhile: the caller raises DoesNotExist (no resurrection).
+-- Reply: 'saved' ({'saved', each record's new version} with optimistic_lock), or
+--        'gone' (nothing written) when a partial save finds its record deleted
+--        meanwhile: the caller raises DoesNotExist (no resurrection).
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 --         REPOCKET {"code": "pointer_missing", "key"}
 --         REPOCKET {"code": "unique", "fields", "values", "owner", "id"}
+--         REPOCKET {"code": "stale", "id", "expected", "found"}
+--         REPOCKET {"code": "bad_version", "key", "value"}
 
 -- @include _checks
 -- @include _values
@@ -40,6 +46,10 @@ for r = 1, R do
   records[r] = record
   key_at = key_at + 1 + S + n_ptr
   arg_at = record.first_op + 2 * S
+  if locked then
+    record.expected = ARGV[arg_at]
+    arg_at = arg_at + 1
+  end
 end
 
 -- The tracked values a record will hold once written.
@@ -53,6 +63,22 @@ local function new_values(record)
   end
   for i = record.first_del, record.first_op - 1 do values[ARGV[i]] = nil end
   return values
+end
+
+-- The names of the fields a record's write sets, clears or changes (a stream op), in
+-- declaration order, comma-separated: the 'fields' of its change entry.
+local function changed_fields(record)
+  local changed = {}
+  for i = record.first_set, record.first_del - 1, 2 do changed[ARGV[i]] = true end
+  for i = record.first_del, record.first_op - 1 do changed[ARGV[i]] = true end
+  for s = 1, S do
+    if ARGV[record.first_op + 2 * s - 2] ~= '' then changed[feed[4][s]] = true end
+  end
+  local names = {}
+  for _, name in ipairs(feed[3]) do
+    if changed[name] then names[#names + 1] = name end
+  end
+  return table.concat(names, ',')
 end
 
 local function check(record, claimed)
@@ -69,7 +95,12 @@ local function check(record, claimed)
       return fail('wrongtype', {key = KEYS[i], expected = 'hash', actual = target})
     end
   end
-  if record.partial and redis.call('EXISTS', record.hash) == 0 then return 'gone' end
+  record.exists = redis.call('EXISTS', record.hash) == 1
+  if record.partial and not record.exists then return 'gone' end
+  if locked then
+    err, record.version = check_version(record.hash, record.id, record.expected)
+    if err then return err end
+  end
   record.old = stored_values(record.hash)
   record.new = new_values(record)
   return check_uniques(record.id, record.new, claimed)
@@ -92,9 +123,17 @@ local function write(record)
     end
   end
   update_entries(record.id, record.old, record.new, record.partial)
+  if locked then
+    record.version = record.version + 1
+    redis.call('HSET', record.hash, VERSION, record.version)
+  end
+  if feed then
+    append_change(record.exists and 'update' or 'create', record.id, changed_fields(record),
+                  record.version)
+  end
 end
 
-local err = check_type(KEYS[1], 'set') or check_index_types()
+local err = check_type(KEYS[1], 'set') or check_index_types() or check_feed_type()
 if err then return err end
 local claimed = {}
 for _, record in ipairs(records) do
@@ -102,4 +141,7 @@ for _, record in ipairs(records) do
   if err then return err end
 end
 for _, record in ipairs(records) do write(record) end
-return 'saved'
+if not locked then return 'saved' end
+local reply = {'saved'}
+for r, record in ipairs(records) do reply[r + 1] = record.version end
+return reply

@@ -14,7 +14,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from repocket import configure
 
 from . import test_model_based as reference
-from .test_model_based import PROFILE, CompactItemMachine, ItemMachine
+from .test_model_based import PROFILE, CompactItemMachine, ItemMachine, LockedItemMachine
 
 
 class AsyncAPI:
@@ -55,8 +55,21 @@ class AsyncCompactItemMachine(AsyncAPI, CompactItemMachine):
             self.close_loop()
 
 
-@pytest.mark.parametrize("machine", [AsyncItemMachine, AsyncCompactItemMachine],
-                         ids=["envelope", "compact"])
+class AsyncLockedItemMachine(AsyncAPI, LockedItemMachine):
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        super().__init__()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            self.close_loop()
+
+
+@pytest.mark.parametrize("machine", [AsyncItemMachine, AsyncCompactItemMachine,
+                                     AsyncLockedItemMachine],
+                         ids=["envelope", "compact", "locked"])
 def test_async_model_based(client: redis.Redis, machine: type[ItemMachine]) -> None:
     reference.CLIENT = client
     before = reference.EXAMPLES.get(machine.model.__name__, 0)

@@ -96,7 +96,8 @@ def model_specs(draw: st.DrawFn) -> dict[str, Any]:
             "streams": draw(st.integers(0, 2)), "pointer": draw(st.sampled_from(
                 [None, "target", "self"])),
             "pointer_null": draw(st.booleans()),
-            "codec": draw(st.sampled_from(["envelope", "compact"]))}
+            "codec": draw(st.sampled_from(["envelope", "compact"])),
+            "lock": draw(st.booleans()), "changes": draw(st.booleans())}
 
 
 def build_model(spec: dict[str, Any]) -> type[ActiveRecord]:
@@ -111,20 +112,23 @@ def build_model(spec: dict[str, Any]) -> type[ActiveRecord]:
                                               null=spec["pointer_null"])
     name = f"Gen{next(_numbers)}"
     namespace["Meta"] = type("Meta", (), {"namespace": "gendiff", "codec": spec["codec"],
-                                          "unique_together": spec["together"]})
+                                          "unique_together": spec["together"],
+                                          "optimistic_lock": spec.get("lock", False),
+                                          "changes": spec.get("changes", False),
+                                          "changes_maxlen": 5})
     return type(name, (ActiveRecord,), namespace)  # type: ignore[return-value]
 
 
 def reference(call: Call, model: type[ActiveRecord]) -> Call:
     """The same call through the generic script: the schema prelude put back."""
     meta, name, args = model._meta, call.script.name, call.args
+    m = len(meta.write_keys(meta.prefix)) - 1  # the model keys (and the change feed)
     if name == "save":
-        args = (meta.write_schema(), len(meta.model_keys), args[0], len(meta.stream_names),
-                *args[2:])
+        args = (meta.write_schema(), m, args[0], len(meta.stream_names), *args[2:])
     elif name == "delete":
-        args = (meta.write_schema(), len(meta.model_keys), len(meta.stream_names), *args)
+        args = (meta.write_schema(), m, len(meta.stream_names), *args)
     elif name == "append":
-        args = args[:1]
+        args = (args[0], meta.changes_maxlen) if meta.changes else args[:1]
     elif name == "get":
         schema, _ = ops.read_schema(model)
         args = (schema, args[0], *args[3::3])
@@ -132,13 +136,16 @@ def reference(call: Call, model: type[ActiveRecord]) -> Call:
 
 
 def keyspace(client: redis.Redis) -> dict[bytes, Any]:
-    """Every key: its DUMP, or for hashes and sets its type and content."""
+    """Every key: its DUMP, or for hashes and sets its type and content, for a stream (a
+    change feed) its entries without their ids (times of the server)."""
     found: dict[bytes, Any] = {}
     for key, (kind, dump) in snapshot(client).items():
         if kind == b"hash":
             found[key] = (kind, client.hgetall(key))
         elif kind == b"set":
             found[key] = (kind, client.smembers(key))
+        elif kind == b"stream":
+            found[key] = (kind, [fields for _, fields in client.xrange(key)])
         else:
             found[key] = (kind, dump)
     return found
@@ -165,7 +172,8 @@ def in_field_order(outcome: tuple[str, Any]) -> tuple[str, Any]:
     return "ok", records
 
 
-NATURAL = ('"code":"unique"', '"code":"pointer_missing"', '"code":"record_missing"')
+NATURAL = ('"code":"unique"', '"code":"pointer_missing"', '"code":"record_missing"',
+           '"code":"stale"')
 
 
 def same_outcome(generated: tuple[str, Any], expected: tuple[str, Any], planted: bool) -> bool:
@@ -263,7 +271,8 @@ def setup_targets(pair: Pair) -> None:
         call.decode(b"saved")
 
 
-OPERATIONS = ["create", "create", "save", "save", "bulk", "delete", "stale", "append", "get"]
+OPERATIONS = ["create", "create", "save", "save", "bulk", "delete", "stale", "append", "get",
+              "conflict"]
 
 
 @PROFILE
@@ -326,6 +335,19 @@ def run_operation(pair: Pair, model: type[ActiveRecord], spec: dict[str, Any],
     elif operation == "append" and spec["streams"]:
         record = data.draw(st.sampled_from(saved))
         pair.check(ops.compile_append(record, "s0", data.draw(st.binary(max_size=3))), plant)
+    elif operation == "conflict" and spec["lock"]:  # an instance behind (or ahead of) Redis
+        record = data.draw(st.sampled_from(saved))
+        held = record._version
+        record._version += data.draw(st.sampled_from([-1, 1]))
+        try:
+            pair.check(ops.compile_save(record))  # stale: refused by both
+        except errors.DoesNotExist:  # a planted key in its place was removed: it is deleted
+            saved.remove(record)
+            return
+        if pair.check(ops.compile_delete(record)) is not None:  # stale: likewise
+            saved.remove(record)
+            return
+        record._version = held
     elif operation == "get":
         record = data.draw(st.sampled_from(saved))
         pair.check(ops.compile_get(model, record.pk, data.draw(st.integers(0, 2))), plant)

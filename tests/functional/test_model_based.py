@@ -2,7 +2,8 @@
 save, partial save of loaded (possibly stale) instances, delete, append, bulk_create,
 filter/exclude/order_by/slicing/count, get by unique field and QuerySet.delete against
 repocket on a real server and against a plain in-memory model, and requires identical
-observable results.
+observable results. A third model has Meta.optimistic_lock: the in-memory model keeps
+each record's version and each instance's, and expects StaleRecord where they differ.
 
 Profiles: ``REPOCKET_HYPOTHESIS_PROFILE=soak`` runs 10,000 examples per test (the
 default, ``ci``, a short run). The examples run are written to the terminal summary
@@ -75,6 +76,12 @@ class CompactItem(Item):
     class Meta:
         namespace = "mbt"
         codec = "compact"
+
+
+class LockedItem(Item):
+    class Meta:
+        namespace = "mbt"
+        optimistic_lock = True
 
 
 TARGET_IDS = [uuid.UUID(int=(i + 1) << 64 | 0x8000_0000_0000_1000) for i in range(3)]
@@ -271,6 +278,7 @@ class Handle:
     persisted: bool = False
     known: dict[str, Any] = dataclasses.field(default_factory=dict)  # field -> rep last synced
     synced: bytes | None = None  # the ByteStream as this instance last synced it
+    version: int = 0  # optimistic_lock: the record's version as this instance knows it
 
 
 def _full(values: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +296,8 @@ class ItemMachine(RuleBasedStateMachine):
         for i, target_id in enumerate(TARGET_IDS):
             Target.create(id=target_id, name=f"t{i}")
         self.db: dict[uuid.UUID, dict[str, Any]] = {}  # id -> field values, 'log': bytes|None
+        self.versions: dict[uuid.UUID, int] = {}  # id -> version (optimistic_lock)
+        self.locked = self.model._meta.optimistic_lock
         self.handles: list[Handle] = []
         self.steps = 0
 
@@ -330,6 +340,24 @@ class ItemMachine(RuleBasedStateMachine):
         handle.persisted = True
         handle.known = {name: rep(handle.values[name]) for name in HASH_FIELDS}
         handle.synced = handle.values["log"]
+        handle.version = self.versions.get(handle.instance.pk, 0)
+        if self.locked:
+            assert handle.instance.lock_version == handle.version
+
+    def _written(self, rid: uuid.UUID, record: dict[str, Any]) -> None:
+        """A save or create of ``rid`` succeeded: its values, the next version."""
+        self.db[rid] = record
+        self.versions[rid] = self.versions.get(rid, 0) + 1
+
+    def _removed(self, rid: uuid.UUID) -> dict[str, Any] | None:
+        self.versions.pop(rid, None)
+        return self.db.pop(rid, None)
+
+    def _is_stale(self, handle: Handle) -> bool:
+        """Whether a save or delete of ``handle`` must raise StaleRecord (optimistic_lock):
+        the record exists at another version than the instance holds."""
+        rid = handle.instance.pk
+        return self.locked and rid in self.db and handle.version != self.versions[rid]
 
     def _check_record(self, record: ActiveRecord | None, rid: uuid.UUID) -> None:
         expected = self.db.get(rid)
@@ -369,12 +397,16 @@ class ItemMachine(RuleBasedStateMachine):
             given["id"] = sorted(self.db)[reuse % len(self.db)]
         instance = self.model(**given)
         handle = Handle(instance, _full(values))
+        self.handles.append(handle)
+        if self._is_stale(handle):  # a new instance expects no record: version 0
+            with pytest.raises(errors.StaleRecord):
+                self.io(instance, "save")
+            return
         new, _ = self._plan_save(handle)
         violation = self._email_taken(new["email"], instance.pk, set())
         self._expect_write(lambda: self.io(instance, "save"), violation)
-        self.handles.append(handle)
         if not violation:
-            self.db[instance.pk] = new
+            self._written(instance.pk, new)
             self._synced(handle)
 
     @rule(values=RECORDS)
@@ -401,7 +433,7 @@ class ItemMachine(RuleBasedStateMachine):
                                      "log": self.db[owner]["log"] or b""})
         else:
             handle = Handle(record, _full(values))
-            self.db[record.pk] = self._plan_save(handle)[0]
+            self._written(record.pk, self._plan_save(handle)[0])
         self._synced(handle)
         self.handles.append(handle)
 
@@ -430,13 +462,17 @@ class ItemMachine(RuleBasedStateMachine):
             with pytest.raises(errors.DoesNotExist):  # no resurrection: nothing written
                 self.io(handle.instance, "save")
             return
+        if self._is_stale(handle):  # another instance saved since: nothing written
+            with pytest.raises(errors.StaleRecord):
+                self.io(handle.instance, "save")
+            return
         new, _ = self._plan_save(handle)
         violation = self._email_taken(new["email"], rid, set())
         reply = self._expect_write(lambda: self.io(handle.instance, "save"), violation)
         if not violation:
             key = f"repocket:mbt:{self.model.__name__}:{rid}"
             assert reply == {"hash": key, "strings": {"log": f"{key}:field:log"}}
-            self.db[rid] = new
+            self._written(rid, new)
             self._synced(handle)
 
     @rule(at=st.integers(0, 99), missing=st.booleans())
@@ -455,10 +491,14 @@ class ItemMachine(RuleBasedStateMachine):
     def delete(self, at: int) -> None:
         handle = self._handle(at)
         rid = handle.instance.pk
-        record = self.db.pop(rid, None)
+        if self._is_stale(handle):  # a stale instance deletes nothing
+            with pytest.raises(errors.StaleRecord):
+                self.io(handle.instance, "delete")
+            return
+        record = self._removed(rid)
         expected = 0 if record is None else 1 + (record["log"] is not None)
         assert self.io(handle.instance, "delete") == expected
-        handle.persisted, handle.known, handle.synced = False, {}, None
+        handle.persisted, handle.known, handle.synced, handle.version = False, {}, None, 0
 
     @precondition(lambda self: self.handles)
     @rule(at=st.integers(0, 99), data=st.binary(max_size=3))
@@ -493,7 +533,7 @@ class ItemMachine(RuleBasedStateMachine):
                             batch_size=len(handles)), violation)
         if not violation:
             for handle in handles:
-                self.db[handle.instance.pk] = self._plan_save(handle)[0]
+                self._written(handle.instance.pk, self._plan_save(handle)[0])
                 self._synced(handle)
         self.handles += handles
 
@@ -551,7 +591,7 @@ class ItemMachine(RuleBasedStateMachine):
         doomed = self._matching(dict([lookup]), {})
         assert self.io(self.model.objects.filter(**dict([lookup])), "delete") == len(doomed)
         for rid in doomed:
-            del self.db[rid]
+            self._removed(rid)
 
     @rule(lookup=st.none() | lookups(), drawn=assignments())
     def update(self, lookup: tuple[str, Any] | None, drawn: dict[str, tuple[str, Any, Any]]
@@ -571,6 +611,7 @@ class ItemMachine(RuleBasedStateMachine):
             return
         assert updated == len(matched)
         for rid in matched:
+            self.versions[rid] += 1  # optimistic_lock: an update() is a write like any other
             record = self.db[rid]
             for name, (how, op, operand) in drawn.items():
                 if how == "=":
@@ -588,6 +629,8 @@ class ItemMachine(RuleBasedStateMachine):
         assert set(self.io(self.model.objects.all(), "ids")) == set(ids)
         for rid, record in zip(ids, self.io(self.model.objects, "get_many", ids)):
             self._check_record(record, rid)
+            if self.locked:
+                assert record.lock_version == self.versions[rid]
         if hasattr(self.model.objects, "check"):
             report = self.io(self.model.objects, "check", repair=False)
             assert report.ok, report.problems
@@ -598,11 +641,15 @@ class CompactItemMachine(ItemMachine):
     model = CompactItem
 
 
+class LockedItemMachine(ItemMachine):
+    model = LockedItem
+
+
 CLIENT: redis.Redis
 
 
-@pytest.mark.parametrize("machine", [ItemMachine, CompactItemMachine],
-                         ids=["envelope", "compact"])
+@pytest.mark.parametrize("machine", [ItemMachine, CompactItemMachine, LockedItemMachine],
+                         ids=["envelope", "compact", "locked"])
 def test_model_based(client: redis.Redis, machine: type[ItemMachine]) -> None:
     global CLIENT
     CLIENT = client
