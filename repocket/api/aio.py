@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ..attributes import Pointer
 from ..connections import configure
 from ..core import batches
+from ..core import changes as feed
 from ..core import ops as operations
 from ..core.plan import Plan
 from ..errors import DoesNotExist, StaleRecord
@@ -23,7 +24,9 @@ from ..exec.aio import aexecute, arun_plan, astream_plan
 from ..tools import check
 
 if TYPE_CHECKING:
+    from ..core.changes import Change
     from ..tools.check import CheckReport
+    from .changes import ChangeGroup
     from .manager import Manager
     from .model import ActiveRecord
     from .queryset import QuerySet
@@ -152,6 +155,22 @@ class AsyncManagerMixin(Generic[_R]):
         checked = batches.bulk_records(self.model, records, batch_size)
         return await _arun_plan(  # type: ignore[no-any-return]
             batches.bulk_create_plan(self.model, checked, batch_size))
+
+    async def achanges(self, since: str | Change | None = None, block: int | None = None,
+                       count: int = 100) -> AsyncIterator[Change]:
+        """``changes``, awaited: ``async for change in Model.objects.achanges(...)``."""
+        feed.feed_key(self.model, count, block)
+        async for change in astream_plan(configure.get_async_connection(),
+                                         feed.changes_plan(self.model, since, block, count)):
+            yield change
+
+    async def achange_group(self, name: str, start: str = "0") -> ChangeGroup:
+        """``change_group``, awaited (the group created now unless it exists)."""
+        from .changes import ChangeGroup  # api.changes imports this module
+
+        group = ChangeGroup(self.model, name, start)
+        await group.acreate()
+        return group
 
     async def acheck(self, repair: bool = False, batch_size: int = 1000) -> CheckReport:
         return await _arun_plan(  # type: ignore[no-any-return]

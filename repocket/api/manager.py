@@ -16,6 +16,7 @@ from ..exec.sync import execute
 from ..tools import check
 from ..tools.check import CheckReport
 from .aio import AsyncManagerMixin
+from .changes import Change, ChangeGroup, read_changes
 from .queryset import QuerySet
 from .result import ResultSet
 
@@ -230,6 +231,24 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
         if not parsed:
             return []
         return operations.compile_get_chunked(self.model, parsed, pointer_depth)
+
+    def changes(self, since: str | Change | None = None, block: int | None = None,
+                count: int = 100) -> Iterator[Change]:
+        """The change feed (``Meta.changes``): one :class:`Change` per committed write
+        after the entry id ``since`` (None: from the oldest entry kept; ``'$'``: only
+        writes from now on), in order, ``count`` per round trip. Without ``block`` it ends
+        when the feed has no more; with ``block`` (ms) it waits that long for new entries
+        whenever it runs out, and ends when a wait brings none. Resume from the last
+        ``change.id`` seen."""
+        return read_changes(self.model, since, block, count)
+
+    def change_group(self, name: str, start: str = "0") -> ChangeGroup:
+        """A consumer group of the change feed, for at-least-once processing across
+        workers (see :class:`ChangeGroup`), created in Redis now (one round trip) unless
+        it exists: at ``start``, ``'0'`` every entry kept, ``'$'`` only entries to come."""
+        group = ChangeGroup(self.model, name, start)
+        group.create()
+        return group
 
     def reindex(self, batch_size: int = 1000) -> CheckReport:
         """Build the index entries and unique claims of records saved before they were

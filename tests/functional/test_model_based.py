@@ -3,7 +3,8 @@ save, partial save of loaded (possibly stale) instances, delete, append, bulk_cr
 filter/exclude/order_by/slicing/count, get by unique field and QuerySet.delete against
 repocket on a real server and against a plain in-memory model, and requires identical
 observable results. A third model has Meta.optimistic_lock: the in-memory model keeps
-each record's version and each instance's, and expects StaleRecord where they differ.
+each record's version and each instance's, and expects StaleRecord where they differ;
+it has Meta.changes too: its feed must hold one entry per write that succeeded.
 
 Profiles: ``REPOCKET_HYPOTHESIS_PROFILE=soak`` runs 10,000 examples per test (the
 default, ``ci``, a short run). The examples run are written to the terminal summary
@@ -82,6 +83,7 @@ class LockedItem(Item):
     class Meta:
         namespace = "mbt"
         optimistic_lock = True
+        changes = True
 
 
 TARGET_IDS = [uuid.UUID(int=(i + 1) << 64 | 0x8000_0000_0000_1000) for i in range(3)]
@@ -298,6 +300,7 @@ class ItemMachine(RuleBasedStateMachine):
         self.db: dict[uuid.UUID, dict[str, Any]] = {}  # id -> field values, 'log': bytes|None
         self.versions: dict[uuid.UUID, int] = {}  # id -> version (optimistic_lock)
         self.locked = self.model._meta.optimistic_lock
+        self.feed_entries = 0  # Meta.changes: one per committed write
         self.handles: list[Handle] = []
         self.steps = 0
 
@@ -348,9 +351,11 @@ class ItemMachine(RuleBasedStateMachine):
         """A save or create of ``rid`` succeeded: its values, the next version."""
         self.db[rid] = record
         self.versions[rid] = self.versions.get(rid, 0) + 1
+        self.feed_entries += 1
 
     def _removed(self, rid: uuid.UUID) -> dict[str, Any] | None:
         self.versions.pop(rid, None)
+        self.feed_entries += rid in self.db
         return self.db.pop(rid, None)
 
     def _is_stale(self, handle: Handle) -> bool:
@@ -513,6 +518,7 @@ class ItemMachine(RuleBasedStateMachine):
         handle.values["log"] += data
         if handle.persisted:
             self.db[rid]["log"] = (self.db[rid]["log"] or b"") + data
+            self.feed_entries += 1
             handle.synced = (handle.synced or b"") + data
             assert length == len(self.db[rid]["log"])
         else:
@@ -612,6 +618,7 @@ class ItemMachine(RuleBasedStateMachine):
         assert updated == len(matched)
         for rid in matched:
             self.versions[rid] += 1  # optimistic_lock: an update() is a write like any other
+            self.feed_entries += 1
             record = self.db[rid]
             for name, (how, op, operand) in drawn.items():
                 if how == "=":
@@ -631,6 +638,9 @@ class ItemMachine(RuleBasedStateMachine):
             self._check_record(record, rid)
             if self.locked:
                 assert record.lock_version == self.versions[rid]
+        if self.model._meta.changes:
+            assert CLIENT.xlen(self.model._meta.changes_key) == self.feed_entries
+            assert len(list(self.model.objects.changes())) == self.feed_entries
         if hasattr(self.model.objects, "check"):
             report = self.io(self.model.objects, "check", repair=False)
             assert report.ok, report.problems
