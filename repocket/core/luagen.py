@@ -984,7 +984,7 @@ _UPDATE = """#!lua
 -- ARGV[2]  PAGE, the most candidates this call examines
 -- ARGV[3]  msgpack assignments, in order, each
 --            {{field, 'set', stored bytes | false (None: HDEL), canonical | false}} or
---            {{field, 'expr', kind ('int'|'dec'|'float'), tree (lib/arith evaluate),
+--            {{field, 'expr', kind ('int'|'dec'|'float'), tree (lib/arith expression_value),
 --             codec head, codec tail, allow NaN, may be None}}
 --          expressions see the values the record held before this update
 -- ARGV[4]  the most digits of an Integer or Decimal operand or result (0: no limit)
@@ -1106,7 +1106,7 @@ local function updated(id)
       stored, value = assignment[3] or nil, assignment[4] or nil
     else
       local why
-      value, why = evaluate(assignment[3], assignment[4], values, MAX_DIGITS)
+      value, why = expression_value(assignment[3], assignment[4], values, MAX_DIGITS)
       if why == nil and value == 'nan' and not assignment[7] then why = 'NaN is not allowed' end
       if why == nil and value == nil and not assignment[8] then
         why = 'an operand is None, and the field cannot be None'

@@ -277,3 +277,18 @@ def test_evaluate_reads_fields_and_propagates_none(client: redis.Redis) -> None:
     """
     assert lua(client, body) == [b"-16", b"nil", b"nil", b"nil",
                                  b"the stored value of gone is unreadable"]
+
+
+def test_expression_value_writes_a_lone_operand_as_the_field_does(client: redis.Redis) -> None:
+    body = """
+    local values = {n = '5', foreign = '007', d = '-0', bad = 'x'}
+    local out = {}
+    for _, case in ipairs({{'float', {'f', 'n'}}, {'int', {'f', 'foreign'}},
+                           {'dec', {'f', 'd'}}, {'dec', {'f', 'foreign'}},
+                           {'float', {'n', '2.50'}}, {'int', {'f', 'bad'}}}) do
+      local value, why = expression_value(case[1], case[2], values, 0)
+      out[#out + 1] = value or why
+    end
+    return out
+    """
+    assert lua(client, body) == [b"5.0", b"7", b"-0", b"7", b"2.5", b"not an integer"]

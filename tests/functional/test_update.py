@@ -330,6 +330,10 @@ CASES = [
     ("ratio", -0.0, F("ratio") * 1.0, lambda v: v * 1.0),
     ("ratio", 1e308, F("ratio") * 10, lambda v: v * 10),
     ("ratio", 123456.789, F("ratio") + F("n"), lambda v: v + 3),
+    ("ratio", 0.5, F("n"), lambda v: 3.0),  # an Integer read into a Float
+    ("price", D("0.5"), F("n"), lambda v: D(3)),
+    ("price", D("0.5"), F("price"), lambda v: v),
+    ("n", 1, F("n"), lambda v: v),
 ]
 
 

@@ -329,3 +329,24 @@ local function evaluate(kind, node, values, limit)
   end
   return nil, 'unknown kind ' .. tostring(kind)
 end
+
+-- The canonical value of an expression assigned to a field of `kind`: evaluate's, a
+-- lone field or number written as that kind writes it (an Integer field read into a
+-- Float: 5 -> 5.0; a foreign 007 -> 7). Arithmetic results are canonical already.
+local function expression_value(kind, node, values, limit)
+  local value, why = evaluate(kind, node, values, limit)
+  if value == nil or (node[1] ~= 'f' and node[1] ~= 'n') then return value, why end
+  if kind == 'float' then
+    local number = float_operand(value)
+    if number == nil then return nil, 'not a float' end
+    return float_repr(number)
+  end
+  if kind == 'int' then
+    local negative, digits = int_parts(value)
+    if negative == nil then return nil, 'not an integer' end
+    return int_text(negative, digits)
+  end
+  local negative, digits, exponent = dec_parts(value)
+  if negative == nil then return nil, 'not a decimal' end
+  return dec_text(negative, digits, exponent)
+end
