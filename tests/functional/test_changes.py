@@ -270,6 +270,24 @@ def test_each_entry_goes_to_one_consumer_and_acks_clear_it(client: redis.Redis) 
     assert len(other.read("a")) == 6
 
 
+def test_group_round_trips(client: redis.Redis, roundtrips: RoundTrips) -> None:
+    Order.create(ref="warm", status="new")
+    Order.objects.change_group("warm").read("w")  # scripts loaded, connection made
+    for i in range(3):
+        Order.create(ref=str(i), status="new")
+    roundtrips.reset()
+    group = Order.objects.change_group("g")
+    assert roundtrips.count == 1  # created (feed_group.lua)
+    Order.objects.change_group("g")
+    assert roundtrips.count == 2  # it exists: one call all the same, nothing created
+    assert len(group.read("w", count=2)) == 2
+    assert roundtrips.count == 4  # its own pending entries first (none), then new ones
+    assert len(group.read("w", count=2)) == 2
+    assert roundtrips.count == 5
+    assert group.process(lambda change: None, "w") == 0  # nothing new
+    assert roundtrips.count == 6  # nothing handled: no XACK
+
+
 def test_a_worker_that_dies_before_acking_loses_nothing(client: redis.Redis) -> None:
     made = [Order.create(ref=str(i), status="new") for i in range(5)]
     crashed = Order.objects.change_group("mailer")
