@@ -988,10 +988,13 @@ _UPDATE = """#!lua
 --             codec head, codec tail, allow NaN, may be None}}
 --          expressions see the values the record held before this update
 -- ARGV[4]  the most digits of an Integer or Decimal operand or result (0: no limit)
+-- ARGV[5]  the arithmetic steps (lib/arith ARITH_WORK) after which the call stops taking
+--          records (at least one is taken)
 --
 {update_notes}--
 -- Reply: {{'done', records updated}}, or {{'list'}} (nothing written) when the candidates
---        are more than PAGE.
+--        are more than PAGE, or {{'more', records updated, id...}} when the arithmetic
+--        budget ran out: the candidates not taken, for the next call.
 -- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
 --         REPOCKET {{"code": "pointer_missing", "key"}}
 --         REPOCKET {{"code": "unique", "fields", "values", "owner", "id"}}
@@ -1014,6 +1017,7 @@ local plan = cmsgpack.unpack(ARGV[1])
 local PAGE = tonumber(ARGV[2])
 local SETS = cmsgpack.unpack(ARGV[3])
 local MAX_DIGITS = tonumber(ARGV[4])
+local ARITH_BUDGET = tonumber(ARGV[5])
 
 local err = {model_checks}
 if err then return err end
@@ -1168,8 +1172,15 @@ local function write(record)
 {write_entries}{update_feed}
 end
 
-local records = {{}}
-for _, id in ipairs(candidates) do
+-- The records this call updates: every candidate, unless the arithmetic of those before
+-- it has spent ARITH_BUDGET (numbers of thousands of digits): the rest go back to the
+-- caller, for the next call.
+local records, rest = {{}}, {{'more', 0}}
+for i, id in ipairs(candidates) do
+  if i > 1 and ARITH_WORK.steps > ARITH_BUDGET then
+    for j = i, #candidates do rest[#rest + 1] = candidates[j] end
+    break
+  end
   local record, failure = updated(id)
   if failure then return failure end
   records[#records + 1] = record
@@ -1177,6 +1188,10 @@ end
 err = check_claims(records)
 if err then return err end
 for _, record in ipairs(records) do write(record) end
+if #rest > 2 then
+  rest[2] = #records
+  return rest
+end
 return {{'done', #records}}
 """
 

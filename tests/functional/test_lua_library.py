@@ -212,6 +212,13 @@ def test_integer_errors(client: redis.Redis) -> None:
         "error: division by zero", "error: not an integer", "error: not an integer"]
     limited = lua(client, "local v, why = int_arith('*', '99999', '99999', 8) return why")
     assert limited == b"too many digits"
+    long_division = "local v, why = int_arith('/', ARGV[1], ARGV[2], 0) return v or why"
+    assert lua(client, long_division, (), "7" * 201, "12345678") == (
+        b"too many digits for an exact division")
+    assert lua(client, long_division, (), "7" * 200, "12345678") == str(
+        int("7" * 200) // 12345678).encode()
+    assert lua(client, long_division, (), "7" * 4300, "-1234567") == str(
+        int("7" * 4300) // -1234567).encode()
 
 
 def _random_decimal(rng: random.Random) -> decimal.Decimal:
@@ -292,3 +299,17 @@ def test_expression_value_writes_a_lone_operand_as_the_field_does(client: redis.
     return out
     """
     assert lua(client, body) == [b"5.0", b"7", b"-0", b"7", b"2.5", b"not an integer"]
+
+
+def test_arithmetic_counts_its_work(client: redis.Redis) -> None:
+    """ARITH_WORK grows with the digits worked (the update script bounds a call by it)."""
+    body = """
+    local before = ARITH_WORK.steps
+    int_arith('+', '1', '2', 0)
+    local small = ARITH_WORK.steps - before
+    int_arith('*', ARGV[1], ARGV[1], 0)
+    local big = ARITH_WORK.steps - before - small
+    return {small, big}
+    """
+    small, big = lua(client, body, (), "9" * 700)
+    assert small == 1 and big >= 100 * 100

@@ -127,6 +127,26 @@ def test_a_round_trip_per_page_when_the_matches_do_not_fit(
     assert Task.objects.check().ok
 
 
+def test_a_call_takes_no_more_records_once_its_arithmetic_budget_is_spent(
+        client: redis.Redis, roundtrips: RoundTrips, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numbers of many digits: each call takes records until the arithmetic has spent
+    ARITH_BUDGET steps, and hands the rest back; every record is updated once."""
+    records = make(count=5)
+    for i, record in enumerate(records):
+        record.n = 10**40 + i
+        record.save()
+    Task.objects.filter(n=0).update(status="warm")
+    monkeypatch.setattr(updates, "ARITH_BUDGET", 1)  # one record per call
+    roundtrips.reset()
+    assert Task.objects.filter(queue="q").update(n=F("n") * 3 + 1) == 5
+    assert roundtrips.count == 5
+    assert sorted(t.n for t in Task.objects.all()) == [(10**40 + i) * 3 + 1 for i in range(5)]
+    monkeypatch.setattr(updates, "PAGE", 2)  # with pages of listed ids too
+    assert Task.objects.filter(queue="q").update(n=F("n") - 1) == 5
+    assert sorted(t.n for t in Task.objects.all()) == [(10**40 + i) * 3 for i in range(5)]
+    assert Task.objects.check().ok
+
+
 def test_page_size_keeps_a_call_within_the_write_budget() -> None:
     per_record = 4 + 3 * len(Task._meta.model_keys)
     assert updates.page_size(Task) * per_record <= updates.WRITE_BUDGET

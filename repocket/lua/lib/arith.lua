@@ -13,6 +13,22 @@
 local LIMB = 10000000
 local LIMB_DIGITS = 7
 
+-- The work the arithmetic of this script call has done, in steps of about 0.1 us (a digit
+-- added, a limb multiplied): a script that computes for many records bounds it (a table
+-- made anew by each call, as every local of a script).
+local ARITH_WORK = {steps = 0}
+
+local function charge(steps)
+  ARITH_WORK.steps = ARITH_WORK.steps + steps
+end
+
+-- The steps of an operation on magnitudes of `a` and `b` digits.
+local function steps_of(op, a, b)
+  if op == '*' then return a + b + math.ceil(a / LIMB_DIGITS) * math.ceil(b / LIMB_DIGITS) end
+  if op == '/' and b > LIMB_DIGITS then return a * (math.ceil(b / LIMB_DIGITS) + 10) end
+  return a + b
+end
+
 local function digits_trim(digits)
   local trimmed = string.gsub(digits, '^0+', '')
   if trimmed == '' then return '0' end
@@ -91,10 +107,30 @@ local function digits_mul(a, b)
   return from_limbs(out)
 end
 
--- Quotient and remainder of magnitudes (b not '0'): long division, one digit of a at a
--- time against the multiples 0..9 of b.
+-- Quotient and remainder of a magnitude by a divisor of one limb (below 10^7, not 0):
+-- each step divides a number below 10^14, exact in doubles.
+local function digits_divmod_small(a, divisor)
+  local limbs = to_limbs(a)
+  local quotient, rest = {}, 0
+  for i = #limbs, 1, -1 do
+    local current = rest * LIMB + limbs[i]
+    quotient[i] = math.floor(current / divisor)
+    rest = current - quotient[i] * divisor
+  end
+  return from_limbs(quotient), string.format('%d', rest)
+end
+
+-- The most digits a dividend may have when the divisor has more than one limb: that
+-- long division costs about (dividend digits) x (divisor limbs) steps.
+local LONG_DIVISION_DIGITS = 200
+
+-- Quotient and remainder of magnitudes (b not '0'), or nil when the division would take
+-- too long: by one limb at a time, or else a long division, one digit of a at a time
+-- against the multiples 0..9 of b.
 local function digits_divmod(a, b)
   if digits_cmp(a, b) < 0 then return '0', a end
+  if #b <= LIMB_DIGITS then return digits_divmod_small(a, tonumber(b)) end
+  if #a > LONG_DIVISION_DIGITS then return nil end
   local multiples = {'0'}
   for k = 1, 9 do multiples[k + 1] = digits_add(multiples[k], b) end
   local quotient, rest = {}, '0'
@@ -166,6 +202,7 @@ end
 -- x op y for integer texts; '/' is floor division (Python's //). `limit`: the most
 -- digits an operand or the result may have (0: no limit).
 local function int_arith(op, x, y, limit)
+  charge(1)
   if limit == 0 or limit > SMALL_DIGITS then  -- a small result is within any such limit
     local small = small_int_arith(op, x, y)
     if small then return small end
@@ -173,7 +210,10 @@ local function int_arith(op, x, y, limit)
   local negative_x, a = int_parts(x)
   local negative_y, b = int_parts(y)
   if negative_x == nil or negative_y == nil then return nil, 'not an integer' end
-  if limit > 0 and (#a > limit or #b > limit) then return nil, 'too many digits' end
+  if limit > 0 and (#a > limit or #b > limit or op == '*' and #a + #b > limit + 1) then
+    return nil, 'too many digits'
+  end
+  charge(steps_of(op, #a, #b))
   local negative, digits
   if op == '+' then negative, digits = signed_add(negative_x, a, negative_y, b)
   elseif op == '-' then negative, digits = signed_add(negative_x, a, not negative_y, b)
@@ -182,6 +222,7 @@ local function int_arith(op, x, y, limit)
     if b == '0' then return nil, 'division by zero' end
     local rest
     digits, rest = digits_divmod(a, b)
+    if not digits then return nil, 'too many digits for an exact division' end
     negative = negative_x ~= negative_y
     if negative and rest ~= '0' then digits = digits_add(digits, '1') end  -- floor
   else
@@ -223,9 +264,11 @@ local function dec_arith(op, x, y, limit)
   local negative_x, a, exponent_x = dec_parts(x)
   local negative_y, b, exponent_y = dec_parts(y)
   if negative_x == nil or negative_y == nil then return nil, 'not a decimal' end
+  charge(1)
   local negative, digits, exponent
   if op == '*' then
     if limit > 0 and #a + #b > limit + 1 then return nil, 'too many digits' end
+    charge(steps_of(op, #a, #b))
     negative, digits, exponent = negative_x ~= negative_y, digits_mul(a, b),
       exponent_x + exponent_y
   elseif op == '+' or op == '-' then
@@ -233,6 +276,7 @@ local function dec_arith(op, x, y, limit)
     exponent = math.min(exponent_x, exponent_y)
     local width = math.max(#a + exponent_x - exponent, #b + exponent_y - exponent)
     if limit > 0 and width > limit then return nil, 'too many digits' end
+    charge(steps_of(op, width, width))
     a = digits_trim(a .. string.rep('0', exponent_x - exponent))
     b = digits_trim(b .. string.rep('0', exponent_y - exponent))
     negative, digits = signed_add(negative_x, a, negative_y, b)
@@ -289,6 +333,7 @@ local function float_operand(text)
 end
 
 local function float_arith(op, x, y)
+  charge(1)
   local a, b = float_operand(x), float_operand(y)
   if a == nil or b == nil then return nil, 'not a float' end
   if op == '+' then return float_repr(a + b) end
