@@ -468,3 +468,44 @@ def test_a_failing_shard_of_a_bulk_write_leaves_the_others_written(
         assert in_broken or (found is not None and found.label == record.label)
     assert not [key for key in every_key(local_cluster)
                 if key.startswith(broken) and not key.endswith(":ids")]
+
+
+class Versioned(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+        optimistic_lock = True
+        shards = 4
+
+    label = attributes.Unicode()
+
+
+class Fed(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+        changes = True
+
+    label = attributes.Unicode()
+
+
+def test_optimistic_lock_on_the_record_shard(cluster: RedisCluster) -> None:
+    mine = Versioned.create(label="a")
+    theirs = Versioned.objects.get(id=mine.id)
+    assert theirs is not None and theirs.lock_version == 1
+    theirs.label = "b"
+    theirs.save()
+    mine.label = "c"
+    with pytest.raises(errors.StaleRecord):
+        mine.save()
+    with pytest.raises(errors.StaleRecord):
+        mine.delete()
+    assert Versioned.objects.get(id=mine.id).label == "b"  # type: ignore[union-attr]
+    assert theirs.lock_version == 2
+    theirs.delete()
+
+
+def test_a_change_feed_is_refused_typed_before_anything_is_sent(cluster: RedisCluster) -> None:
+    with pytest.raises(errors.Unsupported):
+        Fed.create(label="a")
+    with pytest.raises(errors.Unsupported):
+        Fed.objects.changes()
+    assert cluster.dbsize() == 0
