@@ -6,9 +6,10 @@ from .api.model import ActiveRecord
 from .api.queryset import QuerySet
 from .api.result import ResultSet
 from .connections import configure
+from .core.ops import KEEP_TTL
 from .core.update import F
 from .exec.observe import CallReport
 
 __version__ = "0.2.0"
-__all__ = ["ActiveRecord", "CallReport", "Change", "ChangeGroup", "F", "QuerySet",
+__all__ = ["KEEP_TTL", "ActiveRecord", "CallReport", "Change", "ChangeGroup", "F", "QuerySet",
            "ResultSet", "attributes", "configure", "errors"]

@@ -18,6 +18,7 @@ from ..connections import configure
 from ..core import batches
 from ..core import changes as feed
 from ..core import ops as operations
+from ..core.ops import TTL, TTLArg
 from ..core.plan import Plan
 from ..errors import DoesNotExist, StaleRecord
 from ..exec.aio import aexecute, arun_plan, astream_plan
@@ -60,19 +61,29 @@ class AsyncRecordMixin:
 
     @classmethod
     async def acreate(cls: type[_Rec], **kwargs: Any) -> _Rec:
-        """``create``, awaited: build an instance, save it, return it."""
+        """``create``, awaited: build an instance, save it (``ttl=`` as for ``save``),
+        return it."""
+        ttl = kwargs.pop("ttl", TTL.DEFAULT)
         instance = cls(**kwargs)
-        await instance.asave()  # type: ignore[misc]
+        await instance.asave(ttl=ttl)  # type: ignore[misc]
         return instance
 
     async def asave(self: ActiveRecord,  # type: ignore[misc]
-                    force_insert: bool = False) -> dict[str, Any]:
+                    force_insert: bool = False, ttl: TTLArg = TTL.DEFAULT) -> dict[str, Any]:
         """``save()``, awaited: one atomic round trip (``DoesNotExist`` when the record
         was deleted since it was loaded, unless ``force_insert``). Cancelled, it ran whole
         or not at all; this instance then knows nothing was synced, so the next save
         writes it whole."""
         return await _arun(  # type: ignore[no-any-return]
-            operations.compile_save(self, whole=force_insert))
+            operations.compile_save(self, whole=force_insert, ttl=ttl))
+
+    async def attl(self: ActiveRecord) -> float | None:  # type: ignore[misc]
+        """``ttl()``, awaited: seconds left before the record's deadline, None without one."""
+        return await _arun(operations.compile_ttl(self))  # type: ignore[no-any-return]
+
+    async def apersist(self: ActiveRecord) -> bool:  # type: ignore[misc]
+        """``persist()``, awaited: clear the record's deadline; whether it had one."""
+        return await _arun(operations.compile_persist(self))  # type: ignore[no-any-return]
 
     async def adelete(self: ActiveRecord) -> int:  # type: ignore[misc]
         """``delete()``, awaited: the number of keys deleted."""
@@ -108,9 +119,7 @@ class AsyncManagerMixin(Generic[_R]):
     model: type[_R]
 
     async def acreate(self, **kwargs: Any) -> _R:
-        instance = self.model(**kwargs)
-        await instance.asave()
-        return instance
+        return await self.model.acreate(**kwargs)
 
     async def aget(self: Manager[_R], *, pointer_depth: int = 1,  # type: ignore[misc]
                    **lookups: Any) -> _R | None:
@@ -149,12 +158,12 @@ class AsyncManagerMixin(Generic[_R]):
                 continue  # deleted or written since found: find or create it again
             return record, False
 
-    async def abulk_create(self, records: Iterable[_R],
-                           batch_size: int = 500) -> list[_R]:
+    async def abulk_create(self, records: Iterable[_R], batch_size: int = 500,
+                           ttl: TTLArg = TTL.DEFAULT) -> list[_R]:
         """``bulk_create``, awaited: one atomic round trip per batch."""
         checked = batches.bulk_records(self.model, records, batch_size)
         return await _arun_plan(  # type: ignore[no-any-return]
-            batches.bulk_create_plan(self.model, checked, batch_size))
+            batches.bulk_create_plan(self.model, checked, batch_size, ttl))
 
     async def achanges(self, since: str | Change | None = None, block: int | None = None,
                        count: int = 100) -> AsyncIterator[Change]:

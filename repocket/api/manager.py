@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from ..connections import configure
 from ..core import batches
 from ..core import ops as operations
+from ..core.ops import TTL, TTLArg
 from ..core.query import canonical, id_lookup
 from ..errors import DoesNotExist, StaleRecord, UniqueViolation
 from ..exec.plans import run_plan
@@ -155,6 +156,7 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
         return self.get_queryset().none()
 
     def create(self, **kwargs: Any) -> _R:
+        """``Model.create``: keyword arguments are fields, and ``ttl`` as for ``save``."""
         return self.model.create(**kwargs)
 
     def get_or_create(self, defaults: dict[str, Any] | None = None,
@@ -211,13 +213,13 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
                 continue  # deleted or written since found: find or create it again
             return record, False
 
-    def bulk_create(self, records: Iterable[_R],
-                    batch_size: int = 500) -> list[_R]:
+    def bulk_create(self, records: Iterable[_R], batch_size: int = 500,
+                    ttl: TTLArg = TTL.DEFAULT) -> list[_R]:
         """Save new records, one round trip per batch; each batch is atomic (all written or,
-        on a unique violation or a missing Pointer target, none)."""
+        on a unique violation or a missing Pointer target, none). ``ttl`` as for ``save``."""
         checked = batches.bulk_records(self.model, records, batch_size)
         return run_plan(configure.get_connection(),  # type: ignore[no-any-return]
-                        batches.bulk_create_plan(self.model, checked, batch_size))
+                        batches.bulk_create_plan(self.model, checked, batch_size, ttl))
 
     def get_many(self, ids: Sequence[Any], *,
                  pointer_depth: int = 1) -> list[_R | None]:

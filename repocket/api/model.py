@@ -13,6 +13,7 @@ from ..connections import configure
 from ..core import keys as keyspace
 from ..core import ops as operations
 from ..core.codecs import get_codec
+from ..core.ops import TTL, TTLArg
 from ..core.plan import then
 from ..core.schema import Options
 from ..errors import (
@@ -159,6 +160,11 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
     if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
         raise _definition_error(model.__name__, "Meta.changes_maxlen must be a positive "
                                 f"integer, not {maxlen!r}")
+    ttl = getattr(meta, "ttl", None)
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                            or not 0 < ttl < float("inf")):
+        raise _definition_error(model.__name__, f"Meta.ttl must be a positive number of "
+                                f"seconds (or None), not {ttl!r}")
     codec = getattr(meta, "codec", None)
     if codec is not None:
         try:
@@ -215,20 +221,38 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
     # -- persistence -----------------------------------------------------------------------
     @classmethod
     def create(cls: type[_Record], **kwargs: Any) -> _Record:
-        """Build an instance from keyword arguments, save it, and return it."""
+        """Build an instance from keyword arguments, save it (``ttl=`` as for ``save``),
+        and return it."""
+        ttl = kwargs.pop("ttl", TTL.DEFAULT)
         instance = cls(**kwargs)
-        instance.save()
+        instance.save(ttl=ttl)
         return instance
 
-    def save(self, force_insert: bool = False) -> dict[str, Any]:
+    def save(self, force_insert: bool = False, ttl: TTLArg = TTL.DEFAULT) -> dict[str, Any]:
         """Persist the record in one atomic round trip.
 
         An instance loaded from Redis writes its changed fields; if its record was
         deleted meanwhile, nothing is written and ``DoesNotExist`` is raised.
         ``force_insert=True`` writes the whole record whatever Redis holds (creating
-        a deleted record again). Returns ``{'hash': key, 'strings': {stream field: key}}``."""
+        a deleted record again). ``ttl``: seconds until the record expires (from the
+        server's clock), None for no deadline, ``KEEP_TTL`` to keep its deadline; by
+        default ``Meta.ttl`` when the model declares one (refreshed by every save), else
+        the record's deadline is kept. Returns ``{'hash': key, 'strings': {stream field:
+        key}}``."""
         return execute(configure.get_connection(),  # type: ignore[no-any-return]
-                       operations.compile_save(self, whole=force_insert))
+                       operations.compile_save(self, whole=force_insert, ttl=ttl))
+
+    def ttl(self) -> float | None:
+        """Seconds left before the record's deadline, None when it has none (one round
+        trip); ``DoesNotExist`` when the record is gone (deleted, or past its deadline)."""
+        return execute(configure.get_connection(),  # type: ignore[no-any-return]
+                       operations.compile_ttl(self))
+
+    def persist(self) -> bool:
+        """Clear the record's deadline (it lives until deleted) in one round trip; whether
+        it had one. ``DoesNotExist`` (nothing written) when the record is gone."""
+        return execute(configure.get_connection(),  # type: ignore[no-any-return]
+                       operations.compile_persist(self))
 
     def delete(self) -> int:
         """Delete the record's hash and ByteStreams; return the number of keys deleted."""

@@ -38,10 +38,11 @@ def bulk_records(model: type[ActiveRecord], records: Iterable[ActiveRecord],
 
 
 def bulk_create_plan(model: type[ActiveRecord], records: list[ActiveRecord],
-                     batch_size: int) -> Plan:
+                     batch_size: int, ttl: operations.TTLArg = operations.TTL.DEFAULT) -> Plan:
     """One atomic call per batch (a batch's save blocks are built when it is sent)."""
+    operations.ttl_op(model, ttl)  # a bad ttl is refused before the first batch is sent
     for start in range(0, len(records), batch_size):
-        yield operations.compile_bulk_create(model, records[start:start + batch_size])
+        yield operations.compile_bulk_create(model, records[start:start + batch_size], ttl)
     return records
 
 

@@ -8,6 +8,9 @@ Layout (as repocket 0.1 documented it)::
     repocket:<namespace>:<Class>:idx:<field>         sorted set: the field's index
     repocket:<namespace>:<Class>:idx:<field>:null    set: ids whose indexed field is None
     repocket:<namespace>:<Class>:uniq:<f>[+<g>...]   hash: unique value -> id
+    repocket:<namespace>:<Class>:ttl                 sorted set: id -> deadline (ms since 1970)
+    repocket:<namespace>:<Class>:ttl:entries         hash: id -> msgpack of the values its index
+                                                     entries and unique claims were written with
     repocket:<namespace>:<Class>:changes             stream: the change feed (Meta.changes)
 
 A record hash may hold one field besides the model's: ``VERSION_FIELD``, the version
@@ -138,3 +141,15 @@ def ids_key(prefix: str) -> str:
 def changes_key(prefix: str) -> str:
     """The stream of the model's change feed (``Meta.changes``)."""
     return f"{prefix}:{CHANGES_SUFFIX}"
+
+
+def deadlines_key(prefix: str) -> str:
+    """The sorted set of the records that expire: member id, score its deadline in ms."""
+    return f"{prefix}:ttl"
+
+
+def expiry_entries_key(prefix: str) -> str:
+    """The hash of what an expiring record's index entries and unique claims were written
+    with (id -> msgpack of its tracked values): Redis expires the record's hash at its
+    deadline, and the sweep that removes the entries afterwards reads them here."""
+    return f"{prefix}:ttl:entries"

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from ..api.model import ActiveRecord
     from .schema import Options
 
-LIBRARIES = ("lib/checks", "lib/values", "lib/index", "lib/read", "lib/arith")
+LIBRARIES = ("lib/checks", "lib/values", "lib/index", "lib/read", "lib/arith",
+             "lib/expiry")
 # The query parts the update script links too (they read KEYS[source.key]: not libraries).
 QUERY_PARTS = ("query/_conditions", "query/_sources")
 _LUA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -114,6 +115,10 @@ def _key_locals(meta: Options) -> list[tuple[str, str, str, str]]:
     if meta.changes:
         rows.append(("changes", f"KEYS[{position[meta.changes_key]}]", "the change feed",
                      meta.changes_key))
+    deadlines, entries = meta.expiry_keys
+    after = meta.expiry_position
+    rows.append(("deadlines", f"KEYS[{after}]", "deadlines", deadlines))
+    rows.append(("expiry_entries", f"KEYS[{after + 1}]", "ttl entries", entries))
     return rows
 
 
@@ -163,7 +168,14 @@ _SAVE_HEADER = """#!lua
 --   from Redis), N, D, P, N field/value pairs to HSET, D fields to HDEL, and per
 --   ByteStream {streams} an op/data pair:
 --   ''  leave the stream,  'A'  APPEND,  'S'  SET,  'D'  DEL
+--   then its expiry: ''  keep the record's deadline (or none),  'P'  none (persist),
+--   or a number of ms: the deadline is the server's clock plus that (TIME)
 {lock_args}{find_args}{feed_note}--
+-- Records past their deadline (some sorted-set member of KEYS[deadlines] below the
+-- clock) read as absent: a save of such a record creates it anew (a partial save:
+-- 'gone'), a unique value such a record holds is free. The call sweeps them, and a
+-- page of up to {sweep_page} others, as delete removes records (entries from the expiry
+-- entries hash, since Redis expired their hashes and streams at the deadline){feed_expire}.
 -- Reply: {saved}, or 'gone' (nothing written) when a partial save finds its record
 --        deleted meanwhile: the caller raises DoesNotExist (no resurrection).
 {find_reply}-- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
@@ -182,6 +194,7 @@ local TRACKED = {{{tracked_set}}}
 
 -- Where each record's keys and arguments are.
 local records = {{}}
+local NEEDS_CLOCK = false  -- whether a record gets a deadline (then TIME is read)
 local key_at, arg_at = {first_record_key}, 3
 for r = 1, R do
   local n_set, n_del, n_ptr = tonumber(ARGV[arg_at + 2]), tonumber(ARGV[arg_at + 3]),
@@ -191,9 +204,11 @@ for r = 1, R do
                   first_set = arg_at + 5, n_set = n_set, n_del = n_del}}
   record.first_del = record.first_set + 2 * n_set
   record.first_op = record.first_del + n_del{expected}
+  record.ttl_op = ARGV[record.first_op + 2 * S{lock_arg}]
+  NEEDS_CLOCK = NEEDS_CLOCK or (record.ttl_op ~= '' and record.ttl_op ~= 'P')
   records[r] = record
   key_at = key_at + 1 + S + n_ptr
-  arg_at = record.first_op + 2 * S{lock_arg}
+  arg_at = record.first_op + 2 * S{lock_arg} + 1
 end
 
 -- The tracked values a record holds once written.
@@ -247,6 +262,8 @@ _SAVE_CHECK = """
 local function check(record, claimed, unique_checked)
   local raw = redis.pcall('HMGET', record.hash, unpack(READ))  -- also its type check
   if is_error(raw) then return pcall_failure(record.hash, 'hash', raw) end
+  if record.expired then raw = NOTHING end  -- past its deadline: absent, being swept
+  record.deadline = not record.expired and deadline_of(EXPIRY, record.id) or nil
   local err
   for s = 1, S do
     local op = record.first_op + 2 * s - 2
@@ -283,16 +300,20 @@ local function write(record)
   end
   local id, old, new, known = record.id, record.old, record.new, record.known
 {write_entries}{write_feed}
+  write_expiry(record)
 end
 
+-- @find
+{own_expired}
 local err = {model_checks}
 if err then return err end
-local claimed, unique_checked = {{}}, {{}}
 for _, record in ipairs(records) do
   err = check(record, claimed, unique_checked)
   if err then return err end
 end
 {unchecked_uniques}
+err = write_sweep()  -- its first write is the id set's type check: nothing written before
+if err then return err end
 -- The first write doubles as the id set's type check: nothing is written before it.
 local ids = {{}}
 for r, record in ipairs(records) do ids[r] = record.id end
@@ -307,6 +328,164 @@ def _read_fields(meta: Options, fields: list[str]) -> str:
     the tracked ``fields``."""
     version = [keyspace.VERSION_FIELD] if meta.optimistic_lock else []
     return lua_list([meta.pk_name, *version, *fields])
+
+SWEEP_PAGE = 32  # records past their deadline one write call sweeps besides its own
+
+_EXPIRY_PRELUDE = """
+-- Expiry: nil unless some record of the model has a deadline or this call sets one (then
+-- the clock, and whether any deadline passed). The expiry entries hash is type-checked
+-- then, before any write.
+local EXPIRY, expiry_err = expiry_state(K.deadlines, {needs_clock})
+if expiry_err then return expiry_err end
+if EXPIRY then
+  expiry_err = check_type(K.expiry_entries, 'hash')
+  if expiry_err then return expiry_err end
+end
+"""
+
+_SWEEP = """
+-- Sweeping records past their deadline, exactly as delete removes records: their index
+-- entries and unique claims (from the values kept in K.expiry_entries: Redis expired
+-- their hashes at the deadline), id-set and deadline entries; the hash and streams too
+-- for a record of this call (in KEYS), which may outlive its deadline by a millisecond.
+-- Every read happens while planning (before the call's first write).
+local sweep, sweeping = {{}}, {{}}
+local function plan_sweep(id, own)
+  if sweeping[id] then return nil end
+  local record = {{id = id, own = own}}
+  local old = {{}}
+{read_kept}
+  record.old = old
+  local owner
+{read_claims}
+  sweeping[id] = record
+  sweep[#sweep + 1] = record
+  return nil
+end
+
+local function write_sweep()
+  if #sweep == 0 then return nil end
+  local ids = {{}}
+  for i, record in ipairs(sweep) do ids[i] = record.id end
+  local removed = redis.pcall('SREM', K.ids, unpack(ids))  -- also the id set's type check
+  if is_error(removed) then return pcall_failure(K.ids, 'set', removed) end
+  redis.call('ZREM', K.deadlines, unpack(ids))
+{forget_kept}
+  for _, record in ipairs(sweep) do
+    local id, old = record.id, record.old
+{delete_entries}
+{feed}
+    local own = record.own
+    if own then
+      redis.call('DEL', own.hash)
+      for s = own.first_stream, own.first_stream + S - 1 do redis.call('DEL', KEYS[s]) end
+    end
+  end
+  return nil
+end
+
+-- A page of other records past their deadline.
+local function plan_due_sweep()
+  for _, id in ipairs(due_ids(EXPIRY, {page})) do
+    if string.match(id, UUID_PATTERN) then
+      local err = plan_sweep(id, nil)
+      if err then return err end
+    end
+  end
+  return nil
+end
+"""
+
+_OWN_EXPIRED = """-- Records of this call past their deadline read as absent (and are swept first).
+if EXPIRY and EXPIRY.due then
+  for _, record in ipairs(records) do
+    if is_expired(EXPIRY, record.id) then
+      record.expired = true
+      local err = plan_sweep(record.id, record)
+      if err then return err end
+    end
+  end
+  local err = plan_due_sweep()
+  if err then return err end
+end
+"""
+
+_LIVE_OWNER = """
+local claimed, unique_checked = {{}}, {{}}
+{sweep}
+-- What the HMGET of a record past its deadline counts as: nothing stored.
+local NOTHING = {{}}
+for i = 1, #READ do NOTHING[i] = false end
+
+-- The other record holding a unique value, or nil (then it is claimed for `id`); a
+-- record past its deadline holds nothing: it is swept before this call writes.
+local function live_owner(key, value, id)
+  local owner, err = unique_owner(key, value, id, claimed)
+  if err or not owner then return owner, err end
+  local slot = key .. '\\0' .. value
+  if claimed[slot] == owner or not is_expired(EXPIRY, owner) then return owner end
+  err = plan_sweep(owner, nil)
+  if err then return nil, err end
+  if claimed[slot] and claimed[slot] ~= id then return claimed[slot] end
+  claimed[slot] = id
+  return nil
+end
+"""
+
+_WRITE_EXPIRY = """
+-- A record's deadline after its write: set ('<ms>'), cleared ('P') or kept (''). A SET of
+-- a ByteStream clears its expiry and an APPEND may create its key: every stream of a
+-- record with a deadline gets it again (PEXPIREAT of an absent key does nothing).
+local function write_expiry(record)
+  local id, deadline = record.id, record.deadline
+  if record.ttl_op == 'P' then
+    if deadline then
+      redis.call('ZREM', K.deadlines, id)
+{forget_one}
+      redis.call('PERSIST', record.hash)
+      for s = 1, S do redis.call('PERSIST', KEYS[record.first_stream + s - 1]) end
+    end
+    return
+  end
+  if record.ttl_op ~= '' then
+    deadline = EXPIRY.now + tonumber(record.ttl_op)
+    redis.call('ZADD', K.deadlines, deadline_text(deadline), id)
+    redis.call('PEXPIREAT', record.hash, deadline_text(deadline))
+  end
+  if not deadline then return end
+  for s = 1, S do
+    redis.call('PEXPIREAT', KEYS[record.first_stream + s - 1], deadline_text(deadline))
+  end
+{keep_one}
+end
+"""
+
+
+def _sweep(meta: Options, claims_table: str) -> str:
+    """The sweep of records past their deadline (plan, then write), for save and delete."""
+    tracked = bool(tracked_fields(meta))
+    read_kept = ("  local kept = redis.call('HGET', K.expiry_entries, id)\n"
+                 "  if kept then old = cmsgpack.unpack(kept) end") if tracked else \
+        "  -- no field is indexed or unique: nothing kept"
+    forget_kept = ("  redis.call('HDEL', K.expiry_entries, unpack(ids))" if tracked
+                   else "  -- no field is indexed or unique: nothing kept")
+    claims = _read_claims(meta).replace("claims_checked", claims_table)
+    entries = _indent(_delete_entries(meta))
+    feed = ("    -- the change feed: one 'expire' entry per record swept, in the sweeping script\n"
+            "    redis.call('XADD', K.changes, 'MAXLEN', '~', FEED_MAXLEN, '*', 'op', 'expire',"
+            " 'id', id)" if meta.changes else "    -- no change feed")
+    return _SWEEP.format(read_kept=read_kept, read_claims=claims, forget_kept=forget_kept,
+                         delete_entries=entries, page=SWEEP_PAGE, feed=feed)
+
+
+def _write_expiry(meta: Options) -> str:
+    tracked = bool(tracked_fields(meta))
+    forget_one = ("      redis.call('HDEL', K.expiry_entries, id)" if tracked
+                  else "      -- no field is indexed or unique: nothing kept")
+    keep_one = ("  -- what its entries hold, for the sweep once Redis expired the hash\n"
+                "  redis.call('HSET', K.expiry_entries, id, cmsgpack.pack(record.new))"
+                if tracked else "  -- no field is indexed or unique: nothing to keep")
+    return _WRITE_EXPIRY.format(forget_one=forget_one, keep_one=keep_one)
 
 
 def _read_old(meta: Options, fields: list[str]) -> str:
@@ -339,7 +518,7 @@ def _check_uniques(meta: Options) -> str:
   record.{_ident('uniq_old_' + name)} = {_unique_values(meta, group, 'old')}
   record.{_ident('uniq_new_' + name)} = {_unique_values(meta, group, 'new')}
   if record.{_ident('uniq_new_' + name)} ~= nil then
-    owner, err = unique_owner({key}, record.{_ident('uniq_new_' + name)}, record.id, claimed)
+    owner, err = live_owner({key}, record.{_ident('uniq_new_' + name)}, record.id)
     if err then return err end
     if owner then
       return fail('unique', {{fields = {fields_list}, values = {shown}, owner = owner,
@@ -423,7 +602,8 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
         streams="(" + ", ".join(streams) + ")" if streams else "(none)",
         lock_args=_LOCK_ARGS if lock else "", feed_note=_feed_note(meta) if feed else "",
         saved="{'saved', each record's new version}" if lock else "'saved'",
-        lock_errors=_LOCK_ERRORS if lock else "")
+        lock_errors=_LOCK_ERRORS if lock else "", sweep_page=SWEEP_PAGE,
+        feed_expire=" (each with an 'expire' entry in the change feed)" if feed else "")
     frame = _SAVE_FRAME.format(
         n_streams=len(streams), is_envelope="true" if is_envelope else "false",
         read_fields=_read_fields(meta, fields),
@@ -435,6 +615,8 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
         frame += _VERSION_LOCAL
     if feed:
         frame += _feed_frame(meta)
+    expiry = (_EXPIRY_PRELUDE.format(needs_clock="NEEDS_CLOCK")
+              + _LIVE_OWNER.format(sweep=_sweep(meta, "unique_checked")))
     check = _SAVE_CHECK.format(read_old=_read_old(meta, fields),
                                check_uniques=_check_uniques(meta),
                                check_version=_CHECK_VERSION if lock else "",
@@ -446,11 +628,12 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
                                write_feed=_write_feed(
                                    meta, "record.exists and 'update' or 'create'",
                                    ", 'fields', changed_fields(record)") if feed else "",
-                               save_reply=_LOCKED_REPLY if lock else "return 'saved'\n")
-    if find:
-        write = write.replace("\nlocal err = ", _find_block(meta) + "\nlocal err = ", 1)
+                               save_reply=_LOCKED_REPLY if lock else "return 'saved'\n",
+                               own_expired=_OWN_EXPIRED.format())
+    write = write.replace("-- @find\n", _find_block(meta) + "\n" if find else "", 1)
     return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n"
-            + _defaults_table(meta, fields) + "\n" + frame + check + write)
+            + _defaults_table(meta, fields) + "\n" + frame + expiry + check
+            + _write_expiry(meta) + write)
 
 
 _LOCK_ARGS = """--   then (optimistic_lock) the version the instance holds: '0' for a new record, ''
@@ -584,7 +767,7 @@ if find_err then return find_err end
 local owner_key = owner and {lua_string(meta.prefix + ':')} .. owner
 local flat = owner and redis.pcall('HGETALL', owner_key)
 if flat and is_error(flat) then return pcall_failure(owner_key, 'hash', flat) end
-if flat and #flat > 0 then
+if flat and #flat > 0 and not is_expired(EXPIRY, owner) then
   local found_streams = {{}}
 {streams or '  -- no ByteStream'}
   return {{'found', owner, flat, found_streams}}
@@ -604,6 +787,10 @@ _DELETE = """#!lua flags=allow-oom
 --   and its {n_streams} ByteStream keys {streams}       <hash key>:field:<name>
 -- ARGV[1 ..]  the records' ids, in KEYS order
 {lock_args}{feed_note}--
+-- A record past its deadline (KEYS[deadlines]) reads as absent (not counted), and is
+-- swept with a page of up to {sweep_page} others, as records are deleted (their entries
+-- from the expiry entries hash: Redis expired their hashes at the deadline){feed_expire}.
+--
 -- Reply: {{records deleted, keys deleted (hashes + existing streams)}}.
 -- Errors: REPOCKET {{"code": "wrongtype", "key", "expected", "actual"}}
 {lock_errors}
@@ -620,20 +807,27 @@ local N = {n_records}{feed_frame}
 
 local err = {model_checks}
 if err then return err end
-
--- Reads every record (the HMGET doubles as its type check) and its claims.
-local records = {{}}
+{expiry}
 local claims_checked = {{}}
+{sweep}
+-- Reads every record (the HMGET doubles as its type check) and its claims; one past its
+-- deadline is left to the sweep.
+local records = {{}}
 for r = 1, N do
   local at = FIRST + (r - 1) * (S + 1)
-  local record = {{hash = KEYS[at], at = at, id = ARGV[r]}}
+  local record = {{hash = KEYS[at], at = at, first_stream = at + 1, id = ARGV[r]}}
   local raw = redis.pcall('HMGET', record.hash, unpack(READ))
   if is_error(raw) then return pcall_failure(record.hash, 'hash', raw) end
   for s = 1, S do
     err = check_type(KEYS[at + s], 'string')
     if err then return err end
   end
-  local exists = raw[1] ~= false{check_version}
+  if is_expired(EXPIRY, record.id) then
+    record.expired = true
+    err = plan_sweep(record.id, record)
+    if err then return err end
+  end
+  local exists = raw[1] ~= false and not record.expired{check_version}
   local old, defaulted = {{}}, false
 {read_old}
   record.old = old
@@ -641,7 +835,11 @@ for r = 1, N do
 {read_claims}
   records[r] = record
 end
+err = plan_due_sweep()
+if err then return err end
 {unchecked_uniques}
+err = write_sweep()  -- its first write is the id set's type check: nothing written before
+if err then return err end
 local ids = {{}}
 for r, record in ipairs(records) do ids[r] = record.id end
 if #ids > 0 then
@@ -652,13 +850,19 @@ end
 
 local found, deleted = 0, 0
 for _, record in ipairs(records) do
-  local id, old = record.id, record.old
+  if not record.expired then
+    local id, old = record.id, record.old
 {delete_entries}
-  local removed = redis.call('DEL', record.hash)
-  found, deleted = found + removed, deleted + removed
-  if S > 0 then
-    deleted = deleted + redis.call('DEL', unpack(KEYS, record.at + 1, record.at + S))
-  end{write_feed}
+    if EXPIRY and EXPIRY.any then  -- its deadline, if it had one
+      redis.call('ZREM', K.deadlines, id)
+{forget_one}
+    end
+    local removed = redis.call('DEL', record.hash)
+    found, deleted = found + removed, deleted + removed
+    if S > 0 then
+      deleted = deleted + redis.call('DEL', unpack(KEYS, record.at + 1, record.at + S))
+    end{write_feed}
+  end
 end
 return {{found, deleted}}
 """
@@ -709,7 +913,12 @@ def delete_source(meta: Options, is_envelope: bool) -> str:
         first_record_key=1 + len(meta.write_keys(meta.prefix)),
         model_checks=_model_checks(meta),
         read_old=_read_old(meta, fields), read_claims=_read_claims(meta),
-        unchecked_uniques=unchecked, delete_entries=_delete_entries(meta),
+        unchecked_uniques=unchecked, delete_entries=_indent(_delete_entries(meta)),
+        sweep_page=SWEEP_PAGE, expiry=_EXPIRY_PRELUDE.format(needs_clock="false"),
+        sweep=_sweep(meta, "claims_checked"),
+        forget_one="      redis.call('HDEL', K.expiry_entries, id)" if fields
+        else "      -- no field is indexed or unique: nothing kept",
+        feed_expire=" (each with an 'expire' entry in the change feed)" if feed else "",
         lock_args=_DELETE_LOCK_ARGS if lock else "",
         feed_note=_DELETE_FEED_NOTE.format(
             version=", version" if lock else "") if feed else "",
@@ -718,8 +927,12 @@ def delete_source(meta: Options, is_envelope: bool) -> str:
         feed_frame=f"\nlocal FEED_MAXLEN = {meta.changes_maxlen}  -- entries the feed keeps, about"
         if feed else "",
         check_version=_DELETE_CHECK_VERSION if lock else "",
-        write_feed=("\n  if removed == 1 then" + _write_feed(meta, "'delete'", "").replace(
-            "\n", "\n  ") + "\n  end") if feed else "")
+        write_feed=("\n    if removed == 1 then" + _write_feed(meta, "'delete'", "").replace(
+            "\n", "\n    ") + "\n    end") if feed else "")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line if line else line for line in text.split("\n"))
 
 
 _DELETE_LOCK_ARGS = """\
@@ -767,6 +980,9 @@ if is_error(length) then return pcall_failure(stream, 'string', length) end{feed
 if length + #data > max_bytes then
   return fail('too_large', {{key = stream, size = length + #data, limit = max_bytes}})
 end
+-- An APPEND that creates the stream gives it its record's deadline, if any (Redis expires
+-- a record's hash and ByteStreams together)
+local deadline = length == 0 and redis.call('PEXPIRETIME', hash) or -1
 -- ARGV[2] may be Redis' default rather than this server's limit (the client did not ask
 -- the server): the APPEND, the first write, then fails whole, and says so typed
 local appended = redis.pcall('APPEND', stream, data)
@@ -775,7 +991,8 @@ if is_error(appended) then
     return fail('too_large', {{key = stream, size = length + #data}})
   end
   return redis.error_reply(appended.err)
-end{feed_write}
+end
+if deadline > 0 then redis.call('PEXPIREAT', stream, deadline) end{feed_write}
 return appended
 """
 _APPEND_FEED_KEY = """-- KEYS[3]  the change feed                    {key}

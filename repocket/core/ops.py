@@ -9,6 +9,8 @@ the same calls.
 
 from __future__ import annotations
 
+import enum
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +21,7 @@ from ..errors import DoesNotExist, InvalidQuery, UnsavedPointer, ValidationError
 from . import keys as keyspace
 from .hydrate import hydrate
 from .layout import on_cluster, refuse_on_cluster
+from .lua import SCRIPTS
 from .luagen import scripts_for
 from .plan import DEFAULT_MAX_BYTES, Call, Gather, gather, pack, then
 
@@ -26,6 +29,37 @@ if TYPE_CHECKING:
     from ..api.model import ActiveRecord
 
 MAX_DEPTH = 16
+
+
+# -- expiry ---------------------------------------------------------------------------
+class TTL(enum.Enum):
+    """What a save does to a record's deadline besides a number of seconds or None."""
+
+    KEEP = "keep"  # leave the record's deadline as it is (none for a new record)
+    DEFAULT = "default"  # Meta.ttl when the model declares one, else KEEP
+
+
+KEEP_TTL = TTL.KEEP
+TTLArg = float | None | TTL
+
+
+def ttl_op(model: type[ActiveRecord], ttl: TTLArg) -> bytes:
+    """The save script's expiry op for ``ttl`` seconds: b'' keep the deadline, b'P' clear it
+    (None), else the milliseconds from the server's clock to the deadline."""
+    meta = model._meta
+    if ttl is TTL.DEFAULT:
+        ttl = meta.ttl if meta.ttl is not None else TTL.KEEP
+    if ttl is TTL.KEEP:
+        return b""
+    if ttl is None:
+        return b"P"
+    if (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl)
+            or ttl <= 0):
+        raise ValidationError(
+            f"{meta.name}: ttl must be a positive number of seconds, None (no deadline) or "
+            f"KEEP_TTL, not {short_repr(ttl)}", model=meta.name, field="ttl", value=ttl)
+    return b"%d" % max(1, math.ceil(ttl * 1000))
+
 
 
 # -- save ---------------------------------------------------------------------------
@@ -43,10 +77,12 @@ class _SaveBlock:
     work: int  # about how many Redis commands its part of the script runs
 
 
-def _save_block(record: ActiveRecord, whole: bool, force: bool = False) -> _SaveBlock:
+def _save_block(record: ActiveRecord, whole: bool, force: bool = False,
+                ttl: TTLArg = TTL.DEFAULT) -> _SaveBlock:
     """``whole``: every field, whatever Redis holds; ``force`` (save(force_insert=True)):
-    also whatever version it holds (optimistic_lock: no check)."""
+    also whatever version it holds (optimistic_lock: no check); ``ttl``: as for save."""
     meta = type(record)._meta
+    expiry = ttl_op(type(record), ttl)
     for attribute in meta.pre_savers:
         attribute.pre_save(record)
     partial = record._persisted and not whole
@@ -110,10 +146,10 @@ def _save_block(record: ActiveRecord, whole: bool, force: bool = False) -> _Save
         [hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names),
          *pointer_keys],
         [record_id, b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
-         len(pointer_keys), *to_set, *to_delete, *stream_ops],
+         len(pointer_keys), *to_set, *to_delete, *stream_ops, expiry],
         prefix, pointer_keys, apply, large, appends,
         4 + len(meta.stream_names) + len(pointer_keys) + 2 * len(meta.model_keys)
-        + meta.changes)
+        + meta.changes + (4 + len(meta.stream_names) if expiry else 0))
 
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
@@ -162,16 +198,18 @@ def _limit_binder(model: str, args: list[Any], large: list[tuple[str, int]],
     return bind
 
 
-def compile_save(record: ActiveRecord, whole: bool = False) -> Call:
+def compile_save(record: ActiveRecord, whole: bool = False, ttl: TTLArg = TTL.DEFAULT) -> Call:
     """The save of ``record``: changed fields only when it was loaded from Redis.
 
     A record loaded from Redis and deleted since is not re-created (the script
     answers 'gone' and writes nothing): its save raises DoesNotExist, so a stale
     instance never resurrects a record another process deleted. ``whole`` writes
-    every field and stream whatever Redis holds (``save(force_insert=True)``)."""
+    every field and stream whatever Redis holds (``save(force_insert=True)``). ``ttl``:
+    seconds until the record expires, None for no deadline, KEEP_TTL to keep it; by
+    default Meta.ttl when the model declares one, else the deadline is kept."""
     meta = type(record)._meta
     meta.refuse_on_cluster("save")
-    block = _save_block(record, whole, force=whole)
+    block = _save_block(record, whole, force=whole, ttl=ttl)
 
     def decode(reply: Any) -> Any:
         if reply == b"gone":
@@ -198,13 +236,14 @@ def unique_lookup(model: type[ActiveRecord], lookups: dict[str, Any]) -> tuple[s
     return next((group for group in meta.unique_together if set(group) <= set(lookups)), None)
 
 
-def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...]) -> Call:
+def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...],
+                          ttl: TTLArg = TTL.DEFAULT) -> Call:
     """One atomic call: the record holding ``record``'s claim on the unique ``group``,
-    or else ``record`` saved. Decodes to ``(record, created)``."""
+    or else ``record`` saved (with ``ttl``, as for a save). Decodes to ``(record, created)``."""
     model = type(record)
     meta = model._meta
     refuse_on_cluster("get_or_create by a unique lookup", meta.name)
-    block = _save_block(record, whole=True)
+    block = _save_block(record, whole=True, ttl=ttl)
 
     def decode(reply: Any) -> tuple[ActiveRecord, bool]:
         if isinstance(reply, list) and reply and reply[0] == b"found":
@@ -227,8 +266,8 @@ WRITE_BUDGET = 8_000  # about how many Redis commands one bulk_create call may r
 BYTES_BUDGET = 64 * 1024 * 1024  # and how many bytes of values it may carry
 
 
-def compile_bulk_create(model: type[ActiveRecord],
-                        records: Sequence[ActiveRecord]) -> Call | Gather:
+def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecord],
+                        ttl: TTLArg = TTL.DEFAULT) -> Call | Gather:
     """Saves of new records, in calls bounded by a work budget (about WRITE_BUDGET
     commands and BYTES_BUDGET bytes: no call blocks Redis for long, whatever the
     batch size). Each call is atomic: all its records are written or, on a unique
@@ -236,7 +275,7 @@ def compile_bulk_create(model: type[ActiveRecord],
     leaves the records of the earlier calls written. On a cluster a call holds the
     records of one shard: one chain of calls per shard, gathered (sent together)."""
     model._meta.refuse_on_cluster("bulk_create")
-    blocks = [_save_block(record, whole=True) for record in records]
+    blocks = [_save_block(record, whole=True, ttl=ttl) for record in records]
     if not on_cluster():
         return _bulk_calls(model, blocks, 0, list(records))
     groups: dict[str, list[_SaveBlock]] = {}
@@ -371,6 +410,46 @@ def compile_delete(record: ActiveRecord) -> Call:
     call: Call = then(compile_delete_many(type(record), [record.pk], forget, [record._version]),
                       lambda counts: counts[1])  # keys, as 0.1 did
     return call
+
+
+def _gone(record: ActiveRecord, what: str) -> DoesNotExist:
+    meta = type(record)._meta
+    return DoesNotExist(f"{meta.name} {record.pk} does not exist (deleted, or past its "
+                        f"deadline): {what}", model=meta.name, field=meta.pk_name,
+                        value=record.pk)
+
+
+def compile_ttl(record: ActiveRecord) -> Call:
+    """The seconds ``record`` has left before its deadline (None: it has none);
+    DoesNotExist when it is gone."""
+    meta = type(record)._meta
+
+    def decode(reply: int) -> float | None:
+        if reply == -2:
+            raise _gone(record, "it has no deadline to read")
+        return None if reply == -1 else reply / 1000
+
+    record_id = uuid_text(record.pk)
+    deadlines, _ = meta.expiry_keys_of(meta.prefix_of(record_id))
+    return Call(SCRIPTS["ttl"], (deadlines, record._key()), (record_id,), decode, meta.name)
+
+
+def compile_persist(record: ActiveRecord) -> Call:
+    """Clear ``record``'s deadline; decodes to whether it had one. DoesNotExist (nothing
+    written) when it is gone."""
+    meta = type(record)._meta
+    hash_key = record._key()
+
+    def decode(reply: Any) -> bool:
+        if reply == b"gone":
+            raise _gone(record, "nothing was written")
+        return bool(reply)
+
+    record_id = uuid_text(record.pk)
+    return Call(SCRIPTS["persist"],
+                (*meta.expiry_keys_of(meta.prefix_of(record_id)), hash_key,
+                 *(keyspace.stream_key(hash_key, name) for name in meta.stream_names)),
+                (record_id,), decode, meta.name)
 
 
 # -- append ---------------------------------------------------------------------------

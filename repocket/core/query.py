@@ -411,6 +411,7 @@ def _compile(state: QueryState, mode: str, is_envelope: bool) -> _Compiled:
         "limit": -1 if state.limit is None else state.limit, "mode": mode,
         "fields": fields or False, "streams": streams if streams is not None else False,
         "budget": state.budget, "resume": False,
+        "deadlines": keys.index(meta.deadlines_key),
     }
     return _Compiled(tuple(keys.keys), plan, pack(plan), schema, models, fields)
 

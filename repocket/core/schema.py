@@ -60,6 +60,15 @@ class Options:
         self.changes_key = keyspace.changes_key(self.prefix)
         if self.changes:
             self.key_position[self.changes_key] = 2 + len(self.model_keys)
+        # The expiry bookkeeping (see core/keys.py), after the model keys in every write
+        # script's KEYS (write_keys): the deadlines, and the values an expiring record's
+        # entries hold.
+        self.deadlines_key = keyspace.deadlines_key(self.prefix)
+        self.expiry_keys = (self.deadlines_key, keyspace.expiry_entries_key(self.prefix))
+        # Meta.ttl: seconds every save gives the record to live (None: records live on)
+        self.ttl: float | None = getattr(meta, "ttl", None)
+        # where the expiry keys are in a write script's KEYS (after the change feed)
+        self.expiry_position = 2 + len(self.model_keys) + int(self.changes)
         self.schema_cache: dict[Any, bytes] = {}
         self.script_cache: dict[tuple[str, ...], Any] = {}  # codecs -> luagen.ModelScripts
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
@@ -91,14 +100,19 @@ class Options:
 
     def write_keys(self, prefix: str) -> tuple[str, ...]:
         """What every write script gets first: the id set, then ``model_keys`` (and the
-        change feed, with Meta.changes), under ``prefix`` (the model's, or one shard's):
-        the same positions for every shard."""
+        change feed, with Meta.changes), then the expiry keys, under ``prefix`` (the
+        model's, or one shard's): the same positions for every shard."""
         found = self._write_keys.get(prefix)
         if found is None:
             feed = (keyspace.changes_key(prefix),) if self.changes else ()
             found = self._write_keys[prefix] = (keyspace.ids_key(prefix),
-                                                *self._model_keys(prefix), *feed)
+                                                *self._model_keys(prefix), *feed,
+                                                *self.expiry_keys_of(prefix))
         return found
+
+    def expiry_keys_of(self, prefix: str) -> tuple[str, str]:
+        """The deadlines and the kept values of the records under ``prefix``."""
+        return keyspace.deadlines_key(prefix), keyspace.expiry_entries_key(prefix)
 
     def refuse_on_cluster(self, operation: str) -> None:
         """Raise errors.Unsupported for what the cluster layout cannot run yet: a model with

@@ -5,6 +5,10 @@
 --
 -- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
+-- KEYS[M]          the model's deadlines (sorted set)    repocket:<ns>:<Class>:ttl
+-- KEYS[1+M]        its expiring records' values (hash)   repocket:<ns>:<Class>:ttl:entries
+--                  (the last two of the M keys after the id set)
+--                  (this reference script implements no expiry: see save.lua)
 -- then, for each record: its hash and its S ByteStream keys
 -- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M   ARGV[3]  S
 -- ARGV[4 ..]  the records' ids, in KEYS order; then (optimistic_lock) per record the
@@ -25,6 +29,7 @@ local first_record_key = 2 + M
 local last = locked and 3 + (#ARGV - 3) / 2 or #ARGV  -- the last id's ARGV index
 
 local err = check_type(KEYS[1], 'set') or check_index_types() or check_feed_type()
+  or check_type(KEYS[M], 'zset')
 if err then return err end
 for i = first_record_key, #KEYS do
   local is_hash = (i - first_record_key) % (S + 1) == 0

@@ -8,6 +8,7 @@
 --
 -- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
+-- KEYS[2+M]        the model's deadlines (lib/expiry)    repocket:<ns>:<Class>:ttl
 -- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M
 -- ARGV[3]  which key to prune (its KEYS index)
 -- ARGV[4]  cursor ('@<rank>' for sorted sets, a SCAN cursor otherwise; '0' to start)
@@ -18,15 +19,20 @@
 --         {kind, key, detail, record id}...},
 --        kinds 'stale-entry' (an entry for a value its record no longer has, or no
 --        record), 'foreign-member' (a member, or a unique hash's holder, that is not
---        a record id: never read as a key name)
+--        a record id: never read as a key name); the entries of a record past its
+--        deadline are no problem: the next write sweeps them
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 
 -- @include _checks
 -- @include _values
 -- @include _index
 -- @include _audit
+-- @include lib/expiry
 
 local err = check_type(KEYS[1], 'set') or check_index_types()
+if err then return err end
+local EXPIRY
+EXPIRY, err = expiry_state(KEYS[2 + tonumber(ARGV[2])], false)
 if err then return err end
 local target, cursor, count = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local repair = ARGV[6] == 'repair'
@@ -35,6 +41,7 @@ local found = {}
 
 -- Records a stale entry; true when it is to be fixed.
 local function stale(detail, id)
+  if is_expired(EXPIRY, id) then return false end  -- past its deadline: swept by a write
   found[#found + 1] = problem_row('stale-entry', key, detail, id)
   return repair
 end

@@ -26,6 +26,9 @@
 --   budget   how many candidates one call may examine (ids/count take 4x as many
 --            candidates that need no read)
 --   resume   false, or the cursor of the previous page
+--   deadlines  KEYS index of the model's deadlines (lib/expiry): a record past its
+--            deadline reads as absent (a ZSCORE per candidate, only while some
+--            deadline has passed and no write has swept it yet)
 --   (ops: eq, in, gt, gte, lt, lte, range, startswith, endswith, contains, icontains,
 --   iexact, isnull; values are canonical)
 --
@@ -43,7 +46,9 @@
 --   {'explain', work, chosen source position (0: the whole id set), its size, strategy}
 -- Errors: REPOCKET {"code": "wrongtype", ...}
 
+-- @include _checks
 -- @include _values
+-- @include lib/expiry
 -- @include _hydrate
 -- @include query/_conditions
 -- @include query/_sources
@@ -112,9 +117,18 @@ end
 
 -- The candidate's row {id, order values...} when it exists and matches, else nil
 -- (ids that are not UUIDs, written by another tool, are skipped: never key names).
+local EXPIRY  -- lib/expiry's state, read at dispatch
+
+-- Whether a candidate is past its deadline (then it reads as absent).
+local function expired(id)
+  if not EXPIRY or not EXPIRY.due then return false end
+  commands = commands + 1
+  return is_expired(EXPIRY, id)
+end
+
 local function examine(id)
   examined = examined + 1
-  if not match(id, UUID_PATTERN) then return nil end
+  if not match(id, UUID_PATTERN) or expired(id) then return nil end
   local key = prefix .. ':' .. id
   commands = commands + 1
   local raw = redis.pcall('HMGET', key, unpack(read_fields))
@@ -136,7 +150,7 @@ end
 -- row is the id alone.
 local function take(id)
   examined = examined + 1
-  if match(id, UUID_PATTERN) then return id end
+  if match(id, UUID_PATTERN) and not expired(id) then return id end
   return nil
 end
 
@@ -342,6 +356,9 @@ local ids_type = redis.call('TYPE', KEYS[1])['ok']
 if ids_type ~= 'set' and ids_type ~= 'none' then
   return read_error(KEYS[1], {err = ids_type})
 end
+local expiry_err
+EXPIRY, expiry_err = expiry_state(KEYS[plan.deadlines], false)
+if expiry_err then return expiry_err end
 
 local resume = plan.resume
 if resume and resume[1] == 'walk' then

@@ -8,6 +8,8 @@
 --
 -- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
+-- KEYS[2+M]        the model's deadlines (lib/expiry)    repocket:<ns>:<Class>:ttl
+-- KEYS[3+M]        its expiring records' values          repocket:<ns>:<Class>:ttl:entries
 -- ARGV[1]  msgpack write schema (_index.lua)   ARGV[2]  M
 -- ARGV[3]  SSCAN cursor of the id set          ARGV[4]  how many ids to scan
 -- ARGV[5]  'check' (report only) or 'repair'
@@ -17,15 +19,28 @@
 --         kinds: 'orphan-id' (an id without its record), 'foreign-member' (a
 --         member that is not a record id, written by another tool: removed),
 --         'not-a-hash', 'missing-entry', 'missing-unique', 'unique-conflict' (two
---         records hold one unique value: never fixed, the data must be changed)
+--         records hold one unique value: never fixed, the data must be changed),
+--         'expiry-mismatch' (a record whose hash expires at another time than its
+--         deadline says, or whose kept values are missing: the sweep after its
+--         deadline would miss entries; repaired from the deadline, or, when it has
+--         none, by recording the hash's expiry as its deadline).
+--         An id past its deadline is no problem: the next write sweeps it.
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"}
 
 -- @include _checks
 -- @include _values
 -- @include _index
 -- @include _audit
+-- @include lib/expiry
 
 local err = check_type(KEYS[1], 'set') or check_index_types()
+if err then return err end
+local M = tonumber(ARGV[2])
+local deadlines, kept_values = KEYS[2 + M], KEYS[3 + M]
+local EXPIRY
+EXPIRY, err = expiry_state(deadlines, false)
+if err then return err end
+err = check_type(kept_values, 'hash')
 if err then return err end
 local repair = ARGV[5] == 'repair'
 local scan = redis.call('SSCAN', KEYS[1], ARGV[3], 'COUNT', tonumber(ARGV[4]))
@@ -50,8 +65,26 @@ local function has_entry(index, id, value)
   return score ~= false and tonumber(score) == (score_of(index[2], value) or 0)
 end
 
+-- The expiry bookkeeping of a live record: its hash expires at its deadline (none
+-- without one), and the values its entries were written with are kept for the sweep.
+local function audit_expiry(id, hash, values)
+  local expires = redis.call('PEXPIRETIME', hash)
+  local deadline = deadline_of(EXPIRY, id)
+  if not deadline and expires < 0 then return end
+  local kept = #tracked_fields == 0 or redis.call('HGET', kept_values, id) ~= false
+  if deadline and expires == deadline and kept then return end
+  problem('expiry-mismatch', hash, 'expires at ' .. expires .. ', deadline '
+          .. (deadline and deadline_text(deadline) or 'none'), repair, id)
+  if not repair then return end
+  deadline = deadline or expires
+  redis.call('ZADD', deadlines, deadline_text(deadline), id)
+  redis.call('PEXPIREAT', hash, deadline_text(deadline))
+  if #tracked_fields > 0 then redis.call('HSET', kept_values, id, cmsgpack.pack(values)) end
+end
+
 local function audit(id, hash)
   local values = stored_values(hash)
+  if EXPIRY then audit_expiry(id, hash, values) end
   for _, index in ipairs(indexes) do
     local value = values[index[1]]
     if not has_entry(index, id, value) then
@@ -81,6 +114,8 @@ for _, id in ipairs(scan[2]) do
   if not kind then
     problem('foreign-member', KEYS[1], 'not a record id: ' .. id, repair, id)
     if repair then redis.call('SREM', KEYS[1], id) end
+  elseif kind == 'none' and is_expired(EXPIRY, id) then
+    -- past its deadline: Redis expired the hash, the next write sweeps the rest
   elseif kind == 'none' then
     problem('orphan-id', KEYS[1], id, repair, id)
     if repair then redis.call('SREM', KEYS[1], id) end

@@ -5,6 +5,9 @@
 --
 -- KEYS[1]          the model's id set                    repocket:<ns>:<Class>:ids
 -- KEYS[2 .. 1+M]   the model's index sorted sets, null sets and unique hashes (_index.lua)
+-- KEYS[M]          the model's deadlines (sorted set)    repocket:<ns>:<Class>:ttl
+-- KEYS[1+M]        its expiring records' values (hash)   repocket:<ns>:<Class>:ttl:entries
+--                  (the last two of the M keys after the id set)
 -- then, for each record in turn:
 --   its hash                                             repocket:<ns>:<Class>:<id>
 --   its S ByteStream keys                                <hash key>:field:<name>
@@ -16,6 +19,10 @@
 --   then (optimistic_lock) the version the instance holds ('0' new, '' no check)
 -- With Meta.changes, each record written appends an entry to the change feed (the
 -- stream at KEYS[feed[1]], one of the M model keys): op, id, fields[, version].
+--   then its expiry op ('' keep, 'P' none, ms: a deadline)
+-- This reference script implements no expiry: it accepts the frame of the generated
+-- saves (repocket.core.luagen) and checks the deadlines key's type, for the
+-- differential test, which saves without deadlines.
 --
 -- Reply: 'saved' ({'saved', each record's new version} with optimistic_lock), or
 --        'gone' (nothing written) when a partial save finds its record deleted
@@ -50,6 +57,7 @@ for r = 1, R do
     record.expected = ARGV[arg_at]
     arg_at = arg_at + 1
   end
+  arg_at = arg_at + 1  -- the expiry op
 end
 
 -- The tracked values a record will hold once written.
@@ -134,6 +142,7 @@ local function write(record)
 end
 
 local err = check_type(KEYS[1], 'set') or check_index_types() or check_feed_type()
+  or check_type(KEYS[M], 'zset')
 if err then return err end
 local claimed = {}
 for _, record in ipairs(records) do

@@ -122,7 +122,7 @@ def compile_audit_ids(model: type[ActiveRecord], cursor: bytes, count: int,
     def decode(reply: list[Any]) -> tuple[bytes, int, int, list[Problem]]:
         return bytes(reply[0]), int(reply[1]), int(reply[2]), _problems(reply[3:])
 
-    return Call(_script("reindex", repair), (meta.ids_key, *meta.model_keys),
+    return Call(_script("reindex", repair), (meta.ids_key, *meta.model_keys, *meta.expiry_keys),
                 (meta.write_schema(), len(meta.model_keys), cursor, count, _mode(repair)),
                 decode, meta.name)
 
@@ -136,7 +136,7 @@ def compile_audit_entries(model: type[ActiveRecord], key_position: int, cursor: 
     def decode(reply: list[Any]) -> tuple[bytes, int, list[Problem]]:
         return bytes(reply[0]), int(reply[1]), _problems(reply[2:])
 
-    return Call(_script("prune", repair), (meta.ids_key, *meta.model_keys),
+    return Call(_script("prune", repair), (meta.ids_key, *meta.model_keys, meta.deadlines_key),
                 (meta.write_schema(), len(meta.model_keys), key_position, cursor, count,
                  _mode(repair)), decode, meta.name)
 

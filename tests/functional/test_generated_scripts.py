@@ -122,7 +122,7 @@ def build_model(spec: dict[str, Any]) -> type[ActiveRecord]:
 def reference(call: Call, model: type[ActiveRecord]) -> Call:
     """The same call through the generic script: the schema prelude put back."""
     meta, name, args = model._meta, call.script.name, call.args
-    m = len(meta.write_keys(meta.prefix)) - 1  # the model keys (and the change feed)
+    m = len(meta.write_keys(meta.prefix)) - 1  # model keys (change feed), expiry keys
     if name == "save":
         args = (meta.write_schema(), m, args[0], len(meta.stream_names), *args[2:])
     elif name == "delete":

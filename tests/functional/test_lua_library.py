@@ -313,3 +313,29 @@ def test_arithmetic_counts_its_work(client: redis.Redis) -> None:
     """
     small, big = lua(client, body, (), "9" * 700)
     assert small == 1 and big >= 100 * 100
+
+
+def test_expiry_state_and_deadlines(client: redis.Redis) -> None:
+    key = "repocket:lib:Expiry:ttl"
+    # no deadline and none set: nil, after one ZRANGE (no clock read)
+    client.config_resetstat()
+    assert lua(client, "return {expiry_state(KEYS[1], false) == nil}", (key,)) == [1]
+    assert "cmdstat_time" not in client.info("commandstats")
+    now = int(lua(client, "return clock_ms()"))
+    server = client.time()
+    assert abs(now - (server[0] * 1000 + server[1] // 1000)) < 60_000  # the server's clock, ms
+    client.zadd(key, {"past-a": now - 10, "past-b": now - 5, "future": now + 600_000})
+    reply = lua(client, """local state = expiry_state(KEYS[1], false)
+return {state.any and 1 or 0, state.due and 1 or 0, due_ids(state, 1), due_ids(state, 10),
+        is_expired(state, 'past-b') and 1 or 0, is_expired(state, 'future') and 1 or 0,
+        is_expired(state, 'unknown') and 1 or 0, deadline_text(deadline_of(state, 'future')),
+        deadline_of(state, 'unknown') == nil and 1 or 0}""", (key,))
+    assert reply == [1, 1, [b"past-a"], [b"past-a", b"past-b"], 1, 0, 0,
+                     str(now + 600_000).encode(), 1]
+    client.zrem(key, "past-a", "past-b")
+    assert lua(client, """local state = expiry_state(KEYS[1], false)
+return {state.any and 1 or 0, state.due and 1 or 0, #due_ids(state, 10)}""", (key,)) == [1, 0, 0]
+    client.delete(key)
+    client.rpush(key, "x")
+    with pytest.raises(redis.ResponseError, match="wrongtype"):
+        lua(client, "local state, err = expiry_state(KEYS[1], true)\nreturn err", (key,))

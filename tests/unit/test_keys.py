@@ -75,7 +75,9 @@ def test_save_and_delete_and_append_keys_come_from_repocket_keys() -> None:
     record = Parent(id=UID, name="n")
     hash_key = keys.record_key(Parent._meta.prefix, UID)
     save = compile_save(record)
-    assert save.keys == (keys.ids_key(Parent._meta.prefix), hash_key,
+    prefix = Parent._meta.prefix
+    assert save.keys == (keys.ids_key(prefix), keys.deadlines_key(prefix),
+                         keys.expiry_entries_key(prefix), hash_key,
                          keys.stream_key(hash_key, "log"))
     assert compile_delete(record).keys == save.keys
     assert compile_append(record, "log", b"x").keys == (hash_key, keys.stream_key(hash_key, "log"))

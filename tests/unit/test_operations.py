@@ -9,13 +9,14 @@ import uuid
 import msgpack
 import pytest
 
-from repocket import ActiveRecord, attributes, errors
+from repocket import KEEP_TTL, ActiveRecord, attributes, errors
 from repocket.core.codecs import CompactCodec, EnvelopeCodec
 from repocket.core.hydrate import from_redis, hydrate
 from repocket.core.lua import SCRIPT_NAMES, SCRIPTS, load_script
 from repocket.core.ops import (
     MAX_DEPTH,
     READ_BUDGET,
+    TTL,
     compile_append,
     compile_delete,
     compile_get,
@@ -60,6 +61,7 @@ class Loop(ActiveRecord):
 
 HASH = f"repocket:unit.ops:Rec:{UID}"
 IDS = "repocket:unit.ops:Rec:ids"
+EXPIRY = ("repocket:unit.ops:Rec:ttl", "repocket:unit.ops:Rec:ttl:entries")  # after the model keys
 OUT, ERR = f"{HASH}:field:out", f"{HASH}:field:err"
 THASH = f"repocket:unit.ops:Tgt:{TID}"
 
@@ -78,8 +80,9 @@ def split_save_args(call: Call) -> dict[str, object]:
     """The parts of a one-record save call (the generated save script's ARGV layout)."""
     n_records, max_bytes = call.args[:2]
     assert (n_records, max_bytes) == (1, DEFAULT_MAX_BYTES)
-    # these models have no indexes: the frame starts at KEYS[2]; the streams follow the hash
-    n_streams = sum(key.startswith(f"{call.keys[1]}:field:") for key in call.keys)
+    # these models have no indexes: the records start at KEYS[4], after the id set and
+    # the two expiry keys; the streams follow the hash
+    n_streams = sum(key.startswith(f"{call.keys[3]}:field:") for key in call.keys)
     args = call.args[2:]
     n_set, n_del = args[2], args[3]
     rest = list(args[5:])
@@ -90,7 +93,8 @@ def split_save_args(call: Call) -> dict[str, object]:
         "del": rest[2 * n_set:2 * n_set + n_del],
         "streams": [tuple(rest[2 * n_set + n_del + 2 * i:2 * n_set + n_del + 2 * i + 2])
                     for i in range(n_streams)],
-        "tail": rest[2 * n_set + n_del + 2 * n_streams:],
+        "ttl": rest[2 * n_set + n_del + 2 * n_streams],
+        "tail": rest[2 * n_set + n_del + 2 * n_streams + 1:],
     }
 
 
@@ -99,7 +103,7 @@ def test_first_save_sends_every_field_and_hdels_nones() -> None:
     record = Rec(id=UID, name="a", note=None, n=3, err=b"")
     call = compile_save(record)
     assert call.script.name == "save" and call.model == "Rec"
-    assert call.keys == (IDS, HASH, OUT, ERR)
+    assert call.keys == (IDS, *EXPIRY, HASH, OUT, ERR)
     parts = split_save_args(call)
     assert parts["id"] == UID
     assert parts["partial"] == b"0"
@@ -109,6 +113,7 @@ def test_first_save_sends_every_field_and_hdels_nones() -> None:
     # a new record replaces old streams: `out` (never None) empty is no key; `err`
     # (null=True) empty is an empty key, distinct from None
     assert parts["streams"] == [(b"D", b""), (b"S", b"")]
+    assert parts["ttl"] == b""  # no Meta.ttl, no ttl=: the deadline (none) is kept
     assert parts["tail"] == []
     assert call.key_fields == {}
     assert call.decode(b"saved") == {"hash": HASH, "strings": {"out": OUT, "err": ERR}}
@@ -213,12 +218,12 @@ def test_pointer_keys_are_checked_only_when_the_pointer_changes() -> None:
     target = saved(Tgt(id=TID))
     record = Rec(id=UID, target=target)
     call = compile_save(record)
-    assert call.keys == (IDS, HASH, OUT, ERR, THASH)
+    assert call.keys == (IDS, *EXPIRY, HASH, OUT, ERR, THASH)
     assert call.key_fields == {THASH: "target"}
     assert split_save_args(call)["set"]["target"] == enc(Rec, "target", target)
     call.decode(b"saved")
     record.name = "other"
-    assert compile_save(record).keys == (IDS, HASH, OUT, ERR)  # pointer unchanged
+    assert compile_save(record).keys == (IDS, *EXPIRY, HASH, OUT, ERR)  # pointer unchanged
 
 
 def test_unsaved_pointer_target_raises_before_any_call() -> None:
@@ -250,7 +255,7 @@ def test_delete_call() -> None:
     record = saved(Rec(id=UID))
     call = compile_delete(record)
     assert (call.script.name, call.keys, call.args, call.model) == (
-        "delete", (IDS, HASH, OUT, ERR), (UID,), "Rec")
+        "delete", (IDS, *EXPIRY, HASH, OUT, ERR), (UID,), "Rec")
     assert call.decode([1, 3]) == 3  # keys deleted, as 0.1 returned
     assert not record._persisted
     assert split_save_args(compile_save(record))["partial"] == b"0"
@@ -405,3 +410,25 @@ def test_included_helpers_are_defined_in_the_scripts() -> None:
     assert SCRIPTS["get"].source.startswith("#!lua flags=no-writes")
     assert SCRIPTS["query"].source.startswith("#!lua flags=no-writes")
     assert len({script.sha for script in SCRIPTS.values()}) == len(SCRIPTS)
+
+
+@pytest.mark.parametrize("ttl, op", [
+    (1.5, b"1500"), (60, b"60000"), (0.0001, b"1"), (None, b"P"), (KEEP_TTL, b""),
+    (TTL.DEFAULT, b""),
+])
+def test_the_ttl_op_of_a_save(ttl: object, op: bytes) -> None:
+    call = compile_save(Rec(id=UID), ttl=ttl)  # type: ignore[arg-type]
+    assert split_save_args(call)["ttl"] == op
+
+
+def test_meta_ttl_is_the_default_ttl_op() -> None:
+    class Expiring(ActiveRecord):
+        class Meta:
+            namespace = "unit.ops"
+            ttl = 2.5
+
+        name = attributes.Unicode()
+
+    call = compile_save(Expiring(id=UID))
+    assert call.args[-1] == b"2500"
+    assert compile_save(Expiring(id=UID), ttl=KEEP_TTL).args[-1] == b""

@@ -138,7 +138,8 @@ def test_compile_sources_conditions_and_stream() -> None:
     call = compile_query(state, "records")
     assert call.script.name == "query" and call.model == "Player"
     assert call.keys == (f"{PREFIX}:ids", f"{PREFIX}:idx:score", f"{PREFIX}:idx:name",
-                         f"{PREFIX}:idx:team:null")  # score cannot be None: no null set
+                         f"{PREFIX}:idx:team:null",  # score cannot be None: no null set
+                         f"{PREFIX}:ttl")  # the deadlines: an expired record reads as absent
     assert call.args[1:3] == (1, PREFIX)
     plan = plan_of(call)
     assert {k: plan[k] for k in ("envelope", "pk", "offset", "limit", "mode", "fields",
@@ -159,6 +160,7 @@ def test_compile_sources_conditions_and_stream() -> None:
     assert plan["order"] == [["score", "exact", False]]
     # the walk of score's index; Integer scores are exact within 2^53
     assert plan["walk"] == [2, "score", False, 2**53]
+    assert plan["deadlines"] == 5
 
 
 def test_pk_and_unique_lookups_are_the_cheapest_sources() -> None:

@@ -1,0 +1,411 @@
+"""TTL (issue 12 item 5): records with a deadline, index-consistent after it, sync and async.
+
+Deadlines in the past are made by saving with a 1 ms TTL, then waiting a few ms (never an
+assertion about how long anything took); live ones use TTLs of minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from repocket import KEEP_TTL, ActiveRecord, attributes, configure, errors
+from repocket.core import keys as keyspace
+from repocket.core.luagen import SWEEP_PAGE
+from tests.conftest import RoundTrips, snapshot
+
+TINY = 0.001  # a deadline 1 ms after the save: past once `lapse()` returns
+
+
+def lapse() -> None:
+    """Let a TINY deadline pass (Redis' clock ticks in ms)."""
+    time.sleep(0.005)
+
+
+class Session(ActiveRecord):
+    class Meta:
+        namespace = "tests.ttl"
+
+    token = attributes.Unicode(unique=True)
+    user = attributes.Unicode(index=True)
+    hits = attributes.Integer(index=True, null=True)
+    note = attributes.Unicode()
+    log = attributes.ByteStream()
+
+
+class Cached(ActiveRecord):
+    class Meta:
+        namespace = "tests.ttl"
+        ttl = 60
+
+    key = attributes.Unicode(unique=True)
+    value = attributes.Integer(index=True)
+
+
+class Plain(ActiveRecord):  # no index, no unique: nothing kept for the sweep
+    class Meta:
+        namespace = "tests.ttl"
+
+    text = attributes.Unicode()
+
+
+def deadlines(model: type[ActiveRecord]) -> str:
+    return keyspace.deadlines_key(model._meta.prefix)
+
+
+def kept(model: type[ActiveRecord]) -> str:
+    return keyspace.expiry_entries_key(model._meta.prefix)
+
+
+def model_keys(client: redis.Redis, model: type[ActiveRecord]) -> set[bytes]:
+    return set(client.scan_iter(match=model._meta.prefix + ":*"))
+
+
+def assert_clean(model: type[ActiveRecord]) -> None:
+    report = model.objects.check()
+    assert report.ok, report.problems
+
+
+# -- the API -----------------------------------------------------------------------------------
+def test_save_with_ttl_sets_a_deadline_that_ttl_reads_and_persist_clears(
+        client: redis.Redis, roundtrips: RoundTrips) -> None:
+    session = Session(token="t1", user="ann", log=b"x")
+    roundtrips.reset()
+    session.save(ttl=300)
+    assert roundtrips.count == 1
+    roundtrips.reset()
+    left = session.ttl()
+    assert roundtrips.count == 1
+    assert left is not None and 290 < left <= 300
+    hash_key = session._key()
+    expires = client.pexpiretime(hash_key)
+    assert client.zscore(deadlines(Session), str(session.id)) == expires
+    assert client.pexpiretime(hash_key + ":field:log") == expires  # the stream expires too
+    assert client.hexists(kept(Session), str(session.id))
+    assert_clean(Session)
+    roundtrips.reset()
+    assert session.persist() is True
+    assert roundtrips.count == 1
+    assert session.ttl() is None
+    assert client.pexpiretime(hash_key) == -1 and client.pexpiretime(hash_key + ":field:log") == -1
+    assert client.zcard(deadlines(Session)) == 0 and client.hlen(kept(Session)) == 0
+    assert session.persist() is False
+    assert_clean(Session)
+
+
+def test_a_save_without_ttl_keeps_the_deadline_and_none_clears_it(client: redis.Redis) -> None:
+    session = Session.create(token="t1", user="ann", ttl=300)
+    session.note = "changed"
+    session.save()
+    left = session.ttl()
+    assert left is not None and 290 < left <= 300
+    fresh = Session.objects.get(id=session.id)
+    assert fresh is not None
+    fresh.hits = 3
+    fresh.save(ttl=KEEP_TTL)
+    assert fresh.ttl() is not None
+    fresh.save(ttl=None)
+    assert fresh.ttl() is None and client.pexpiretime(fresh._key()) == -1
+    assert_clean(Session)
+
+
+def test_meta_ttl_is_refreshed_by_every_save_unless_told_otherwise(client: redis.Redis) -> None:
+    record = Cached.objects.create(key="k", value=1)
+    left = record.ttl()
+    assert left is not None and 50 < left <= 60
+    record.save(ttl=600)  # an explicit ttl wins
+    assert record.ttl() > 500  # type: ignore[operator]
+    record.value = 2
+    record.save(ttl=KEEP_TTL)
+    assert record.ttl() > 500  # type: ignore[operator]
+    record.value = 3
+    record.save()  # Meta.ttl again
+    left = record.ttl()
+    assert left is not None and left <= 60
+    record.save(ttl=None)
+    assert record.ttl() is None
+    assert_clean(Cached)
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "10"])
+def test_a_bad_ttl_is_refused_naming_model_and_field_and_writes_nothing(
+        client: redis.Redis, bad: Any) -> None:
+    session = Session.create(token="t1", user="ann")
+    before = snapshot(client)
+    with pytest.raises(errors.ValidationError) as raised:
+        session.save(ttl=bad)
+    assert (raised.value.model, raised.value.field) == ("Session", "ttl")
+    with pytest.raises(errors.ValidationError):
+        Session.objects.bulk_create([Session(token="t2")], ttl=bad)
+    assert snapshot(client) == before
+
+
+def test_a_bad_meta_ttl_is_refused_when_the_model_is_defined() -> None:
+    with pytest.raises(errors.RepocketActiveRecordDefinitionError):
+        class Broken(ActiveRecord):
+            class Meta:
+                namespace = "tests.ttl.broken"
+                ttl = 0
+
+            name = attributes.Unicode()
+
+
+def test_ttl_and_persist_of_a_gone_record_raise_does_not_exist(client: redis.Redis) -> None:
+    session = Session.create(token="t1", ttl=TINY)
+    lapse()
+    before = snapshot(client)
+    with pytest.raises(errors.DoesNotExist):
+        session.ttl()
+    with pytest.raises(errors.DoesNotExist):
+        session.persist()
+    assert snapshot(client) == before
+
+
+# -- after the deadline --------------------------------------------------------------------------
+def test_after_the_deadline_no_read_returns_counts_or_orders_the_record(
+        client: redis.Redis) -> None:
+    keep = [Session.create(token=f"keep{i}", user="ann", hits=i, note="n") for i in range(3)]
+    gone = [Session.create(token=f"gone{i}", user="ann", hits=10 + i, note="n", log=b"l",
+                           ttl=TINY) for i in range(3)]
+    lapse()
+    ids = {s.id for s in keep}
+    assert Session.objects.get(id=gone[0].id) is None
+    assert Session.objects.get(token="gone0") is None
+    assert Session.objects.get_many([gone[0].id, keep[0].id]) == [None, keep[0]]
+    assert {s.id for s in Session.objects.filter(user="ann")} == ids
+    assert Session.objects.filter(user="ann").count() == 3
+    assert Session.objects.all().count() == 3
+    assert not Session.objects.filter(hits__gte=10).exists()
+    assert Session.objects.filter(hits__gte=10).count() == 0
+    assert [s.hits for s in Session.objects.order_by("-hits")] == [2, 1, 0]
+    assert [s.hits for s in Session.objects.order_by("-hits")[:2]] == [2, 1]
+    assert [s.hits for s in Session.objects.filter(note="n").order_by("hits")] == [0, 1, 2]
+    assert {s.id for s in Session.objects.all().iterator(chunk_size=2)} == ids
+    assert set(Session.objects.filter(token__in=["gone1", "keep1"]).values_list(
+        "token", flat=True)) == {"keep1"}
+    assert Session.objects.exclude(hits=0).count() == 2
+    assert {s.id for s in Session.objects.filter(token__startswith="g")} == set()
+    assert_clean(Session)  # before any write swept them
+
+
+def test_memory_is_reclaimed_untouched_and_the_next_write_sweeps_the_entries(
+        client: redis.Redis, roundtrips: RoundTrips) -> None:
+    gone = [Session.create(token=f"gone{i}", user="bob", hits=i, log=b"l", ttl=TINY)
+            for i in range(3)]
+    lapse()
+    # Redis expired every hash and stream by itself: no client touched the model
+    assert all(client.exists(s._key(), s._key() + ":field:log") == 0 for s in gone)
+    assert client.scard(Session._meta.ids_key) == 3  # what the sweep is for
+    assert_clean(Session)
+    roundtrips.reset()
+    survivor = Session.create(token="other", user="carl")  # any write sweeps
+    assert roundtrips.count == 1
+    index_keys = {key.encode() for key in Session._meta.model_keys}
+    assert model_keys(client, Session) - index_keys == {
+        Session._meta.ids_key.encode(), survivor._key().encode()}  # no ttl keys left
+    assert client.smembers(Session._meta.ids_key) == {str(survivor.id).encode()}
+    assert client.zcard(deadlines(Session)) == 0 and client.hlen(kept(Session)) == 0
+    assert client.hkeys(keyspace.unique_key(Session._meta.prefix, ("token",))) == [b"other"]
+    assert client.zcard(keyspace.index_key(Session._meta.prefix, "user")) == 1
+    assert client.zcard(keyspace.index_key(Session._meta.prefix, "hits")) == 0
+    assert client.smembers(keyspace.null_key(Session._meta.prefix, "hits")) == {
+        str(survivor.id).encode()}
+    assert_clean(Session)
+
+
+def test_a_write_sweeps_a_bounded_page_and_deletes_sweep_too(client: redis.Redis) -> None:
+    many = SWEEP_PAGE * 2 + 5
+    Session.objects.bulk_create([Session(token=f"t{i}", user="u", hits=i) for i in range(many)],
+                                ttl=TINY)
+    lapse()
+    assert Session.objects.count() == 0
+    one = Session.create(token="one")
+    assert client.zcard(deadlines(Session)) == many - SWEEP_PAGE
+    assert one.delete() == 1  # its hash (an empty stream has no key)
+    assert client.zcard(deadlines(Session)) == many - 2 * SWEEP_PAGE
+    assert_clean(Session)
+    Session.create(token="two")
+    assert client.zcard(deadlines(Session)) == 0
+    assert client.scard(Session._meta.ids_key) == 1
+    assert_clean(Session)
+
+
+def test_a_unique_value_is_free_after_the_deadline(client: redis.Redis,
+                                                    roundtrips: RoundTrips) -> None:
+    old = Session.create(token="shared", user="ann", ttl=TINY)
+    lapse()
+    roundtrips.reset()
+    new = Session.create(token="shared", user="bob")
+    assert roundtrips.count == 1
+    assert Session.objects.get(token="shared") == new
+    assert Session.objects.get(id=old.id) is None
+    assert_clean(Session)
+
+
+def test_get_or_create_finds_an_expired_record_absent_and_creates_one(
+        client: redis.Redis, roundtrips: RoundTrips) -> None:
+    old, created = Session.objects.get_or_create(token="g", defaults={"user": "ann"})
+    assert created
+    old.save(ttl=TINY)
+    lapse()
+    roundtrips.reset()
+    new, created = Session.objects.get_or_create(token="g", defaults={"user": "bob"})
+    assert roundtrips.count == 1
+    assert created and new.id != old.id and new.user == "bob"
+    found, created = Session.objects.get_or_create(token="g")
+    assert not created and found.id == new.id
+    assert_clean(Session)
+
+
+def test_a_stale_instance_of_an_expired_record_cannot_save_it_back(client: redis.Redis) -> None:
+    session = Session.create(token="s", user="ann", ttl=TINY)
+    lapse()
+    session.note = "late"
+    before = snapshot(client)
+    with pytest.raises(errors.DoesNotExist):
+        session.save()
+    assert snapshot(client) == before
+    session.save(force_insert=True)  # explicit: a new life, without a deadline
+    assert session.ttl() is None
+    assert Session.objects.get(token="s") == session
+    assert_clean(Session)
+
+
+def test_deleting_an_expired_record_deletes_nothing_and_sweeps_it(client: redis.Redis) -> None:
+    session = Session.create(token="s", user="ann", log=b"l", ttl=TINY)
+    live = Session.create(token="live", user="ann", log=b"l", ttl=300)
+    lapse()
+    assert session.delete() == 0
+    assert client.zrange(deadlines(Session), 0, -1) == [str(live.id).encode()]
+    assert live.delete() == 2
+    assert client.zcard(deadlines(Session)) == 0 and client.hlen(kept(Session)) == 0
+    assert model_keys(client, Session) <= {Session._meta.ids_key.encode()}
+    assert_clean(Session)
+
+
+def test_streams_keep_the_deadline_through_sets_and_appends(client: redis.Redis) -> None:
+    session = Session.create(token="s", user="ann", ttl=300)  # an empty stream: no key yet
+    stream = session._key() + ":field:log"
+    assert not client.exists(stream)
+    session.append_log(b"first")  # creates the key: it gets the record's deadline
+    expires = client.pexpiretime(session._key())
+    assert client.pexpiretime(stream) == expires
+    session.log = b"replaced"  # a SET, which would clear a key's expiry
+    session.save()
+    assert client.pexpiretime(stream) == expires
+    assert_clean(Session)
+
+
+def test_a_model_without_indexes_expires_too(client: redis.Redis) -> None:
+    gone = Plain.create(text="a", ttl=TINY)
+    Plain.create(text="b")
+    lapse()
+    assert [p.text for p in Plain.objects.all()] == ["b"]
+    Plain.create(text="c")
+    assert client.scard(Plain._meta.ids_key) == 2
+    assert not client.exists(kept(Plain))
+    assert Plain.objects.get(id=gone.id) is None
+    assert_clean(Plain)
+
+
+def test_reads_of_a_model_without_deadlines_read_no_clock(client: redis.Redis) -> None:
+    Session.create(token="a", user="ann")
+    client.config_resetstat()
+    Session.objects.filter(user="ann").count()
+    Session.create(token="b", user="ann")
+    stats = client.info("commandstats")
+    assert "cmdstat_time" not in stats and "cmdstat_zscore" not in stats
+
+
+# -- the checker ---------------------------------------------------------------------------------
+def test_check_reports_and_repairs_a_hash_expiring_off_its_deadline(client: redis.Redis) -> None:
+    session = Session.create(token="s", user="ann", ttl=300)
+    client.pexpire(session._key(), 100_000)  # another tool moved it
+    report = Session.objects.check()
+    assert [p.kind for p in report.problems] == ["expiry-mismatch"]
+    assert Session.objects.check(repair=True).repaired == 1
+    assert_clean(Session)
+    client.hdel(kept(Session), str(session.id))
+    assert [p.kind for p in Session.objects.check().problems] == ["expiry-mismatch"]
+    Session.objects.check(repair=True)
+    assert_clean(Session)
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+def test_concurrent_writes_while_records_expire_leave_no_torn_state(client: redis.Redis) -> None:
+    errors_seen: list[BaseException] = []
+    tokens = [f"tok{i}" for i in range(12)]
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(40):
+                token = tokens[(n * 7 + i) % len(tokens)]
+                try:
+                    if i % 3 == 0:
+                        Session.create(token=token, user=f"u{n}", hits=i, log=b"x", ttl=TINY)
+                    elif i % 3 == 1:
+                        Session.create(token=token, user=f"u{n}", hits=i, ttl=0.02)
+                    else:
+                        found = Session.objects.get(token=token)
+                        if found is not None:
+                            found.hits = i
+                            found.save()
+                except (errors.UniqueViolation, errors.DoesNotExist):
+                    pass  # raced with another writer or with the deadline: nothing written
+        except BaseException as exc:
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors_seen == []
+    assert_clean(Session)
+    time.sleep(0.05)  # every deadline passed
+    assert Session.objects.count() == 0
+    assert_clean(Session)
+    Session.create(token="final")
+    Session.create(token="final2")  # two pages sweep every leftover (at most 12 tokens)
+    assert client.zcard(deadlines(Session)) == 0
+    assert client.scard(Session._meta.ids_key) == 2
+    assert_clean(Session)
+
+
+# -- asyncio -------------------------------------------------------------------------------------
+def test_async_twins(client: redis.Redis) -> None:
+    async def main() -> None:
+        try:
+            session = await Session.acreate(token="a", user="ann", ttl=300)
+            left = await session.attl()
+            assert left is not None and left > 290
+            assert await session.apersist() is True
+            assert await session.attl() is None
+            await session.asave(ttl=TINY)
+            await asyncio.sleep(0.005)
+            assert await Session.objects.aget(id=session.id) is None
+            assert await Session.objects.filter(user="ann").acount() == 0
+            again = await Session.objects.acreate(token="a", user="bob", ttl=300)
+            assert (await Session.objects.aget(token="a")) == again
+            await Session.objects.abulk_create([Session(token="b")], ttl=TINY)
+            await asyncio.sleep(0.005)
+            assert await Session.objects.filter(token="b").acount() == 0
+            with pytest.raises(errors.DoesNotExist):
+                await session.attl()
+        finally:
+            await configure.aclose()
+
+    asyncio.run(main())
+    assert_clean(Session)
+
+
+def test_ids_in_the_deadline_set_are_uuids_only(client: redis.Redis) -> None:
+    client.zadd(deadlines(Session), {"not-a-uuid": 1})
+    Session.create(token="x")  # the sweep never builds a key from it
+    assert client.zscore(deadlines(Session), "not-a-uuid") == 1
+    assert uuid.UUID(str(Session.objects.get(token="x").id))  # type: ignore[union-attr]
