@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import functools
+import time
 import uuid
 from typing import Any
 
@@ -479,6 +480,44 @@ class ItemMachine(RuleBasedStateMachine):
             assert reply == {"hash": key, "strings": {"log": f"{key}:field:log"}}
             self._written(rid, new)
             self._synced(handle)
+
+    @precondition(lambda self: self.handles)
+    @rule(at=st.integers(0, 99))
+    def expire(self, at: int) -> None:
+        """A save with a 1 ms TTL, then its deadline passes: the record is gone as if
+        deleted (its unique value free, its entries swept by a later write)."""
+        handle = self._handle(at)
+        rid = handle.instance.pk
+        if handle.persisted and rid not in self.db:
+            with pytest.raises(errors.DoesNotExist):
+                self.io(handle.instance, "save", ttl=0.001)
+            return
+        new, _ = self._plan_save(handle)
+        violation = self._email_taken(new["email"], rid, set())
+        self._expect_write(lambda: self.io(handle.instance, "save", ttl=0.001), violation)
+        if not violation:
+            self._synced(handle)
+            self.db.pop(rid, None)
+            time.sleep(0.004)  # the deadline passes (Redis' clock ticks in ms)
+
+    @precondition(lambda self: self.db and self.handles)
+    @rule(at=st.integers(0, 99))
+    def deadline_and_persist(self, at: int) -> None:
+        """A deadline far off, read back, then cleared: the record is unchanged."""
+        handle = self._handle(at)
+        rid = handle.instance.pk
+        if not handle.persisted or rid not in self.db:
+            return
+        new, _ = self._plan_save(handle)
+        if self._email_taken(new["email"], rid, set()):
+            return
+        self.io(handle.instance, "save", ttl=600)
+        self.db[rid] = new
+        self._synced(handle)
+        left = self.io(handle.instance, "ttl")
+        assert left is not None and 0 < left <= 600
+        assert self.io(handle.instance, "persist") is True
+        assert self.io(handle.instance, "ttl") is None
 
     @rule(at=st.integers(0, 99), missing=st.booleans())
     def load(self, at: int, missing: bool) -> None:
