@@ -509,3 +509,32 @@ def test_a_change_feed_is_refused_typed_before_anything_is_sent(cluster: RedisCl
     with pytest.raises(errors.Unsupported):
         Fed.objects.changes()
     assert cluster.dbsize() == 0
+
+
+def test_ttl_per_shard_sweeps_in_the_shard_and_ttl_persist_are_one_call(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    """Every expiry key of a shard shares its hash tag: a deadline, its sweep, ttl() and
+    persist() are one script call on the record's node."""
+    import time
+    import uuid
+
+    gone = Note.create(title="gone", rank=1, body=b"b", ttl=0.001)
+    tag = tag_of(Note, gone.pk)
+    time.sleep(0.005)
+    assert Note.objects.get(id=gone.pk) is None
+    assert f"{tag}:ttl" in every_key(local_cluster)  # waiting for a write to its shard
+    same_shard = next(rid for rid in iter(uuid.uuid4, None)
+                      if tag_of(Note, rid) == tag)
+    rounds = RoundTrips()
+    live = Note.create(id=same_shard, title="live", rank=2, ttl=300)
+    assert rounds.count == 1
+    keys = {key for key in every_key(local_cluster) if key.startswith(tag)}
+    assert keys == {f"{tag}:{live.pk}", f"{tag}:ids", f"{tag}:idx:rank", f"{tag}:idx:when:null",
+                    f"{tag}:ttl", f"{tag}:ttl:entries"}  # gone's keys and entries swept
+    rounds.reset()
+    left = live.ttl()
+    assert rounds.count == 1 and left is not None and 290 < left <= 300
+    rounds.reset()
+    assert live.persist() is True
+    assert rounds.count == 1
+    assert live.ttl() is None
