@@ -349,7 +349,7 @@ _SWEEP = """
 -- their hashes at the deadline), id-set and deadline entries; the hash and streams too
 -- for a record of this call (in KEYS), which may outlive its deadline by a millisecond.
 -- Every read happens while planning (before the call's first write).
-local sweep, sweeping = {{}}, {{}}
+local sweep, sweeping, foreign = {{}}, {{}}, {{}}
 local function plan_sweep(id, own)
   if sweeping[id] then return nil end
   local record = {{id = id, own = own}}
@@ -364,6 +364,8 @@ local function plan_sweep(id, own)
 end
 
 local function write_sweep()
+  -- members that are not record ids (another tool's) would hold the page's first places
+  if #foreign > 0 then redis.call('ZREM', K.deadlines, unpack(foreign)) end
   if #sweep == 0 then return nil end
   local ids = {{}}
   for i, record in ipairs(sweep) do ids[i] = record.id end
@@ -390,6 +392,8 @@ local function plan_due_sweep()
     if string.match(id, UUID_PATTERN) then
       local err = plan_sweep(id, nil)
       if err then return err end
+    else
+      foreign[#foreign + 1] = id  -- never a key name: only removed from the deadlines
     end
   end
   return nil
