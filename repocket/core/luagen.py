@@ -1196,7 +1196,9 @@ _UPDATE = """#!lua
 -- Every check (key types, Pointer targets, arithmetic, unique claims, as they stand
 -- once the whole page is written) runs before the first write. Records are reached
 -- through an index or the id set, as in query.lua (<prefix>:<id>, ids that are UUIDs:
--- the documented exception to "every key in KEYS").
+-- the documented exception to "every key in KEYS"). A record past its deadline
+-- (KEYS[deadlines]) reads as absent and is not updated; an expiring record's kept
+-- values (KEYS[expiry_entries], for the sweep after its deadline) follow the update.
 --
 {keys}
 -- KEYS[{first_pointer} ..]  the hashes the Pointer literals name (each must exist)
@@ -1244,6 +1246,13 @@ local err = {model_checks}
 if err then return err end
 for _, unique in ipairs(UNIQUES) do
   err = check_type(unique.key, 'hash')
+  if err then return err end
+end
+local EXPIRY
+EXPIRY, err = expiry_state(K.deadlines, false)
+if err then return err end
+if EXPIRY then
+  err = check_type(K.expiry_entries, 'hash')
   if err then return err end
 end
 for i = FIRST_POINTER, #KEYS do
@@ -1310,6 +1319,7 @@ until not cursor
 -- A matching record's new values: {{id, hash, old, new, known, set, del}}, or nil when
 -- it is gone or no longer matches; an error reply second.
 local function updated(id)
+  if is_expired(EXPIRY, id) then return nil end  -- past its deadline: gone
   local hash = PREFIX .. id
   local raw = redis.pcall('HMGET', hash, unpack(reads))  -- also its type check
   if is_error(raw) then return nil, pcall_failure(hash, 'hash', raw) end
@@ -1348,7 +1358,7 @@ local function updated(id)
     if TRACKED[field] then new[field] = value end
   end
   local record = {{id = id, hash = hash, old = old, new = new, set = set, del = del,
-                  known = not defaulted}}
+                  known = not defaulted, deadline = deadline_of(EXPIRY, id)}}
 {claims}{next_version}
   return record
 end
@@ -1391,6 +1401,7 @@ local function write(record)
   if #record.del > 0 then redis.call('HDEL', record.hash, unpack(record.del)) end
   local id, old, new, known = record.id, record.old, record.new, record.known
 {write_entries}{update_feed}
+{keep_values}
 end
 
 -- The records this call updates: every candidate, unless the arithmetic of those before
@@ -1479,7 +1490,12 @@ def update_source(meta: Options, is_envelope: bool) -> str:
     fields = tracked_fields(meta)
     first_pointer = 1 + len(meta.write_keys(meta.prefix))
     lock, feed = meta.optimistic_lock, meta.changes
+    keep_values = ("  -- an expiring record's kept values follow (the sweep reads them)\n"
+                   "  if record.deadline then\n"
+                   "    redis.call('HSET', K.expiry_entries, id, cmsgpack.pack(new))\n  end"
+                   if fields else "  -- no field is indexed or unique: nothing kept")
     return _UPDATE.format(
+        keep_values=keep_values,
         update_notes=(_UPDATE_LOCK_NOTE if lock else "") + (_UPDATE_FEED_NOTE if feed else ""),
         bad_version_error=_LOCK_ERRORS.split("\n", 1)[1] if lock else "",
         next_version=_UPDATE_NEXT_VERSION if lock else "",

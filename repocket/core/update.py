@@ -275,7 +275,8 @@ def _literal(kind: str, value: Any, refuse: Any) -> bytes:
 def page_size(model: type[ActiveRecord]) -> int:
     """Candidates per call: PAGE, fewer when each record's write runs many commands (its
     indexes and claims), so that a call stays within about WRITE_BUDGET commands."""
-    per_record = 4 + 3 * len(model._meta.model_keys) + model._meta.changes  # + its XADD
+    per_record = 6 + 3 * len(model._meta.model_keys) + model._meta.changes  # + its XADD,
+    # a deadline and kept values
     return max(1, min(PAGE, WRITE_BUDGET // per_record))
 
 

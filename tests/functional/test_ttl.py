@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 
-from repocket import KEEP_TTL, ActiveRecord, attributes, configure, errors
+from repocket import KEEP_TTL, ActiveRecord, F, attributes, configure, errors
 from repocket.core import keys as keyspace
 from repocket.core.luagen import SWEEP_PAGE
 from tests.conftest import RoundTrips, snapshot
@@ -413,4 +413,25 @@ def test_members_of_the_deadline_set_that_are_not_ids_are_dropped(client: redis.
     Session.create(token="y")  # the page is free for real records again
     assert client.zcard(deadlines(Session)) == 0
     assert set(client.scan_iter(match="*not-a-uuid*")) == set()
+    assert_clean(Session)
+
+
+# -- QuerySet.update() -----------------------------------------------------------------------------
+def test_update_skips_expired_records_and_keeps_the_values_the_sweep_reads(
+        client: redis.Redis) -> None:
+    gone = Session.create(token="gone", user="ann", hits=1, ttl=TINY)
+    later = Session.create(token="later", user="ann", hits=2, ttl=300)
+    lapse()
+    assert Session.objects.filter(user="ann").update(hits=F("hits") + 10, note="x") == 1
+    assert Session.objects.get(id=gone.id) is None
+    assert Session.objects.filter(hits=11).count() == 0
+    assert Session.objects.get(id=later.id).hits == 12  # type: ignore[union-attr]
+    # the update moved later's entries: its kept values follow, for the sweep after expiry
+    assert Session.objects.filter(token="later").update(token="renamed", user="bob") == 1
+    client.zadd(deadlines(Session), {str(later.id): 1})  # its deadline passes (long ago)...
+    client.delete(later._key())  # ...and Redis expires its hash
+    Session.create(token="sweeper")
+    assert client.hkeys(keyspace.unique_key(Session._meta.prefix, ("token",))) == [b"sweeper"]
+    assert client.zcard(keyspace.index_key(Session._meta.prefix, "user")) == 1
+    assert client.zcard(deadlines(Session)) == 0
     assert_clean(Session)
