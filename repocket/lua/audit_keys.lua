@@ -39,7 +39,9 @@ for r = 1, R do
 end
 for i = 2 + R, #KEYS, 2 do
   local stream, hash = KEYS[i], KEYS[i + 1]
-  if redis.call('EXISTS', hash) == 0 then
+  -- the stream may have gone since SCAN listed it, with its record (a delete, or both
+  -- expiring at their deadline): only one that is still there is an orphan
+  if redis.call('EXISTS', hash) == 0 and redis.call('EXISTS', stream) == 1 then
     report('orphan-stream', stream, 'its record is gone')
     if repair then redis.call('DEL', stream) end
   end

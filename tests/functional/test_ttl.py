@@ -16,6 +16,8 @@ import redis
 from repocket import KEEP_TTL, ActiveRecord, F, attributes, configure, errors
 from repocket.core import keys as keyspace
 from repocket.core.luagen import SWEEP_PAGE
+from repocket.exec.sync import execute
+from repocket.tools.check import compile_audit_keys
 from tests.conftest import RoundTrips, snapshot
 
 TINY = 0.001  # a deadline 1 ms after the save: past once `lapse()` returns
@@ -436,3 +438,16 @@ def test_update_skips_expired_records_and_keeps_the_values_the_sweep_reads(
     assert client.zcard(keyspace.index_key(Session._meta.prefix, "user")) == 1
     assert client.zcard(deadlines(Session)) == 0
     assert_clean(Session)
+
+
+def test_a_stream_gone_with_its_record_since_the_scan_is_no_orphan(client: redis.Redis) -> None:
+    """The keyspace pass audits the keys a SCAN page listed: a stream that expired (or was
+    deleted) with its record in between is not reported as an orphan."""
+    session = Session.create(token="s", log=b"l")
+    stream = session._key() + ":field:log"
+    session.delete()
+    fixed, problems = execute(client, compile_audit_keys(Session, [stream], repair=False))
+    assert (fixed, problems) == (0, [])
+    client.set(stream, b"left behind")
+    fixed, problems = execute(client, compile_audit_keys(Session, [stream], repair=False))
+    assert [p.kind for p in problems] == ["orphan-stream"]
