@@ -451,3 +451,52 @@ def test_a_stream_gone_with_its_record_since_the_scan_is_no_orphan(client: redis
     client.set(stream, b"left behind")
     fixed, problems = execute(client, compile_audit_keys(Session, [stream], repair=False))
     assert [p.kind for p in problems] == ["orphan-stream"]
+
+
+# -- the change feed and optimistic locking ------------------------------------------------------
+class Audited(ActiveRecord):
+    class Meta:
+        namespace = "tests.ttl"
+        changes = True
+        optimistic_lock = True
+
+    token = attributes.Unicode(unique=True)
+    user = attributes.Unicode(index=True)
+
+
+def feed(client: redis.Redis) -> list[tuple[str, str]]:
+    entries = client.xrange(keyspace.changes_key(Audited._meta.prefix))
+    return [(fields[b"op"].decode(), fields[b"id"].decode()) for _, fields in entries]
+
+
+def test_a_sweep_appends_an_expire_entry_per_record_in_the_same_script(
+        client: redis.Redis, roundtrips: RoundTrips) -> None:
+    first = Audited.create(token="a", user="ann", ttl=TINY)
+    lapse()
+    roundtrips.reset()
+    second = Audited.create(token="a", user="bob")  # takes the value, sweeping the first
+    assert roundtrips.count == 1
+    assert feed(client) == [("create", str(first.id)), ("expire", str(first.id)),
+                            ("create", str(second.id))]
+    doomed = Audited.create(token="b", user="carl", ttl=TINY)
+    lapse()
+    second.delete()  # a delete sweeps too
+    assert feed(client)[-3:] == [("create", str(doomed.id)), ("expire", str(doomed.id)),
+                                 ("delete", str(second.id))]
+    assert_clean(Audited)
+
+
+def test_optimistic_lock_and_a_deadline(client: redis.Redis) -> None:
+    record = Audited.create(token="a", user="ann", ttl=300)
+    stale = Audited.objects.get(id=record.id)
+    assert stale is not None
+    record.user = "bob"
+    record.save()  # keeps the deadline, bumps the version
+    assert record.ttl() is not None
+    stale.user = "carl"
+    before = snapshot(client)
+    with pytest.raises(errors.StaleRecord):
+        stale.save(ttl=None)
+    assert snapshot(client) == before
+    assert record.ttl() is not None
+    assert_clean(Audited)
