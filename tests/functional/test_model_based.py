@@ -492,12 +492,17 @@ class ItemMachine(RuleBasedStateMachine):
             with pytest.raises(errors.DoesNotExist):
                 self.io(handle.instance, "save", ttl=0.001)
             return
+        if self._is_stale(handle):
+            with pytest.raises(errors.StaleRecord):
+                self.io(handle.instance, "save", ttl=0.001)
+            return
         new, _ = self._plan_save(handle)
         violation = self._email_taken(new["email"], rid, set())
         self._expect_write(lambda: self.io(handle.instance, "save", ttl=0.001), violation)
         if not violation:
+            self._written(rid, new)
             self._synced(handle)
-            self.db.pop(rid, None)
+            self._removed(rid)
             time.sleep(0.004)  # the deadline passes (Redis' clock ticks in ms)
 
     @precondition(lambda self: self.db and self.handles)
@@ -506,13 +511,13 @@ class ItemMachine(RuleBasedStateMachine):
         """A deadline far off, read back, then cleared: the record is unchanged."""
         handle = self._handle(at)
         rid = handle.instance.pk
-        if not handle.persisted or rid not in self.db:
+        if not handle.persisted or rid not in self.db or self._is_stale(handle):
             return
         new, _ = self._plan_save(handle)
         if self._email_taken(new["email"], rid, set()):
             return
         self.io(handle.instance, "save", ttl=600)
-        self.db[rid] = new
+        self._written(rid, new)
         self._synced(handle)
         left = self.io(handle.instance, "ttl")
         assert left is not None and 0 < left <= 600
