@@ -478,6 +478,8 @@ def test_a_sweep_appends_an_expire_entry_per_record_in_the_same_script(
     assert roundtrips.count == 1
     assert feed(client) == [("create", str(first.id)), ("expire", str(first.id)),
                             ("create", str(second.id))]
+    expired = [c for c in Audited.objects.changes() if c.op == "expire"]
+    assert [(c.record_id, c.fields, c.version) for c in expired] == [(first.id, (), None)]
     doomed = Audited.create(token="b", user="carl", ttl=TINY)
     lapse()
     second.delete()  # a delete sweeps too
