@@ -13,6 +13,7 @@ default, ``ci``, a short run). The examples run are written to the terminal summ
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import decimal
@@ -302,6 +303,8 @@ class ItemMachine(RuleBasedStateMachine):
         self.versions: dict[uuid.UUID, int] = {}  # id -> version (optimistic_lock)
         self.locked = self.model._meta.optimistic_lock
         self.feed_entries = 0  # Meta.changes: one per committed write
+        # records whose deadline passed: their 'expire' entries come with a later write's sweep
+        self.expirations: collections.Counter[uuid.UUID] = collections.Counter()
         self.handles: list[Handle] = []
         self.steps = 0
 
@@ -502,7 +505,9 @@ class ItemMachine(RuleBasedStateMachine):
         if not violation:
             self._written(rid, new)
             self._synced(handle)
-            self._removed(rid)
+            self.db.pop(rid)  # gone, as if deleted (no 'delete' entry: a later 'expire' one)
+            self.versions.pop(rid, None)
+            self.expirations[rid] += 1
             time.sleep(0.004)  # the deadline passes (Redis' clock ticks in ms)
 
     @precondition(lambda self: self.db and self.handles)
@@ -683,8 +688,13 @@ class ItemMachine(RuleBasedStateMachine):
             if self.locked:
                 assert record.lock_version == self.versions[rid]
         if self.model._meta.changes:
-            assert CLIENT.xlen(self.model._meta.changes_key) == self.feed_entries
-            assert len(list(self.model.objects.changes())) == self.feed_entries
+            changes = list(self.model.objects.changes())
+            assert CLIENT.xlen(self.model._meta.changes_key) == len(changes)
+            # an expiry shows when a write sweeps it (at most once per expiry), the rest
+            # exactly as written
+            expired = collections.Counter(c.record_id for c in changes if c.op == "expire")
+            assert len(changes) - sum(expired.values()) == self.feed_entries
+            assert all(n <= self.expirations[rid] for rid, n in expired.items())
         if hasattr(self.model.objects, "check"):
             report = self.io(self.model.objects, "check", repair=False)
             assert report.ok, report.problems
