@@ -9,15 +9,19 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio
+from hypothesis import given
 
 from repocket import ActiveRecord, F, attributes, configure, errors
 from repocket.core import update as updates
 from repocket.exec.sync import execute
 from tests.conftest import RoundTrips, snapshot
+
+from .hypothesis_support import profile
 
 D = decimal.Decimal
 
@@ -374,6 +378,49 @@ def test_arithmetic_stores_what_a_python_save_stores(
     updated.refresh_from_db()
     assert repr(getattr(updated, field)) == repr(expected)
     assert model.objects.check().ok
+
+
+FUZZ = profile("repocket-update", ci={"max_examples": 60}, soak={"max_examples": 10_000})
+_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+        "/": lambda a, b: a / b, "//": lambda a, b: a // b}
+BIG_INTS = st.integers(-(10**60), 10**60) | st.integers(-(2**63), 2**63)
+DECIMALS = st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
+    lambda d: abs(d.adjusted()) < 40 and len(d.as_tuple().digits) < 60)
+FLOATS = st.floats(allow_nan=False)
+NUMERIC = st.one_of(
+    st.tuples(st.just("n"), BIG_INTS, st.sampled_from(["+", "-", "*", "//"]), BIG_INTS),
+    st.tuples(st.just("price"), DECIMALS, st.sampled_from(["+", "-", "*"]), DECIMALS | BIG_INTS),
+    st.tuples(st.just("ratio"), FLOATS, st.sampled_from(["+", "-", "*", "/"]),
+              FLOATS | st.integers(-(2**60), 2**60)))
+
+
+@FUZZ
+@given(case=NUMERIC, compact=st.booleans())
+def test_fuzz_arithmetic_matches_python_byte_for_byte(client: redis.Redis,
+                                                      case: tuple[str, Any, str, Any],
+                                                      compact: bool) -> None:
+    """Random operands of every numeric kind: the update stores what Python computes and
+    saves (or both refuse: a division by zero, a NaN the field does not allow)."""
+    field, start, op, operand = case
+    model = CompactTask if compact else Task
+    values = {"n": 3, "price": D(0), "ratio": 0.0, field: start}
+    model.objects.delete()
+    updated = model.create(queue="u", status="s", **values)
+    try:
+        with decimal.localcontext(decimal.Context(prec=1000)):
+            expected = _OPS[op](D(start) if field == "price" else start,
+                                D(operand) if field == "price" else operand)
+        if isinstance(expected, float) and expected != expected:
+            raise ValueError("NaN")
+    except (ZeroDivisionError, ValueError, OverflowError):
+        before = snapshot(client)
+        with pytest.raises(errors.ValidationError):
+            model.objects.filter(queue="u").update(**{field: _OPS[op](F(field), operand)})
+        assert snapshot(client) == before
+        return
+    assert model.objects.filter(queue="u").update(**{field: _OPS[op](F(field), operand)}) == 1
+    saved = model.create(queue="s", status="s", **{**values, field: expected})
+    assert _stored(client, updated, field) == _stored(client, saved, field)
 
 
 def test_none_in_an_expression_gives_none(client: redis.Redis) -> None:
