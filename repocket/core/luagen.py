@@ -350,7 +350,7 @@ _SWEEP = """
 -- for a record of this call (in KEYS), which may outlive its deadline by a millisecond.
 -- Every read happens while planning (before the call's first write).
 local sweep, sweeping, foreign = {{}}, {{}}, {{}}
-local function plan_sweep(id, own)
+plan_sweep = function(id, own)
   if sweeping[id] then return nil end
   local record = {{id = id, own = own}}
   local old = {{}}
@@ -363,7 +363,7 @@ local function plan_sweep(id, own)
   return nil
 end
 
-local function write_sweep()
+write_sweep = function()
   -- members that are not record ids (another tool's) would hold the page's first places
   if #foreign > 0 then redis.call('ZREM', K.deadlines, unpack(foreign)) end
   if #sweep == 0 then return nil end
@@ -387,7 +387,7 @@ local function write_sweep()
 end
 
 -- A page of other records past their deadline.
-local function plan_due_sweep()
+plan_due_sweep = function()
   for _, id in ipairs(due_ids(EXPIRY, {page})) do
     if string.match(id, UUID_PATTERN) then
       local err = plan_sweep(id, nil)
@@ -402,6 +402,8 @@ end
 
 _OWN_EXPIRED = """-- Records of this call past their deadline read as absent (and are swept first).
 if EXPIRY and EXPIRY.due then
+  NOTHING = {{}}
+  for i = 1, #READ do NOTHING[i] = false end
   for _, record in ipairs(records) do
     if is_expired(EXPIRY, record.id) then
       record.expired = true
@@ -417,9 +419,9 @@ end
 _LIVE_OWNER = """
 local claimed, unique_checked = {{}}, {{}}
 {sweep}
--- What the HMGET of a record past its deadline counts as: nothing stored.
-local NOTHING = {{}}
-for i = 1, #READ do NOTHING[i] = false end
+-- What the HMGET of a record past its deadline counts as: nothing stored (made below,
+-- when a record of this call is past its deadline).
+local NOTHING
 
 -- The other record holding a unique value, or nil (then it is claimed for `id`); a
 -- record past its deadline holds nothing: it is swept before this call writes.
@@ -478,8 +480,13 @@ def _sweep(meta: Options, claims_table: str) -> str:
     feed = ("    -- the change feed: one 'expire' entry per record swept, in the sweeping script\n"
             "    redis.call('XADD', K.changes, 'MAXLEN', '~', FEED_MAXLEN, '*', 'op', 'expire',"
             " 'id', id)" if meta.changes else "    -- no change feed")
-    return _SWEEP.format(read_kept=read_kept, read_claims=claims, forget_kept=forget_kept,
+    body = _SWEEP.format(read_kept=read_kept, read_claims=claims, forget_kept=forget_kept,
                          delete_entries=entries, page=SWEEP_PAGE, feed=feed)
+    # built only when the model has deadlines: a call without any defines no more closures
+    return ("\nlocal plan_sweep, write_sweep, plan_due_sweep\n"
+            "local function no_sweep() return nil end\n"
+            "if not EXPIRY then\n  write_sweep, plan_due_sweep = no_sweep, no_sweep\nelse"
+            + _indent(body) + "\nend\n")
 
 
 def _write_expiry(meta: Options) -> str:
