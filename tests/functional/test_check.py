@@ -7,14 +7,13 @@ import collections
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 
 from repocket import ActiveRecord, attributes, configure, errors
 from repocket.tools import check
-from tests.conftest import RoundTrips
+from tests.conftest import RoundTrips, snapshot
 from tests.support.servers import StartServer
 from tests.support.work import script_calls
 
@@ -123,15 +122,6 @@ def test_the_repocket_check_command(client: redis.Redis, redis_url: str,
     fixed = subprocess.run([*command, "--repair"], cwd=ROOT, capture_output=True, text=True)
     assert fixed.returncode == 0 and "1 repaired" in fixed.stdout
     assert subprocess.run(command, cwd=ROOT, capture_output=True, text=True).returncode == 0
-
-
-def snapshot(client: redis.Redis) -> dict[bytes, Any]:
-    """Every key with its type and contents (not DUMP: a hashtable set's DUMP order changes
-    as Redis rehashes it, with no write)."""
-    read = {b"string": client.get, b"hash": client.hgetall, b"set": client.smembers,
-            b"zset": lambda key: client.zrange(key, 0, -1, withscores=True)}
-    return {key: (client.type(key), read[client.type(key)](key))  # type: ignore[operator]
-            for key in client.scan_iter(count=1000)}
 
 
 # -- where check() must run: replicas, over maxmemory -----------------------------------------
@@ -279,7 +269,7 @@ def test_foreign_members_are_reported_and_removed_by_repair(client: redis.Redis,
     assert repaired.ok and repaired.repaired == 11
     assert Ticket.objects.check().problems == []
     after = snapshot(client)
-    for key, (kind, _dump) in after.items():  # only the junk went
+    for key, (kind, _contents, _expiry) in after.items():  # only the junk went
         assert healthy[key][0] == kind
     assert client.smembers(f"{PREFIX}:ids") == {str(x.id).encode() for x in tickets}
     assert client.zcard(f"{PREFIX}:idx:title") == 6 and client.zcard(f"{PREFIX}:idx:rank") == 6

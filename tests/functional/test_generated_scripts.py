@@ -136,18 +136,13 @@ def reference(call: Call, model: type[ActiveRecord]) -> Call:
 
 
 def keyspace(client: redis.Redis) -> dict[bytes, Any]:
-    """Every key: its DUMP, or for hashes and sets its type and content, for a stream (a
-    change feed) its entries without their ids (times of the server)."""
+    """Every key's type, contents and expiry (conftest.snapshot), a stream (a change feed)
+    with its entries' ids left out (times of the server)."""
     found: dict[bytes, Any] = {}
-    for key, (kind, dump) in snapshot(client).items():
-        if kind == b"hash":
-            found[key] = (kind, client.hgetall(key))
-        elif kind == b"set":
-            found[key] = (kind, client.smembers(key))
-        elif kind == b"stream":
-            found[key] = (kind, [fields for _, fields in client.xrange(key)])
-        else:
-            found[key] = (kind, dump)
+    for key, (kind, contents, expiry) in snapshot(client).items():
+        if kind == b"stream":
+            contents = [fields for _, fields in contents]
+        found[key] = (kind, contents, expiry)
     return found
 
 
