@@ -3,11 +3,13 @@ loopback port, or the server at $REPOCKET_TEST_URL (which the tests flush)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import redis
+import redis.asyncio
 
 from repocket import configure
 from repocket.tools.server import LocalCluster, RedisServer
@@ -84,6 +86,16 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     configure.connection_pool(client=raw)
     yield raw
     configure.reset()
+
+
+@pytest_asyncio.fixture
+async def aclient(client: redis.Redis, redis_url: str) -> AsyncIterator[Any]:
+    """``client``'s flushed server, the async API on a plain redis.asyncio client of this
+    loop (test_aio.py has its own, counting round trips)."""
+    configure.connection_pool(
+        client=client, async_client=lambda: redis.asyncio.Redis.from_url(redis_url))
+    yield configure.get_async_connection()
+    await configure.aclose()
 
 
 @pytest.fixture

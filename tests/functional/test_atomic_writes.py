@@ -5,11 +5,9 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import redis
 import redis.asyncio
 
@@ -236,12 +234,6 @@ def test_update_or_create_creates_then_updates(client: redis.Redis) -> None:
 
 
 # -- asyncio ----------------------------------------------------------------------------------
-@pytest_asyncio.fixture
-async def aclient(client: redis.Redis, redis_url: str) -> AsyncIterator[Any]:
-    configure.connection_pool(
-        client=client, async_client=lambda: redis.asyncio.Redis.from_url(redis_url))
-    yield configure.get_async_connection()
-    await configure.aclose()
 
 
 async def test_async_twins(aclient: Any) -> None:

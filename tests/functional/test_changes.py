@@ -8,11 +8,9 @@ import multiprocessing
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import redis
 import redis.asyncio
 
@@ -377,12 +375,6 @@ def test_a_group_may_start_at_the_end(client: redis.Redis) -> None:
 
 
 # -- asyncio ----------------------------------------------------------------------------------
-@pytest_asyncio.fixture
-async def aclient(client: redis.Redis, redis_url: str) -> AsyncIterator[Any]:
-    configure.connection_pool(
-        client=client, async_client=lambda: redis.asyncio.Redis.from_url(redis_url))
-    yield configure.get_async_connection()
-    await configure.aclose()
 
 
 async def test_async_twins(aclient: Any) -> None:

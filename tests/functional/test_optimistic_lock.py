@@ -5,15 +5,13 @@ StaleRecord and writes nothing, in the same one script call as the write."""
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import redis
 import redis.asyncio
 
-from repocket import ActiveRecord, F, attributes, configure, errors
+from repocket import ActiveRecord, F, attributes, errors
 from repocket.core import keys, luagen
 from tests.conftest import RoundTrips, snapshot
 
@@ -326,12 +324,6 @@ def test_racing_threads_lose_no_increment(client: redis.Redis) -> None:
 
 
 # -- asyncio ----------------------------------------------------------------------------------
-@pytest_asyncio.fixture
-async def aclient(client: redis.Redis, redis_url: str) -> AsyncIterator[Any]:
-    configure.connection_pool(
-        client=client, async_client=lambda: redis.asyncio.Redis.from_url(redis_url))
-    yield configure.get_async_connection()
-    await configure.aclose()
 
 
 async def test_async_twins(aclient: Any, client: redis.Redis) -> None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import decimal
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import hypothesis.strategies as st
 import pytest
-import pytest_asyncio
 import redis
 import redis.asyncio
 from hypothesis import given
@@ -464,12 +462,6 @@ def test_an_absent_field_computes_from_its_default(client: redis.Redis) -> None:
 
 
 # -- asyncio ------------------------------------------------------------------------------------
-@pytest_asyncio.fixture
-async def aclient(client: redis.Redis, redis_url: str) -> AsyncIterator[Any]:
-    configure.connection_pool(
-        client=client, async_client=lambda: redis.asyncio.Redis.from_url(redis_url))
-    yield configure.get_async_connection()
-    await configure.aclose()
 
 
 async def test_aupdate_is_the_same_operation_awaited(aclient: Any,
