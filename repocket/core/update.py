@@ -341,6 +341,9 @@ def update_plan(state: QueryState, values: dict[str, Any]) -> Plan:
     if state.empty:
         return 0
     page = page_size(state.model)
+    ids = pinned_ids(state)
+    if ids is not None:  # filter(id=...) / id__in: the update-by-id script, no query
+        return (yield from _update_ids(state.model, assignments, ids, page))
     reply: _Reply = yield _call(state, assignments, page)
     total, chunks = reply.updated, collections.deque([reply.left] if reply.left else [])
     if reply.listing:
@@ -358,6 +361,55 @@ def _among(state: QueryState, ids: tuple[bytes, ...]) -> QueryState:
     """``state`` restricted to ``ids`` (its filter still checked by the script)."""
     pk = state.model._meta.pk_name
     return state.evolve(groups=(*state.groups, (False, (Condition(pk, "in", ids),))))
+
+
+def pinned_ids(state: QueryState) -> tuple[bytes, ...] | None:
+    """The ids a filter pins when it is only ``id=`` / ``id__in=`` lookups (ANDed), in
+    order, each once; None for any other filter (it needs the query script)."""
+    pk = state.model._meta.pk_name
+    pinned: set[bytes] | None = None
+    order: tuple[bytes, ...] = ()
+    for negated, conditions in state.groups:
+        for condition in conditions:
+            if negated or condition.field != pk or condition.op not in ("eq", "in"):
+                return None
+            if pinned is None:
+                order = tuple(dict.fromkeys(condition.values))
+                pinned = set(order)
+            else:
+                pinned &= set(condition.values)
+    if pinned is None:
+        return None
+    return tuple(i for i in order if i in pinned)
+
+
+def _update_ids(model: type[ActiveRecord], assignments: Assignments,
+                ids: tuple[bytes, ...], page: int) -> Plan:
+    """The records of ``ids`` updated: one call per page of ids (the ids a call's
+    arithmetic budget left go first into the next)."""
+    total, chunks = 0, collections.deque(ids[start:start + page]
+                                         for start in range(0, len(ids), page))
+    while chunks:
+        reply: _Reply = yield _ids_call(model, assignments, chunks.popleft())
+        total += reply.updated
+        if reply.left:
+            chunks.appendleft(reply.left)
+    return total
+
+
+def _ids_call(model: type[ActiveRecord], assignments: Assignments,
+              ids: tuple[bytes, ...]) -> Call:
+    """One call of the update-by-id script (its header documents this frame)."""
+    meta = model._meta
+    hashes = tuple(meta.record_key(i.decode("ascii")) for i in ids)
+    keys = (*meta.write_keys(meta.prefix), *hashes, *assignments.pointer_keys)
+    return Call(scripts_for(model).update_ids, keys,
+                (len(ids), assignments.packed, MAX_DIGITS, ARITH_BUDGET, *ids), _ids_reply,
+                meta.name, dict(assignments.pointer_keys))
+
+
+def _ids_reply(reply: list[Any]) -> _Reply:
+    return _Reply(int(reply[1]), tuple(reply[2:]))
 
 
 def _chunks(ids: list[Any], size: int) -> Iterator[tuple[bytes, ...]]:

@@ -15,6 +15,7 @@ import redis.asyncio
 from hypothesis import given
 
 from repocket import ActiveRecord, F, attributes, configure, errors
+from repocket.core import keys
 from repocket.core import update as updates
 from repocket.exec.sync import execute
 from tests.conftest import RoundTrips, snapshot
@@ -480,3 +481,136 @@ async def test_aupdate_is_the_same_operation_awaited(aclient: Any,
         await Task.objects.aupdate(code="same")
     assert await Task.objects.filter(status="done").acount() == 4
     assert (await Task.objects.acheck()).ok
+
+
+# -- a filter by id: the update-by-id script ------------------------------------------------------
+def _restore(client: redis.Redis, saved: dict[bytes, tuple[bytes, bytes | None]]) -> None:
+    client.flushdb()
+    for key, (_, payload) in saved.items():
+        assert payload is not None
+        client.restore(key, 0, payload)
+
+
+def _contents(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key's value (a DUMP payload may differ for equal values once restored)."""
+    read = {b"hash": client.hgetall, b"set": client.smembers, b"string": client.get,
+            b"zset": lambda key: client.zrange(key, 0, -1, withscores=True)}
+    return {key: read[client.type(key)](key) for key in client.scan_iter(count=1000)}
+
+
+def _outcome(client: redis.Redis, run: Any) -> tuple[Any, Any]:
+    """What an update did: its result (or its error's type, model, field and value), and
+    the keyspace after it."""
+    try:
+        result: Any = run()
+    except errors.RepocketError as exc:
+        result = (type(exc), getattr(exc, "model", None), getattr(exc, "field", None),
+                  getattr(exc, "value", None))
+    return result, _contents(client)
+
+
+_BY_ID_CASES = [
+    ({"status": "done"}, (0,)),
+    ({"n": F("n") + 1}, (0,)),
+    ({"n": F("n") * 2, "price": F("price") + D("0.5"), "ratio": F("ratio") / 3}, (0, 2)),
+    ({"code": "c1"}, (1,)),
+    ({"code": "c1"}, (0, 1)),  # one unique value for two records: refused
+    ({"code": None, "status": "x"}, (0, 1, 2)),
+    ({"rank": F("rank") + 1}, (0,)),  # (q, 1) is held by record 1: refused
+    ({"rank": F("rank") + 1}, (2, 1, 0)),  # every claim moves up: allowed
+    ({"maybe": F("maybe") + 1, "n": F("maybe")}, (0,)),  # None in, None out: refused for n
+    ({"maybe": F("n") + 5}, (1,)),
+    ({"n": F("n") / F("rank")}, (1, 0)),  # record 0 divides by zero: refused
+    ({"queue": "other", "rank": 7}, (0, "missing")),
+]
+
+
+@pytest.mark.parametrize("values, which", _BY_ID_CASES)
+def test_an_update_by_id_does_what_the_query_update_does(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch, values: dict[str, Any],
+        which: tuple[Any, ...]) -> None:
+    """Differential: the same update, from the same keyspace, through the update-by-id
+    script and through the query update script: the same result, the same keyspace."""
+    owner = Owner.create(name="o")
+    records = make(count=3, owner=owner)
+    records[2].code = "c2"
+    records[2].save()
+    ids = [records[i].pk if i != "missing" else "0f0f0f0f-0000-1000-8000-000000000000"
+           for i in which]
+    saved, contents = snapshot(client), _contents(client)
+
+    def by_ids() -> Any:
+        return Task.objects.filter(id__in=ids).update(**values)
+
+    assert updates.pinned_ids(Task.objects.filter(id__in=ids).state) is not None
+    fast = _outcome(client, by_ids)
+    if not isinstance(fast[0], int):
+        assert snapshot(client) == saved  # byte for byte
+    _restore(client, saved)
+    monkeypatch.setattr(updates, "pinned_ids", lambda state: None)
+    generic = _outcome(client, by_ids)
+    assert fast == generic
+    if not isinstance(fast[0], int):  # an error: nothing was written
+        assert fast[1] == contents
+
+
+def test_an_update_by_id_is_one_round_trip(client: redis.Redis,
+                                           roundtrips: RoundTrips) -> None:
+    records = make(count=3)
+    Task.objects.filter(id=records[0].pk).update(status="warm")  # the script is loaded
+    roundtrips.reset()
+    assert Task.objects.filter(id=records[0].pk).update(n=F("n") + 1) == 1
+    assert Task.objects.filter(pk=records[1].pk).update(n=F("n") + 1, status="s") == 1
+    assert Task.objects.filter(id__in=[r.pk for r in records]).update(n=F("n") + 1) == 3
+    assert roundtrips.count == 3
+    assert [t.n for t in Task.objects.order_by("n")] == [2, 3, 3]
+    assert Task.objects.check().ok
+
+
+def test_an_update_by_id_counts_each_existing_record_once(client: redis.Redis) -> None:
+    records = make(count=3)
+    missing = "0f0f0f0f-0000-1000-8000-000000000000"
+    first, second = records[0].pk, records[1].pk
+    assert Task.objects.filter(id__in=[first, first, missing]).update(n=F("n") + 10) == 1
+    assert Task.objects.filter(id=missing).update(n=1) == 0
+    assert Task.objects.filter(id__in=[]).update(n=1) == 0
+    # ANDed id lookups pin their intersection
+    assert Task.objects.filter(id__in=[first, second]).filter(id=second).update(
+        status="both") == 1
+    assert [t.status for t in Task.objects.filter(status="both")] == ["both"]
+    assert Task.objects.get(id=first).n == 10  # type: ignore[union-attr]
+    assert Task.objects.check().ok
+
+
+def test_an_update_by_id_pages_many_ids(client: redis.Redis, roundtrips: RoundTrips,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    records = make(count=7)
+    Task.objects.filter(id=records[0].pk).update(status="warm")
+    monkeypatch.setattr(updates, "PAGE", 3)
+    roundtrips.reset()
+    assert Task.objects.filter(id__in=[r.pk for r in records]).update(n=F("n") + 1) == 7
+    assert roundtrips.count == 3  # pages of 3, 3 and 1 ids
+    assert sorted(t.n for t in Task.objects.all()) == list(range(1, 8))
+
+
+def test_an_update_by_id_checks_only_the_keys_it_writes(client: redis.Redis) -> None:
+    """A model key of the wrong type fails an update that would write it (typed, nothing
+    written); an update that leaves it alone does not read it."""
+    records = make(count=2)
+    status_index = keys.index_key(Task._meta.prefix, "status")
+    client.delete(status_index)
+    client.set(status_index, "not a sorted set")
+    before = snapshot(client)
+    with pytest.raises(errors.WrongKeyType) as raised:
+        Task.objects.filter(id=records[0].pk).update(status="x", n=F("n") + 1)
+    assert status_index in str(raised.value)
+    assert snapshot(client) == before
+    assert Task.objects.filter(id=records[0].pk).update(n=F("n") + 1) == 1
+    # the record's own hash of the wrong type: typed, nothing written
+    record_key = Task._meta.record_key(records[1].pk)
+    client.delete(record_key)
+    client.set(record_key, "not a hash")
+    before = snapshot(client)
+    with pytest.raises(errors.WrongKeyType):
+        Task.objects.filter(id=records[1].pk).update(n=F("n") + 1)
+    assert snapshot(client) == before

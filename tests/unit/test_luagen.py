@@ -103,8 +103,8 @@ def test_scripts_are_cached_per_codec() -> None:
     first = luagen.scripts_for(Member)
     assert luagen.scripts_for(Member) is first
     assert [script.name for script in first] == ["save", "delete", "append", "get",
-                                                 "get_or_create", "update"]
-    assert len({script.sha for script in first}) == 6
+                                                 "get_or_create", "update", "update_ids"]
+    assert len({script.sha for script in first}) == 7
     envelope_team = luagen.scripts_for(Team)
     assert "local IS_ENVELOPE = false" in envelope_team.save.source
 
@@ -121,7 +121,7 @@ def test_repocket_scripts_prints_each_models_scripts(capsys: pytest.CaptureFixtu
     titles = re.findall(r"^-- ===== (\S+) (\w+) \(SHA1 [0-9a-f]{40}\) =====$", out, re.M)
     assert titles == [(f"{__name__}.{model}", verb) for model in ("Team", "Member")
                       for verb in ("save", "delete", "append", "get", "get_or_create",
-                                   "update")]
+                                   "update", "update_ids")]
     assert "-- @include lib/values" in out
     assert main(["scripts", "--full", "--codec", "compact", __name__]) == 0
     full = capsys.readouterr().out
