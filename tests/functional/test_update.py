@@ -614,3 +614,23 @@ def test_an_update_by_id_checks_only_the_keys_it_writes(client: redis.Redis) -> 
     with pytest.raises(errors.WrongKeyType):
         Task.objects.filter(id=records[1].pk).update(n=F("n") + 1)
     assert snapshot(client) == before
+
+
+def test_an_update_by_id_hands_back_the_ids_its_arithmetic_budget_left(
+        client: redis.Redis, roundtrips: RoundTrips, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = make(count=5)
+    for i, record in enumerate(records):
+        record.n = 10**40 + i
+        record.save()
+    ids = [r.pk for r in records]
+    Task.objects.filter(id=ids[0]).update(status="warm")
+    monkeypatch.setattr(updates, "ARITH_BUDGET", 1)  # one record per call
+    roundtrips.reset()
+    assert Task.objects.filter(id__in=ids).update(n=F("n") * 3 + 1) == 5
+    assert roundtrips.count == 5
+    assert [Task.objects.get(id=i).n for i in ids] == [  # type: ignore[union-attr]
+        (10**40 + i) * 3 + 1 for i in range(5)]
+    monkeypatch.setattr(updates, "PAGE", 2)  # with pages of ids too
+    assert Task.objects.filter(id__in=ids).update(n=F("n") - 1) == 5
+    assert sorted(t.n for t in Task.objects.all()) == [(10**40 + i) * 3 for i in range(5)]
+    assert Task.objects.check().ok
