@@ -142,8 +142,53 @@ class Assignments:
     reads: tuple[str, ...]  # fields the expressions read
 
 
+# Assignments already compiled, by (model, codec, shape of the values): an update in a
+# loop (``update(n=F("n") + 1)``) is checked and framed once. Bounded: cleared when full.
+_COMPILED: dict[tuple[Any, ...], Assignments] = {}
+_COMPILED_MAX = 1024
+# Literals whose type and value decide the framing (floats and Decimals by repr, which
+# tells -0.0 from 0.0 and 1.0 from 1.00); any other value is compiled every time.
+_BY_VALUE = frozenset((str, int, bool, type(None)))
+_BY_REPR = frozenset((float, decimal.Decimal))
+
+
+def _shape(value: Any) -> Any:
+    """A hashable key saying everything compile_assignments reads of ``value``, or None
+    when there is none (an instance, a datetime...: compiled every time)."""
+    kind = type(value)
+    if kind in _BY_VALUE:
+        return (kind, value)
+    if kind in _BY_REPR:
+        return (kind, repr(value))
+    if kind is F:
+        return ("f", value.name)
+    if kind is Expression:
+        left, right = _shape(value.left), _shape(value.right)
+        return None if left is None or right is None else (value.op, left, right)
+    return None
+
+
 def compile_assignments(model: type[ActiveRecord], values: dict[str, Any]) -> Assignments:
-    """Every assignment checked (typed errors naming model, field and value) and framed."""
+    """Every assignment checked (typed errors naming model, field and value) and framed;
+    the same shape of values (names, literal types and values, expressions) compiles once."""
+    shapes = []
+    for name, value in values.items():
+        shape = _shape(value)
+        if shape is None:
+            return _compile_assignments(model, values)
+        shapes.append((name, shape))
+    key = (model, model._meta.codec.name, *shapes)
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _compile_assignments(model, values)
+        if not found.pointer_keys:  # a Pointer's target key is checked each time
+            if len(_COMPILED) >= _COMPILED_MAX:
+                _COMPILED.clear()
+            _COMPILED[key] = found
+    return found
+
+
+def _compile_assignments(model: type[ActiveRecord], values: dict[str, Any]) -> Assignments:
     meta = model._meta
     if not values:
         raise InvalidQuery(f"{meta.name}.objects.update() needs at least one field to set",
