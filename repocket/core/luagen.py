@@ -1493,17 +1493,23 @@ end
 """
 
 
+def _keep_values(fields: list[str]) -> str:
+    """Lua keeping an expiring record's tracked values after its update (the sweep after its
+    deadline reads them: Redis will have expired the hash)."""
+    if not fields:
+        return "  -- no field is indexed or unique: nothing kept"
+    return ("  -- an expiring record's kept values follow (the sweep reads them)\n"
+            "  if record.deadline then\n"
+            "    redis.call('HSET', K.expiry_entries, id, cmsgpack.pack(new))\n  end")
+
+
 def update_source(meta: Options, is_envelope: bool) -> str:
     """The per-model update script (QuerySet.update), its libraries as includes."""
     fields = tracked_fields(meta)
     first_pointer = 1 + len(meta.write_keys(meta.prefix))
     lock, feed = meta.optimistic_lock, meta.changes
-    keep_values = ("  -- an expiring record's kept values follow (the sweep reads them)\n"
-                   "  if record.deadline then\n"
-                   "    redis.call('HSET', K.expiry_entries, id, cmsgpack.pack(new))\n  end"
-                   if fields else "  -- no field is indexed or unique: nothing kept")
     return _UPDATE.format(
-        keep_values=keep_values,
+        keep_values=_keep_values(fields),
         update_notes=(_UPDATE_LOCK_NOTE if lock else "") + (_UPDATE_FEED_NOTE if feed else ""),
         bad_version_error=_LOCK_ERRORS.split("\n", 1)[1] if lock else "",
         next_version=_UPDATE_NEXT_VERSION if lock else "",
@@ -1532,7 +1538,9 @@ _UPDATE_IDS = """#!lua
 -- F), with its index entries and unique claims, atomically; an id whose record is gone
 -- is skipped. Every check (the record hashes' types, arithmetic, Pointer targets,
 -- unique claims as they stand once the whole call is written, and the type of every
--- model key the writes touch) runs before the first write.
+-- model key the writes touch) runs before the first write. A record past its deadline
+-- (KEYS[deadlines]) reads as absent and is not updated; an expiring record's kept
+-- values (KEYS[expiry_entries], for the sweep after its deadline) follow the update.
 --
 {keys}
 -- KEYS[{first_record} .. {first_record} + R - 1]  the records' hashes ({prefix}:<id>)
@@ -1569,6 +1577,11 @@ local MAX_DIGITS = tonumber(ARGV[3])
 local ARITH_BUDGET = tonumber(ARGV[4])
 local FIRST_RECORD, FIRST_POINTER = {first_record}, {first_record} + R
 
+-- Expiry: nil unless some record of the model has a deadline (the ZRANGE doubles as the
+-- deadline set's type check)
+local EXPIRY, expiry_err = expiry_state(K.deadlines, false)
+if expiry_err then return expiry_err end
+
 -- What a record is read for: READ, then the fields the expressions read.
 local reads, read_at = {{}}, {{}}
 local function need(field)
@@ -1592,6 +1605,7 @@ end
 -- A record's new values: {{id, hash, old, new, known, set, del}}, or nil when it is
 -- gone; an error reply second.
 local function updated(id, hash)
+  if is_expired(EXPIRY, id) then return nil end  -- past its deadline: gone
   local raw = redis.pcall('HMGET', hash, unpack(reads))  -- also its type check
   if is_error(raw) then return nil, pcall_failure(hash, 'hash', raw) end
   if not raw[1] then return nil end  -- no such record
@@ -1628,7 +1642,7 @@ local function updated(id, hash)
     if TRACKED[field] then new[field] = value end
   end
   local record = {{id = id, hash = hash, old = old, new = new, set = set, del = del,
-                  known = not defaulted}}
+                  known = not defaulted, deadline = deadline_of(EXPIRY, id)}}
 {claims}{next_version}
   return record
 end
@@ -1676,6 +1690,7 @@ local function touched_keys(records)
   for _, record in ipairs(records) do
     local old, new, known = record.old, record.new, record.known
 {touched}
+    if record.deadline then touched[K.expiry_entries] = 'hash' end  -- its kept values
   end
   return touched
 end
@@ -1685,6 +1700,7 @@ local function write(record)
   if #record.del > 0 then redis.call('HDEL', record.hash, unpack(record.del)) end
   local id, old, new, known = record.id, record.old, record.new, record.known
 {write_entries}{update_feed}
+{keep_values}
 end
 
 -- The records this call updates: every listed one, unless the arithmetic of those
@@ -1755,6 +1771,7 @@ def update_ids_source(meta: Options, is_envelope: bool) -> str:
     fields = tracked_fields(meta)
     lock, feed = meta.optimistic_lock, meta.changes
     return _UPDATE_IDS.format(
+        keep_values=_keep_values(fields),
         update_notes=(_UPDATE_LOCK_NOTE if lock else "") + (_UPDATE_FEED_NOTE if feed else ""),
         bad_version_error=_LOCK_ERRORS.split("\n", 1)[1] if lock else "",
         next_version=_UPDATE_NEXT_VERSION if lock else "",

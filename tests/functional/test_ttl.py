@@ -440,6 +440,28 @@ def test_update_skips_expired_records_and_keeps_the_values_the_sweep_reads(
     assert_clean(Session)
 
 
+def test_update_by_id_skips_expired_records_and_keeps_the_values_the_sweep_reads(
+        client: redis.Redis) -> None:
+    """The same through the update-by-id script (a filter that only pins ids)."""
+    gone = Session.create(token="gone", user="ann", hits=1, ttl=TINY)
+    later = Session.create(token="later", user="ann", hits=2, ttl=300)
+    lapse()
+    assert Session.objects.filter(id__in=[gone.id, later.id]).update(
+        hits=F("hits") + 10, note="x") == 1
+    assert Session.objects.filter(id=gone.id).update(hits=5) == 0
+    assert Session.objects.get(id=gone.id) is None
+    assert Session.objects.filter(hits=11).count() == 0
+    assert Session.objects.get(id=later.id).hits == 12  # type: ignore[union-attr]
+    assert Session.objects.filter(id=later.id).update(token="renamed", user="bob") == 1
+    client.zadd(deadlines(Session), {str(later.id): 1})  # its deadline passes (long ago)...
+    client.delete(later._key())  # ...and Redis expires its hash
+    Session.create(token="sweeper")
+    assert client.hkeys(keyspace.unique_key(Session._meta.prefix, ("token",))) == [b"sweeper"]
+    assert client.zcard(keyspace.index_key(Session._meta.prefix, "user")) == 1
+    assert client.zcard(deadlines(Session)) == 0
+    assert_clean(Session)
+
+
 def test_a_stream_gone_with_its_record_since_the_scan_is_no_orphan(client: redis.Redis) -> None:
     """The keyspace pass audits the keys a SCAN page listed: a stream that expired (or was
     deleted) with its record in between is not reported as an orphan."""
