@@ -13,7 +13,7 @@ import enum
 import math
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..attributes import short_repr, uuid_text
@@ -153,9 +153,10 @@ def _save_block(record: ActiveRecord, whole: bool, force: bool = False,
 
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
-               decode: Callable[[Any], Any]) -> Call:
+               decode: Callable[[Any], Any], find: bytes | None = None) -> Call:
     """The call of the model's save script (its header documents this frame); the blocks'
-    records share one prefix (one shard on a cluster)."""
+    records share one prefix (one shard on a cluster). With ``find``, the get_or_create
+    script's call: the same frame, then the claim to find by."""
     meta = model._meta
     keys: list[str] = [*meta.write_keys(blocks[0].prefix)]
     args: list[Any] = [len(blocks), DEFAULT_MAX_BYTES]
@@ -168,10 +169,14 @@ def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
         key_fields.update(block.pointer_keys)
         large += block.large
         appends = appends or block.appends
+    scripts = scripts_for(model)
+    script = scripts.save
+    if find is not None:
+        script = scripts.get_or_create
+        args.append(find)
     # the server's limit is asked for (once per client) only when it matters
     binder = _limit_binder(meta.name, args, large, at=1) if large or appends else None
-    return Call(scripts_for(model).save, tuple(keys), tuple(args), decode, meta.name, key_fields,
-                binder)
+    return Call(script, tuple(keys), tuple(args), decode, meta.name, key_fields, binder)
 
 
 MIN_SERVER_LIMIT = 1024 * 1024  # the lowest proto-max-bulk-len Redis accepts
@@ -254,12 +259,7 @@ def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...],
         block.apply(saved_versions(reply)[0])
         return record, True
 
-    call = _save_call(model, [block], decode)
-    find = "+".join(group).encode()
-    binder = call.args_for_limit
-    return replace(call, script=scripts_for(model).get_or_create, args=(*call.args, find),
-                   args_for_limit=None if binder is None
-                   else (lambda limit: (*binder(limit), find)))
+    return _save_call(model, [block], decode, find="+".join(group).encode())
 
 
 WRITE_BUDGET = 8_000  # about how many Redis commands one bulk_create call may run

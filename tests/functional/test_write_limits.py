@@ -173,3 +173,17 @@ def test_an_old_record_saved_after_a_field_was_added_indexes_its_default(
         Player.objects.get(id=doomed.id).save()
     loaded.delete()  # the default's entries go with the record
     assert client.exists(index, unique) == 0
+
+
+def test_get_or_create_passes_the_limit_with_its_claim(one_mb_limit: redis.Redis) -> None:
+    """get_or_create's call is the save's frame then the claim to find by: the limit is
+    bound into the frame, the claim stays last."""
+    before = snapshot(one_mb_limit)
+    with pytest.raises(errors.ValueTooLarge) as raised:
+        Log.objects.get_or_create(code="big", defaults={"label": "a", "body": b"z" * (MB + 1)})
+    assert raised.value.field == "body"
+    assert snapshot(one_mb_limit) == before
+    made, created = Log.objects.get_or_create(code="ok", defaults={"body": b"z" * (MB // 2)})
+    assert created
+    found, created = Log.objects.get_or_create(code="ok", defaults={"label": "other"})
+    assert not created and found.pk == made.pk and found.body == b"z" * (MB // 2)
