@@ -1598,7 +1598,9 @@ local function need_operands(node)
     need_operands(node[3])
   end
 end
+local ASSIGNED = {{}}  -- the fields this call assigns
 for _, assignment in ipairs(SETS) do
+  ASSIGNED[assignment[1]] = true
   if assignment[2] == 'expr' then need_operands(assignment[4]) end
 end
 
@@ -1643,7 +1645,7 @@ local function updated(id, hash)
   end
   local record = {{id = id, hash = hash, old = old, new = new, set = set, del = del,
                   known = not defaulted, deadline = deadline_of(EXPIRY, id)}}
-{claims}{next_version}
+{lazy_claims}{next_version}
   return record
 end
 
@@ -1766,6 +1768,22 @@ def _touched_entries(meta: Options) -> str:
     return "\n".join(lines) if lines else "    -- no index, no unique constraint"
 
 
+def _assigned_claims(meta: Options) -> str:
+    """Lua setting a record's old and new claims per unique constraint, only when the call
+    assigns one of its fields or the record's entries are not trusted: else the claim
+    stays as it is, and neither is needed (nil, nil: nothing to check or move)."""
+    lines = []
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        assigned = " or ".join(lua_field("ASSIGNED", field) for field in group)
+        lines.append(f"  if {assigned} or not record.known then\n"
+                     f"    record.{_ident('uniq_old_' + name)} = "
+                     f"{_unique_values(meta, group, 'old')}\n"
+                     f"    record.{_ident('uniq_new_' + name)} = "
+                     f"{_unique_values(meta, group, 'new')}\n  end")
+    return "\n".join(lines) if lines else "  -- no unique constraint"
+
+
 def update_ids_source(meta: Options, is_envelope: bool) -> str:
     """The per-model update-by-id script (QuerySet.update of a filter by id only)."""
     fields = tracked_fields(meta)
@@ -1785,7 +1803,7 @@ def update_ids_source(meta: Options, is_envelope: bool) -> str:
         read_fields=_read_fields(meta, fields),
         tracked_set=", ".join(f"[{lua_string(name)}] = true" for name in fields),
         uniques=_uniques_table(meta), read_old=_read_old(meta, fields),
-        claims=_record_claims(meta), touched=_touched_entries(meta),
+        lazy_claims=_assigned_claims(meta), touched=_touched_entries(meta),
         write_entries=_write_entries(meta))
 
 # -- compiled, cached -----------------------------------------------------------------------

@@ -526,15 +526,22 @@ _BY_ID_CASES = [
 
 
 @pytest.mark.parametrize("values, which", _BY_ID_CASES)
+@pytest.mark.parametrize("absent", [None, "status"])
 def test_an_update_by_id_does_what_the_query_update_does(
         client: redis.Redis, monkeypatch: pytest.MonkeyPatch, values: dict[str, Any],
-        which: tuple[Any, ...]) -> None:
+        which: tuple[Any, ...], absent: str | None) -> None:
     """Differential: the same update, from the same keyspace, through the update-by-id
-    script and through the query update script: the same result, the same keyspace."""
+    script and through the query update script: the same result, the same keyspace.
+    With ``absent``, record 0's hash lacks that field (saved before it was declared):
+    its entries are not trusted, every one is rewritten."""
     owner = Owner.create(name="o")
     records = make(count=3, owner=owner)
     records[2].code = "c2"
     records[2].save()
+    records[0].code = "c0"
+    records[0].save()
+    if absent:
+        client.hdel(records[0]._key(), absent)
     ids = [records[i].pk if i != "missing" else "0f0f0f0f-0000-1000-8000-000000000000"
            for i in which]
     saved, contents = snapshot(client), _contents(client)
@@ -544,13 +551,13 @@ def test_an_update_by_id_does_what_the_query_update_does(
 
     assert updates.pinned_ids(Task.objects.filter(id__in=ids).state) is not None
     fast = _outcome(client, by_ids)
-    if not isinstance(fast[0], int):
-        assert snapshot(client) == saved  # byte for byte
     _restore(client, saved)
     monkeypatch.setattr(updates, "pinned_ids", lambda state: None)
     generic = _outcome(client, by_ids)
     assert fast == generic
     if not isinstance(fast[0], int):  # an error: nothing was written
+        # (compared by value: a DUMP of a hash may change with no write, when a read
+        # steps the incremental rehash of a hash just grown by the save above)
         assert fast[1] == contents
 
 
