@@ -31,9 +31,9 @@ TARGETS = (  # (op, system, minimum ratio, against, why repocket may stay below 
      "key, the old values, the index a unique field implies); a found record (4 commands "
      "for both) becomes a typed instance with its streams"),
     ("update_f", "repocket-compact", 0.95, "baseline",
-     "update() runs a script generated for any filter: the filter re-checked on the record, "
-     "key types checked, old values read (7 commands against 3); Python builds a queryset "
-     "and compiles the assignment"),
+     "a filter by id runs the update-by-id script: 5 commands against 3 (the deadline set "
+     "read, the record's old values, the touched index's TYPE check), and its Lua (exact "
+     "arithmetic, claims, expiry) costs more than HINCRBY; Python builds a queryset"),
     ("save", "repocket-compact", 2.0, "fastest peer",
      "the peers' saves do less (no unique check, index or streams; redis-om's is a bare HSET)"),
     ("get", "repocket-compact", 2.0, "fastest peer",
