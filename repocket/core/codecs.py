@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import TYPE_CHECKING, Any, Protocol
@@ -103,28 +104,36 @@ def envelope_encoder(field: Attribute) -> Callable[[Any], bytes]:
 
 
 def envelope_decoder(field: Attribute) -> Callable[[bytes], Any]:
-    """``EnvelopeCodec().decode`` for one field, with a fast path for the exact bytes
+    """``EnvelopeCodec().decode`` for one field, with fast paths for the exact bytes
     repocket writes: ``{"type": "<T>", "value": "<v>", "module": "<m>"}`` where ``<v>``
     holds no escape, quote or control character, so it is the canonical value's UTF-8
-    as it is. Anything else (escapes, base64, another type name, foreign JSON) goes
-    through ``json.loads`` as before."""
+    as it is. One regular-expression match finds an ASCII ``<v>`` (most values: numbers,
+    ids, dates, plain text); other UTF-8 is checked as before. Anything else (escapes,
+    base64, another type name, foreign JSON) goes through ``json.loads``."""
     head = f'{{"type": {json.dumps(type(field).__name__, ensure_ascii=False)}, "value": "'
     tail = f'", "module": {json.dumps(type(field).__module__, ensure_ascii=False)}}}'
     prefix, suffix = head.encode("utf-8"), tail.encode("utf-8")
     start, end = len(prefix), -len(suffix)
+    # what JSON reads as it is: no quote, no backslash, no control character
+    plain = re.compile(re.escape(prefix) + rb'([^"\\\x00-\x1f]*)' + re.escape(suffix),
+                       re.DOTALL).fullmatch
     general = EnvelopeCodec().decode
     decode = field.decode
 
     def decode_envelope(raw: bytes) -> Any:
+        found = plain(raw)
+        if found is not None:
+            middle = found[1]
+            if middle.isascii():
+                return decode(middle)
         if raw.startswith(prefix) and raw.endswith(suffix):
             middle = raw[start:end]
             if b"\\" not in middle and b'"' not in middle:
-                try:
-                    text = middle.decode("utf-8")
+                try:  # bytes that are not UTF-8 are not JSON: the general path refuses them
+                    if middle.decode("utf-8").isprintable():
+                        return decode(middle)
                 except UnicodeDecodeError:
-                    text = ""
-                if text.isprintable() or not middle:
-                    return decode(middle)
+                    pass
         return general(field, raw)
 
     return decode_envelope

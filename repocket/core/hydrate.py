@@ -1,7 +1,17 @@
-"""Hydration: instances from the records a read script returned. No I/O here."""
+"""Hydration: instances from the records a read script returned. No I/O here.
+
+Each (model, codec) gets a reader generated from its fields on first use
+(:func:`reader_for`): straight-line Python that decodes every field of one record
+with no loop over field descriptors, the study's "positional hydrator". Any
+exception on that path (a stored value its field cannot decode) sends the record
+through :func:`from_redis`, the general path, which raises the typed
+StoredDataError naming model, field, key and value: both paths give the same
+instance or the same error, the generated one just sooner.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..attributes import mark_dangling, uuid_from_ascii, uuid_text
@@ -14,6 +24,8 @@ VERSION_BYTES = VERSION_FIELD.encode()
 if TYPE_CHECKING:
     from ..api.model import ActiveRecord
 
+Reader = Callable[[bytes, list[bytes], list[Any]], "ActiveRecord"]
+
 
 def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0,
             root_fields: set[str] | None = None) -> list[ActiveRecord | None]:
@@ -23,16 +35,27 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0
     target is missing); one beyond the read's depth keeps the target id, which
     the attribute loads on first access. The first ``roots`` records were read
     with only ``root_fields`` (None: all); their other fields load on access."""
+    readers = [reader_for(model) for model in models]
     loaded: dict[tuple[int, bytes], ActiveRecord | None] = {}
     result: list[ActiveRecord | None] = []
+    partial = roots if root_fields is not None else 0
     for position, (model_index, record_id, flat, streams) in enumerate(records):
-        model = models[model_index - 1]
-        fields = root_fields if position < roots else None
-        instance = from_redis(model, record_id, flat, streams, fields) if flat else None
+        if not flat:
+            instance = None
+        elif position < partial:
+            instance = from_redis(models[model_index - 1], record_id, flat, streams, root_fields)
+        else:
+            instance = readers[model_index - 1](record_id, flat, streams)
         loaded[(model_index, record_id)] = instance
         result.append(instance)
-    index = models[0]._meta.model_numbers
-    for instance in result:
+    if any(model._meta.pointer_names for model in models):
+        _link_pointers(models[0]._meta.model_numbers, result, loaded)
+    return result
+
+
+def _link_pointers(index: dict[type[ActiveRecord], int], instances: list[ActiveRecord | None],
+                   loaded: dict[tuple[int, bytes], ActiveRecord | None]) -> None:
+    for instance in instances:
         if instance is None:
             continue
         meta = type(instance)._meta
@@ -46,7 +69,6 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0
                 instance._values[name] = loaded[target_key]
                 if loaded[target_key] is None:
                     mark_dangling(instance, name)
-    return result
 
 
 def from_redis(model: type[ActiveRecord], record_id: bytes, flat: list[bytes],
@@ -97,3 +119,60 @@ def _version(raw: bytes | None) -> int:
         return int(raw)
     except ValueError:
         return -1
+
+
+# -- the generated reader --------------------------------------------------------------------
+def reader_for(model: type[ActiveRecord]) -> Reader:
+    """The model's reader for the codec in force (made on first use, cached on ``_meta``):
+    ``reader(record_id, flat, streams)`` is ``from_redis(model, record_id, flat, streams)``."""
+    meta = model._meta
+    codec = meta.codec
+    reader = meta.reader_cache.get(codec.name)
+    if reader is None:
+        reader = meta.reader_cache[codec.name] = _make_reader(model)
+    return reader
+
+
+def _make_reader(model: type[ActiveRecord]) -> Reader:
+    """Straight-line Python for one (model, codec): one local per field, read from the
+    record's fields by name (hash order is Redis' own), decoded with the codec's decoder
+    of that field; an absent field reads as ``absent_value`` (called: a default may be a
+    fresh mutable value). Field names are Python identifiers, so their reprs are safe
+    literals; everything else arrives through the namespace, never as text."""
+    meta = model._meta
+    namespace: dict[str, Any] = {"model": model, "new": model.__new__, "absent": meta.absent_value,
+                                 "key_id": uuid_from_ascii, "general": from_redis,
+                                 "version_of": _version}
+    lines = ["def read(record_id, flat, streams):", "    try:", "        pairs = iter(flat)",
+             "        get = dict(zip(pairs, pairs)).get"]
+    values = [f"{meta.pk_name!r}: key_id(record_id)"]
+    stored = [f"{meta.pk_name!r}: get({meta.pk_name.encode()!r})"]
+    for i, (name, name_bytes, decode, _attribute) in enumerate(meta.decoders(meta.codec)):
+        namespace[f"decode_{i}"] = decode
+        lines.append(f"        raw_{i} = get({name_bytes!r})")
+        values.append(f"{name!r}: absent({name!r}) if raw_{i} is None else decode_{i}(raw_{i})")
+        stored.append(f"{name!r}: raw_{i}")
+    synced = []
+    for i, name in enumerate(meta.stream_names):
+        empty = "None" if meta.fields[name].null else "b''"
+        lines.append(f"        stream_{i} = streams[{i}]")
+        lines.append(f"        if stream_{i} is None: stream_{i} = {empty}")
+        values.append(f"{name!r}: stream_{i}")
+        synced.append(f"{name!r}: stream_{i}")
+    lines += ["        values = {" + ", ".join(values) + "}",
+              "        stored = {" + ", ".join(stored) + "}",
+              "        synced = {" + ", ".join(synced) + "}",
+              # the version counter matters only to an optimistic_lock model (0 otherwise,
+              # as a new instance has: plain models pay nothing for it)
+              f"        version = version_of(get({VERSION_BYTES!r}))" if meta.optimistic_lock
+              else "        version = 0",
+              "    except Exception:  # a value its field cannot decode: the general path says",
+              "        return general(model, record_id, flat, streams)",
+              "    instance = new(model)",
+              "    instance.__dict__.update(",
+              "        _values=values, _stored=stored, _synced_streams=synced, _persisted=True,",
+              "        _version=version)",
+              "    return instance"]
+    exec("\n".join(lines), namespace)  # generated from the schema alone (see above)
+    reader: Reader = namespace["read"]
+    return reader

@@ -74,6 +74,7 @@ class Options:
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
         self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}
+        self.reader_cache: dict[str, Callable[..., Any]] = {}  # codec -> core.hydrate reader
         self.manager: Manager[Any]  # set by the model's metaclass (the API layer)
 
     def _model_keys(self, prefix: str) -> tuple[str, ...]:

@@ -67,10 +67,15 @@ end
 local function follow_pointers(model_index, flat, depth)
   local pointers = schema[model_index][4]
   if depth >= max_depth or #pointers == 0 then return end
-  local fields = {}
-  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
   for _, pointer in ipairs(pointers) do
-    local raw = fields[pointer[1]]
+    -- a scan of the flat list: cheaper than a table of every field, for a pointer or two
+    local name, raw = pointer[1], nil
+    for i = 1, #flat, 2 do
+      if flat[i] == name then
+        raw = flat[i + 1]
+        break
+      end
+    end
     local id = raw and stored_id(model_index, raw)
     if id then
       local target = pointer[2]

@@ -112,6 +112,54 @@ def test_pointer_id(client: redis.Redis) -> None:
     assert lua(client, body, (), uid, envelope) == [uid.encode(), uid.encode(), None, None]
 
 
+def _envelope_samples() -> list[bytes]:
+    """Envelopes of the exact written shape around awkward bytes (quotes, backslashes,
+    escapes, control characters, NUL, bytes that are not UTF-8, a UUID), and near misses
+    (an extra key, other spacing, a trailing byte, base64): a fast path may only take
+    what it reads exactly as cjson.decode does."""
+    rng = random.Random(8)
+    alphabet = [b'"', b"\\", b"\\u0041", b"\\n", b"\0", b"\x01", b"\x7f", b"\xff", b"a",
+                b"-", b"}", b"{", b" ", b"\xc3\xa9", b"970773fa-4de1-11e5-86f4-6c4008a70392"]
+    middles = [b"", b"plain", b"970773fa-4de1-11e5-86f4-6c4008a70392",
+               *(b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6)))
+                 for _ in range(300))]
+    shapes = [b'{"type": "Unicode", "value": "%s", "module": "repocket.attributes"}',
+              b'{"type": "Po\\"inter", "value": "%s", "module": "m"}',
+              b'{"type": "T", "value": "%s", "module": "m", "encoding": "base64"}',
+              b'{"type":"T", "value": "%s", "module": "m"}',
+              b'{"type": "T", "value": "%s", "module": "m"} ']
+    return [shape.replace(b"%s", middle) for shape in shapes for middle in middles]
+
+
+def test_envelope_fast_paths_read_as_cjson_does(client: redis.Redis) -> None:
+    """canonical() and pointer_id() take the exact envelope repocket writes without a
+    JSON decode; on any input they answer what the decode alone answers."""
+    body = """
+    local function by_decode(raw)
+      local ok, envelope = pcall(cjson.decode, raw)
+      if not ok or type(envelope) ~= 'table' or type(envelope.value) ~= 'string' then
+        return false
+      end
+      if envelope.encoding == 'base64' then return base64_decode(envelope.value) end
+      return envelope.value
+    end
+    local function id_by_decode(raw)  -- a Pointer's value is taken as stored (no base64)
+      local ok, envelope = pcall(cjson.decode, raw)
+      if not ok or type(envelope) ~= 'table' or type(envelope.value) ~= 'string' then
+        return nil
+      end
+      return string.match(envelope.value, UUID_PATTERN) and envelope.value or nil
+    end
+    local wrong = {}
+    for i, raw in ipairs(ARGV) do
+      if canonical(raw, true) ~= by_decode(raw) then wrong[#wrong + 1] = 'canonical ' .. i end
+      if pointer_id(raw, true) ~= id_by_decode(raw) then wrong[#wrong + 1] = 'pointer_id ' .. i end
+    end
+    return wrong"""
+    samples = _envelope_samples()
+    assert lua(client, body, (), *samples) == []
+
+
 def test_move_index_entry(client: redis.Redis) -> None:
     keys = ("t:score", "t:null", "t:lex")
     lua(client, """move_index_entry('score', 'exact', KEYS[1], KEYS[2], 'id1', nil, '5', false)

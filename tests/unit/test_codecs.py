@@ -10,9 +10,18 @@ import math
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from repocket import ActiveRecord, attributes, configure, errors
-from repocket.core.codecs import CODECS, CompactCodec, CorruptValue, EnvelopeCodec, get_codec
+from repocket.core.codecs import (
+    CODECS,
+    CompactCodec,
+    CorruptValue,
+    EnvelopeCodec,
+    envelope_decoder,
+    get_codec,
+)
 
 UID = "970773fa-4de1-11e5-86f4-6c4008a70392"
 ENVELOPE, COMPACT = EnvelopeCodec(), CompactCodec()
@@ -164,3 +173,38 @@ def test_model_codec_choice_and_global_default() -> None:
     finally:
         configure.reset()
     assert configure.default_codec() == "envelope"
+
+
+# -- the fast envelope decoder (hydration's) agrees with the general one --------------------
+_FAST_FIELDS = [attributes.Unicode(), attributes.Bytes(), attributes.Integer(),
+                attributes.DateTime(), attributes.UUID(), attributes.JSON()]
+
+
+def _general_or_error(attribute: attributes.Attribute, raw: bytes) -> object:
+    try:
+        return ("value", ENVELOPE.decode(attribute, raw))
+    except (CorruptValue, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        return ("error", type(exc))
+
+
+@pytest.mark.parametrize("attribute", _FAST_FIELDS, ids=lambda a: type(a).__name__)
+@settings(max_examples=300, deadline=None)
+@given(middle=st.binary(max_size=24) | st.text(max_size=12).map(lambda t: t.encode("utf-8",
+                                                                                  "surrogatepass")))
+def test_fast_envelope_decoder_agrees_with_json_loads(attribute: attributes.Attribute,
+                                                      middle: bytes) -> None:
+    """Any bytes between the exact prefix and suffix the encoder writes (quotes,
+    backslashes, control characters, bytes that are not UTF-8 included) decode as
+    ``json.loads`` of the whole envelope says, or fail the same way."""
+    decode = envelope_decoder(attribute)
+    template = ENVELOPE.encode(attributes.Unicode(), "\ue000")
+    raw = template.replace(b'"Unicode"', json.dumps(type(attribute).__name__).encode())
+    raw = raw.replace("\ue000".encode(), middle)
+    try:
+        fast: object = ("value", decode(raw))
+    except (CorruptValue, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        fast = ("error", type(exc))
+    general = _general_or_error(attribute, raw)
+    assert fast[0] == general[0]
+    if fast[0] == "value":
+        assert identical(fast[1], general[1])

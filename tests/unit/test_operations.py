@@ -11,7 +11,7 @@ import pytest
 
 from repocket import KEEP_TTL, ActiveRecord, attributes, errors
 from repocket.core.codecs import CompactCodec, EnvelopeCodec
-from repocket.core.hydrate import from_redis, hydrate
+from repocket.core.hydrate import from_redis, hydrate, reader_for
 from repocket.core.lua import SCRIPT_NAMES, SCRIPTS, load_script
 from repocket.core.ops import (
     MAX_DEPTH,
@@ -379,6 +379,42 @@ def test_from_redis_ignores_unknown_stored_fields() -> None:
 def test_from_redis_garbage_is_stored_data_error(name: str, raw: bytes) -> None:
     with pytest.raises(errors.StoredDataError) as raised:
         from_redis(Rec, UID.encode(), [name.encode(), raw], [None, None])
+    err = raised.value
+    assert (err.model, err.field, err.key, err.value) == ("Rec", name, HASH, raw)
+
+
+def _state(record: ActiveRecord) -> tuple[object, ...]:
+    return (type(record), record._values, record._stored, record._synced_streams,
+            record._persisted, record.__dict__.get("_dangling"), record._version)
+
+
+@pytest.mark.parametrize("model", [Rec, Loop])
+@pytest.mark.parametrize("case", ["whole", "absent", "extra", "no-streams"])
+def test_generated_reader_builds_what_from_redis_builds(model: type[ActiveRecord],
+                                                        case: str) -> None:
+    values: dict[str, object] = {"id": uuid.UUID(UID)}
+    if model is Rec:
+        values.update(name="é", note="n", n=-3, target=uuid.UUID(TID))
+    else:
+        values.update(label="x", next=uuid.UUID(TID))
+    flat = flat_of(model, **values)
+    if case == "absent":
+        flat = flat[:2]  # only the id field: every other one reads as its absent value
+    elif case == "extra":
+        flat = [b"legacy", b"whatever", *flat]
+    streams: list[bytes | None] = [b"out", None][:len(model._meta.stream_names)]
+    if case == "no-streams":
+        streams = [None] * len(model._meta.stream_names)
+    generated = reader_for(model)(UID.encode(), flat, streams)
+    general = from_redis(model, UID.encode(), flat, streams)
+    assert _state(generated) == _state(general)
+
+
+@pytest.mark.parametrize(("name", "raw"), [("n", b"not json"), ("name", b"\xff"),
+                                           ("target", b'{"type": "Pointer", "value": "x:y"}')])
+def test_generated_reader_raises_the_typed_error_of_from_redis(name: str, raw: bytes) -> None:
+    with pytest.raises(errors.StoredDataError) as raised:
+        reader_for(Rec)(UID.encode(), [name.encode(), raw], [None, None])
     err = raised.value
     assert (err.model, err.field, err.key, err.value) == ("Rec", name, HASH, raw)
 

@@ -1,6 +1,11 @@
 -- lib/read: reading records (pure functions: nothing runs when included, no ARGV).
 
-local UUID_PATTERN = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+local UUID_TEXT = '%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x'
+local UUID_PATTERN = '^' .. UUID_TEXT .. '$'
+-- A Pointer's envelope exactly as repocket writes it: its value, a UUID, in one match
+-- (anything else takes cjson.decode).
+local ENVELOPED_UUID = '^{"type": "[^"\\%z]*", "value": "(' .. UUID_TEXT
+  .. ')", "module": "[^"\\%z]*"}$'
 
 -- The error reply for a failed read: a key of another type becomes a typed
 -- 'wrongtype' error naming it; any other error (e.g. NOPERM) passes through.
@@ -17,6 +22,8 @@ end
 -- can make a read leave the target model's prefix.
 local function pointer_id(raw, is_envelope)
   if is_envelope then
+    local id = string.match(raw, ENVELOPED_UUID)
+    if id then return id end
     local ok, envelope = pcall(cjson.decode, raw)
     if not ok or type(envelope) ~= 'table' then return nil end
     raw = envelope.value

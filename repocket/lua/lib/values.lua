@@ -27,11 +27,18 @@ local function base64_decode(text)
   return table.concat(out)
 end
 
+-- The envelope exactly as repocket writes it, with no quote, backslash or NUL (which
+-- cjson refuses) inside its strings: its value is the text between the quotes, what
+-- cjson.decode would give (one match instead of a decode; anything else is decoded).
+local ENVELOPE_SHAPE = '^{"type": "[^"\\%z]*", "value": "([^"\\%z]*)", "module": "[^"\\%z]*"}$'
+
 -- The canonical value of stored bytes (nil for an absent field; false when the
 -- bytes are not a valid envelope, which then matches no condition).
 local function canonical(raw, is_envelope)
   if not raw then return nil end
   if not is_envelope then return raw end
+  local plain = string.match(raw, ENVELOPE_SHAPE)
+  if plain then return plain end
   local ok, envelope = pcall(cjson.decode, raw)
   if not ok or type(envelope) ~= 'table' or type(envelope.value) ~= 'string' then return false end
   if envelope.encoding == 'base64' then return base64_decode(envelope.value) end
