@@ -538,6 +538,10 @@ def _read_call(model: type[ActiveRecord], models: list[type[ActiveRecord]],
         args += item
 
     def decode(reply: list[Any]) -> Any:
+        if not found and not backlog and not (reply and reply[-1] and reply[-1][0] == b"more"):
+            # all of the read in this one reply (a get, most get_many): nothing to carry
+            found_records = hydrate(models, reply)
+            return found_records[:roots] if roots else found_records[0]
         records = found + list(reply)
         more: list[Any] = []
         if records and records[-1] and records[-1][0] == b"more":

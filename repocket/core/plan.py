@@ -17,8 +17,12 @@ import msgpack
 from .lua import Script
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Call:
+    """One script call. Treated as immutable (``dataclasses.replace`` makes a changed copy)
+    but not frozen: a frozen dataclass sets each field through ``object.__setattr__``,
+    several µs on every operation's path."""
+
     script: Script
     keys: tuple[str, ...]
     args: tuple[Any, ...]
