@@ -47,16 +47,40 @@ def result_of() -> dict[str, Any]:
 
 def test_targets_are_goals_met_or_below_with_the_reason() -> None:
     result = result_of()
-    by_goal = {(t["op"], t["against"]): t for t in result["targets"]}
-    save = by_goal[("save", "baseline (raw-evalsha)")]
+    by_goal = {(t["op"], t["system"], t["against"]): t for t in result["targets"]}
+    save = by_goal[("save", "repocket-compact", "baseline (raw-evalsha)")]
     assert save["status"] == "below target" and save["ratio"] == pytest.approx(0.8)
-    assert by_goal[("save", "fastest peer (redis-om)")]["status"] == "met"  # 2.0x
+    assert by_goal[("save", "repocket-compact", "fastest peer (redis-om)")]["status"] == "met"
     filter_peer = report._best_peer(result, "filter")
     assert filter_peer == "walrus"  # redis-om could not run it: the best of those that ran
     text = "\n".join(report._targets_lines(result))
     assert "FAIL" not in text and "PASS" not in text
     for line in report._targets_lines(result):
-        assert (save["why"] in line) == line.startswith("below target  save ")
+        assert (save["why"] in line) == (line.startswith("below target  save ")
+                                          and " baseline " in line)
+
+
+def test_issue_8_targets_for_both_codecs_and_envelope_against_compact() -> None:
+    """save/get/delete/append 0.95x, filter/range 0.9x, bulk_create/get_many 1.0x of the
+    hand-written baselines for both codecs; envelope within 0.85x of compact everywhere."""
+    result = result_of()
+    by_goal = {(t["op"], t["system"], t["against"]): t for t in result["targets"]}
+    wanted = {"save": 0.95, "get": 0.95, "delete": 0.95, "append": 0.95, "filter": 0.9,
+              "range": 0.9, "bulk_create": 1.0, "get_many": 1.0}
+    for op, minimum in wanted.items():
+        pipelined = op in ("bulk_create", "get_many")
+        base = f"baseline ({'raw-pipeline' if pipelined else 'raw-evalsha'})"
+        for system in ("repocket-compact", "repocket-envelope"):
+            assert by_goal[(op, system, base)]["minimum"] == minimum
+        codecs = by_goal[(op, "repocket-envelope", "repocket-compact")]
+        assert codecs["minimum"] == 0.85
+        assert codecs["ratio"] == pytest.approx(500 / 800)  # the test rates: below 0.85
+        assert codecs["status"] == "below target"
+    met = by_goal[("bulk_create", "repocket-compact", "baseline (raw-pipeline)")]
+    assert met["ratio"] == pytest.approx(0.4) and met["status"] == "below target"
+    lines = report._targets_lines(result)
+    assert any(line.startswith("below target  get ") and " envelope " in line
+               and "repocket-compact" in line for line in lines)
 
 
 def test_the_summary_gives_each_operation_its_rate_and_ratios() -> None:
