@@ -1159,11 +1159,18 @@ def _follower(number: int, model: type[ActiveRecord], is_envelope: bool,
     for i, name in enumerate(names, start=1):
         target = meta.fields[name].to_model  # type: ignore[attr-defined]
         prefix = lua_string(target._meta.prefix + ":")
+        followed = f"followed_{number}_{i}"
         queues.append(
-            f"  id = raw_{i} and pointer_id(raw_{i}, {'true' if is_envelope else 'false'})\n"
-            f"  if id then queue({numbers[target]}, id, {prefix} .. id, depth + 1) end")
-    return _FOLLOWER.format(number=number, names=", ".join(names), locals=locals_,
-                            matches=matches, queues="\n".join(queues))
+            f"  if raw_{i} and not {followed}[raw_{i}] then  -- each stored value checked once\n"
+            f"    {followed}[raw_{i}] = true\n"
+            f"    id = pointer_id(raw_{i}, {'true' if is_envelope else 'false'})\n"
+            f"    if id then queue({numbers[target]}, id, {prefix} .. id, depth + 1) end\n"
+            f"  end")
+    # per Pointer, the stored values already followed (queue() would find their targets
+    # seen: this skips the id check and the key built to find that out)
+    memos = "".join(f"local followed_{number}_{i} = {{}}\n" for i in range(1, len(names) + 1))
+    return memos + _FOLLOWER.format(number=number, names=", ".join(names), locals=locals_,
+                                    matches=matches, queues="\n".join(queues))
 
 
 def get_source(meta: Options, codecs: tuple[bool, ...]) -> str:
@@ -1185,6 +1192,8 @@ def get_source(meta: Options, codecs: tuple[bool, ...]) -> str:
         followers.append(_follower(number, model, is_envelope, numbers))
     numbers_list = [numbers[model] for model in models]
     follow_table = "local FOLLOW = {" + ", ".join(f"follow_{n}" for n in numbers_list) + "}\n"
+    # per target model, the stored Pointer values already followed (queue() would find
+    # their targets seen: this skips the id check and the key built to find that out)
     return _GET.format(model=meta.name, models="\n".join(described),
                        loaders="".join(loaders) + "".join(followers) + follow_table,
                        load_table=", ".join(f"load_{n}" for n in numbers_list))

@@ -63,11 +63,20 @@ local function stored_id(model_index, raw)
   return pointer_id(raw, schema[model_index][2] == 1)
 end
 
+-- Per model and Pointer, the stored values already followed: their targets are queued
+-- already, so the id check and the key built to find that out are skipped.
+local followed = {}
+
 -- Queues the not yet seen targets of a loaded record's Pointers.
 local function follow_pointers(model_index, flat, depth)
   local pointers = schema[model_index][4]
   if depth >= max_depth or #pointers == 0 then return end
-  for _, pointer in ipairs(pointers) do
+  local memos = followed[model_index]
+  if not memos then
+    memos = {}
+    followed[model_index] = memos
+  end
+  for p, pointer in ipairs(pointers) do
     -- a scan of the flat list: cheaper than a table of every field, for a pointer or two
     local name, raw = pointer[1], nil
     for i = 1, #flat, 2 do
@@ -76,7 +85,16 @@ local function follow_pointers(model_index, flat, depth)
         break
       end
     end
-    local id = raw and stored_id(model_index, raw)
+    local memo = memos[p]
+    if not memo then
+      memo = {}
+      memos[p] = memo
+    end
+    local id = nil
+    if raw and not memo[raw] then
+      memo[raw] = true
+      id = stored_id(model_index, raw)
+    end
     if id then
       local target = pointer[2]
       local key = schema[target][1] .. ':' .. id
