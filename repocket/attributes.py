@@ -78,10 +78,21 @@ def parse_uuid(value: Any) -> uuid.UUID:
     return uuid.UUID("".join(match.groups()))
 
 
-@functools.lru_cache(maxsize=1 << 16)
+_UUID_TEXTS: dict[int, str] = {}
+_UUID_TEXTS_MAX = 1 << 16
+
+
 def uuid_text(value: uuid.UUID) -> str:
-    """``str(value)``, remembered: a save formats its ids several times (keys, fields)."""
-    return str(value)
+    """``str(value)``, remembered: a save formats its ids several times (keys, fields).
+    Kept by the UUID's integer (hashed in C; a UUID's own hash is Python code), at most
+    ``_UUID_TEXTS_MAX`` of them (the cache starts over when full)."""
+    number = value.int
+    text = _UUID_TEXTS.get(number)
+    if text is None:
+        if len(_UUID_TEXTS) >= _UUID_TEXTS_MAX:
+            _UUID_TEXTS.clear()
+        text = _UUID_TEXTS[number] = str(value)
+    return text
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -620,6 +631,9 @@ class DateTime(Attribute[_V]):
         return value
 
     def encode(self, value: _dt.datetime) -> bytes:
+        # always six digits of microseconds: isoformat() writes them unless they are 0
+        if value.microsecond:
+            return value.isoformat().encode("ascii")
         return value.isoformat(timespec="microseconds").encode("ascii")
 
     def decode(self, raw: bytes) -> _dt.datetime:

@@ -204,19 +204,23 @@ class ActiveRecord(AsyncRecordMixin, metaclass=ModelBase):
         if args:
             raise TypeError(f"{type(self).__name__}() takes keyword arguments only")
         meta = self._meta
-        unknown = sorted(set(kw) - set(meta.fields))
-        if unknown:
+        fields = meta.fields
+        if not kw.keys() <= fields.keys():
+            unknown = sorted(set(kw) - set(fields))
             raise UnknownField(
-                f"{meta.name} has no field {unknown[0]!r}; its fields are {list(meta.fields)}",
+                f"{meta.name} has no field {unknown[0]!r}; its fields are {list(fields)}",
                 model=meta.name, field=unknown[0], value=kw[unknown[0]])
-        self._values = {}
-        self._stored = {}
-        self._synced_streams = {}  # nothing known: the first save sets the streams
-        self._persisted = False
-        self._version = 0  # Meta.optimistic_lock: the version last read or written
-        for name, attribute in meta.fields.items():
-            value = kw[name] if name in kw else attribute.initial_value()
-            self._values[name] = attribute.clean(value, meta.name)
+        values: dict[str, Any] = {}
+        state = self.__dict__
+        state["_values"] = values
+        state["_stored"] = {}
+        state["_synced_streams"] = {}  # nothing known: the first save sets the streams
+        state["_persisted"] = False
+        state["_version"] = 0  # Meta.optimistic_lock: the version last read or written
+        name = meta.name
+        for field, attribute in fields.items():
+            value = kw[field] if field in kw else attribute.initial_value()
+            values[field] = attribute.clean(value, name)
 
     # -- persistence -----------------------------------------------------------------------
     @classmethod

@@ -1890,6 +1890,9 @@ def scripts_for(model: type[ActiveRecord]) -> ModelScripts:
     change: the codecs are part of the cache key)."""
     meta = model._meta
     default = configure.default_codec()
+    last = meta.script_cache.get(default)  # the scripts for this default codec, found last
+    if last is not None:
+        return last  # type: ignore[no-any-return]
     names = tuple(m._meta.codec_name or default for m in meta.reachable_models)
     cached = meta.script_cache.get(names)
     if cached is None:
@@ -1897,6 +1900,7 @@ def scripts_for(model: type[ActiveRecord]) -> ModelScripts:
         cached = ModelScripts(*(compile_source(name, source)
                                 for name, source in sources(meta, codecs)))
         meta.script_cache[names] = cached
+    meta.script_cache[default] = cached  # codec names of reachable models never change
     return cached
 
 

@@ -85,52 +85,21 @@ def _save_block(record: ActiveRecord, whole: bool, force: bool = False,
     expiry = ttl_op(type(record), ttl)
     for attribute in meta.pre_savers:
         attribute.pre_save(record)
+    values = record._values
     partial = record._persisted and not whole
-    values, stored, codec = record._values, record._stored, meta.codec
     to_set: list[Any] = []
     to_delete: list[str] = []
     new_stored: dict[str, bytes | None] = {}
     pointer_keys: dict[str, str] = {}
     large: list[tuple[str, int]] = []
-    appends = False  # an APPEND in the script: it must know the server's limit
-    dangling = record.__dict__.get("_dangling", ())
-    for name, encode, _attribute in meta.encoders(codec):
-        if name not in values or (partial and name in dangling):
-            continue  # deferred and never loaded, or a Pointer to a gone record: as stored
-        value = values[name]
-        if value is None:
-            new_stored[name] = None
-            if not partial or stored.get(name) is not None:
-                to_delete.append(name)
-            continue
-        try:
-            raw = encode(value)
-        except (TypeError, ValueError, ArithmeticError) as exc:
-            raise ValidationError(f"{meta.name}.{name}: cannot encode {short_repr(value)}: {exc}",
-                                  model=meta.name, field=name, value=value) from None
-        new_stored[name] = raw
-        if not partial or stored.get(name) != raw:
-            to_set += (name, raw)
-            if len(raw) >= MIN_SERVER_LIMIT:
-                large.append((name, len(raw)))
-            if name in meta.pointer_names:
-                pointer_keys[_pointer_target_key(record, name, value)] = name
+    if partial:
+        _changed_fields(record, to_set, to_delete, new_stored, pointer_keys, large)
+    else:
+        _all_fields(record, to_set, to_delete, new_stored, pointer_keys, large)
     record_id = uuid_text(record.pk)
     prefix = meta.prefix_of(record_id)
     hash_key = keyspace.record_key(prefix, record_id)
-    stream_ops: list[Any] = []
-    synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
-    for name in meta.stream_names:
-        if name in values:
-            op = _stream_op(values[name], synced.get(name), meta.fields[name].null,
-                            known=name in synced)
-            stream_ops += op
-            if len(op[1]) >= MIN_SERVER_LIMIT and op[0] == b"S":
-                large.append((name, len(op[1])))
-            elif op[0] == b"A":
-                appends = True
-        else:
-            stream_ops += (b"", b"")  # deferred: untouched
+    stream_keys, stream_ops, appends = _streams(record, hash_key, whole, large)
 
     if meta.optimistic_lock:  # the version it expects Redis to hold ('': none, forced)
         stream_ops.append(b"" if force else str(record._version).encode())
@@ -143,13 +112,97 @@ def _save_block(record: ActiveRecord, whole: bool, force: bool = False,
         record._version = version
 
     return _SaveBlock(
-        [hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names),
-         *pointer_keys],
+        [hash_key, *stream_keys, *pointer_keys],
         [record_id, b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
          len(pointer_keys), *to_set, *to_delete, *stream_ops, expiry],
         prefix, pointer_keys, apply, large, appends,
-        4 + len(meta.stream_names) + len(pointer_keys) + 2 * len(meta.model_keys)
+        4 + len(stream_keys) + len(pointer_keys) + 2 * len(meta.model_keys)
         + meta.changes + (4 + len(meta.stream_names) if expiry else 0))
+
+
+def _all_fields(record: ActiveRecord, to_set: list[Any], to_delete: list[str],
+                new_stored: dict[str, bytes | None], pointer_keys: dict[str, str],
+                large: list[tuple[str, int]]) -> None:
+    """A whole save's fields: every loaded one, set or (None) deleted."""
+    meta = type(record)._meta
+    values, pointers = record._values, meta.pointer_names
+    for name, encode, _attribute in meta.encoders(meta.codec):
+        if name not in values:
+            continue  # deferred and never loaded: as stored
+        value = values[name]
+        if value is None:
+            new_stored[name] = None
+            to_delete.append(name)
+            continue
+        try:
+            raw = encode(value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise _cannot_encode(meta, name, value, exc) from None
+        new_stored[name] = raw
+        to_set += (name, raw)
+        if len(raw) >= MIN_SERVER_LIMIT:
+            large.append((name, len(raw)))
+        if pointers and name in pointers:
+            pointer_keys[_pointer_target_key(record, name, value)] = name
+
+
+def _changed_fields(record: ActiveRecord, to_set: list[Any], to_delete: list[str],
+                    new_stored: dict[str, bytes | None], pointer_keys: dict[str, str],
+                    large: list[tuple[str, int]]) -> None:
+    """A partial save's fields: those whose stored bytes change."""
+    meta = type(record)._meta
+    values, stored = record._values, record._stored
+    dangling = record.__dict__.get("_dangling", ())
+    for name, encode, _attribute in meta.encoders(meta.codec):
+        if name not in values or name in dangling:
+            continue  # deferred and never loaded, or a Pointer to a gone record: as stored
+        value = values[name]
+        if value is None:
+            new_stored[name] = None
+            if stored.get(name) is not None:
+                to_delete.append(name)
+            continue
+        try:
+            raw = encode(value)
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise _cannot_encode(meta, name, value, exc) from None
+        new_stored[name] = raw
+        if stored.get(name) != raw:
+            to_set += (name, raw)
+            if len(raw) >= MIN_SERVER_LIMIT:
+                large.append((name, len(raw)))
+            if name in meta.pointer_names:
+                pointer_keys[_pointer_target_key(record, name, value)] = name
+
+
+def _cannot_encode(meta: Any, name: str, value: Any, exc: Exception) -> ValidationError:
+    return ValidationError(f"{meta.name}.{name}: cannot encode {short_repr(value)}: {exc}",
+                           model=meta.name, field=name, value=value)
+
+
+def _streams(record: ActiveRecord, hash_key: str, whole: bool,
+             large: list[tuple[str, int]]) -> tuple[list[str], list[bytes], bool]:
+    """The ByteStreams' keys, their op/data pairs, and whether one is an APPEND (the
+    script must then know the server's limit)."""
+    meta = type(record)._meta
+    values = record._values
+    keys: list[str] = []
+    ops: list[bytes] = []
+    appends = False
+    synced = {} if whole else record._synced_streams  # a whole save rewrites every stream
+    for name in meta.stream_names:
+        keys.append(keyspace.stream_key(hash_key, name))
+        if name in values:
+            op = _stream_op(values[name], synced.get(name), meta.fields[name].null,
+                            known=name in synced)
+            ops += op
+            if op[0] == b"S" and len(op[1]) >= MIN_SERVER_LIMIT:
+                large.append((name, len(op[1])))
+            elif op[0] == b"A":
+                appends = True
+        else:
+            ops += (b"", b"")  # deferred: untouched
+    return keys, ops, appends
 
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],

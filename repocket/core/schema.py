@@ -70,7 +70,7 @@ class Options:
         # where the expiry keys are in a write script's KEYS (after the change feed)
         self.expiry_position = 2 + len(self.model_keys) + int(self.changes)
         self.schema_cache: dict[Any, bytes] = {}
-        self.script_cache: dict[tuple[str, ...], Any] = {}  # codecs -> luagen.ModelScripts
+        self.script_cache: dict[Any, Any] = {}  # codecs (or the default) -> luagen.ModelScripts
         self.decoder_cache: dict[str, list[tuple[str, bytes, Callable[[bytes], Any],
                                                   Attribute]]] = {}
         self.encoder_cache: dict[str, list[tuple[str, Callable[[Any], bytes], Attribute]]] = {}
