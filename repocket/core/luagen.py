@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..connections import configure
 from . import keys as keyspace
+from . import schema
 from .codecs import CODECS
 from .lua import Script, expand, make_script
 
@@ -1890,7 +1891,10 @@ def scripts_for(model: type[ActiveRecord]) -> ModelScripts:
     change: the codecs are part of the cache key)."""
     meta = model._meta
     default = configure.default_codec()
-    last = meta.script_cache.get(default)  # the scripts for this default codec, found last
+    # one lookup on the hot path: the codecs in force are the default one and the models'
+    # own, which change only through Options.codec_name (counted in CODEC_CHANGES)
+    quick = (default, schema.CODEC_CHANGES)
+    last = meta.script_cache.get(quick)
     if last is not None:
         return last  # type: ignore[no-any-return]
     names = tuple(m._meta.codec_name or default for m in meta.reachable_models)
@@ -1900,7 +1904,7 @@ def scripts_for(model: type[ActiveRecord]) -> ModelScripts:
         cached = ModelScripts(*(compile_source(name, source)
                                 for name, source in sources(meta, codecs)))
         meta.script_cache[names] = cached
-    meta.script_cache[default] = cached  # codec names of reachable models never change
+    meta.script_cache[quick] = cached
     return cached
 
 

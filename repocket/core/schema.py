@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 DEFAULT_CHANGES_MAXLEN = 100_000  # entries a change feed keeps (trimmed approximately)
 
 
+CODEC_CHANGES = 0  # how often a model's codec was changed after its class was made
+
+
 class Options:
     """A model's ``_meta``: its fields, keys and codec, computed once at class creation."""
 
@@ -32,7 +35,7 @@ class Options:
         self.model = model
         self.name = model.__name__
         self.namespace: str = getattr(meta, "namespace", None) or model.__module__
-        self.codec_name: str | None = getattr(meta, "codec", None)
+        self._codec_name: str | None = getattr(meta, "codec", None)
         self.fields = fields
         self.pk_name = next(name for name, f in fields.items() if isinstance(f, AutoUUID))
         self.stream_names = tuple(name for name, f in fields.items() if f.is_stream)
@@ -131,6 +134,19 @@ class Options:
         if self.pointer_names:
             layout.refuse_on_cluster(f"{operation} of a model with Pointers "
                                      f"({', '.join(self.pointer_names)})", self.name)
+
+    @property
+    def codec_name(self) -> str | None:
+        """``Meta.codec``, or None (the configured default)."""
+        return self._codec_name
+
+    @codec_name.setter
+    def codec_name(self, name: str | None) -> None:
+        # scripts cached by the default codec alone (luagen.scripts_for) are made again:
+        # this model's, and those of every model whose Pointers reach it
+        global CODEC_CHANGES
+        self._codec_name = name
+        CODEC_CHANGES += 1
 
     @property
     def codec(self) -> Codec:
