@@ -165,3 +165,20 @@ def test_user_server_is_refused_when_not_empty_and_left_as_found(
     finally:
         client.delete("someone:else")
         client.close()
+
+
+def test_saturation_section_counts_every_clients_operations(redis_url: str) -> None:
+    """benchmarks.saturation: each phase's rate covers every client's operations and the
+    server time of the EVALSHAs they sent; the section removes only its own keys."""
+    from benchmarks import saturation
+
+    client = redis.Redis.from_url(redis_url)
+    client.set("not-the-benchmarks", b"kept")
+    phases = saturation.run_system(redis_url, "repocket-compact", processes=2, n=10)
+    assert set(phases) == {"save", "get"}
+    for phase in phases.values():
+        assert len(phase.rates) == 1 and phase.rates[0] > 0
+        assert len(phase.server_usec) == 1 and phase.server_usec[0] > 0
+    assert client.keys("repocket:bench_compact:*") == []
+    assert client.get("not-the-benchmarks") == b"kept"
+    client.delete("not-the-benchmarks")
