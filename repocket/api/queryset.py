@@ -294,7 +294,14 @@ class QuerySet(AsyncQuerySetMixin[_R], ResultSet[_R]):
         expressions (``update(n=F("n") + 1, status="done")``), with their indexes and
         unique claims: one atomic call per page of matches, each record checked against
         the filter as it is updated. Returns how many records were updated."""
-        updated: int = run_plan(configure.get_connection(), self._update_plan(values))
+        self._cache = None
+        op = updates.update_op(self.state, values)
+        if isinstance(op, int):
+            return op
+        # a filter by id is a chain of calls: run directly, no plan to drive
+        connection = configure.get_connection()
+        updated: int = execute(connection, op) if isinstance(op, Call) else \
+            run_plan(connection, op)
         return updated
 
     def _update_plan(self, values: dict[str, Any]) -> Plan:

@@ -376,9 +376,19 @@ class _Reply:
 
 
 def update_plan(state: QueryState, values: dict[str, Any]) -> Plan:
-    """The records updated: one call when the query's smallest source holds at most a
-    page of candidates; else the matching ids (query.lua), then one call per page of
-    them, each checking the filter again for every record as it updates it."""
+    """:func:`update_op` as a plan (run by either executor)."""
+    op = update_op(state, values)
+    if isinstance(op, Call):
+        return (yield op)
+    if isinstance(op, int):
+        return op
+    return (yield from op)
+
+
+def update_op(state: QueryState, values: dict[str, Any]) -> Call | int | Plan:
+    """The records updated, checked now: a filter that only pins ids is a chain of calls of
+    the update-by-id script (one per page of ids; run as any Call, no plan to drive), any
+    other filter the plan of :func:`_query_update`; 0 when nothing can match."""
     refuse_on_cluster("update()", state.model._meta.name)
     if state.offset or state.limit is not None:
         raise InvalidQuery("cannot update a sliced queryset (as in Django): filter it")
@@ -387,8 +397,16 @@ def update_plan(state: QueryState, values: dict[str, Any]) -> Plan:
         return 0
     page = page_size(state.model)
     ids = pinned_ids(state)
-    if ids is not None:  # filter(id=...) / id__in: the update-by-id script, no query
-        return (yield from _update_ids(state.model, assignments, ids, page))
+    if ids is None:
+        return _query_update(state, assignments, page)
+    chunks = [ids[start:start + page] for start in range(0, len(ids), page)]
+    return _ids_calls(state.model, assignments, chunks, 0) if chunks else 0
+
+
+def _query_update(state: QueryState, assignments: Assignments, page: int) -> Plan:
+    """One call when the query's smallest source holds at most a page of candidates; else
+    the matching ids (query.lua), then one call per page of them, each checking the
+    filter again for every record as it updates it."""
     reply: _Reply = yield _call(state, assignments, page)
     total, chunks = reply.updated, collections.deque([reply.left] if reply.left else [])
     if reply.listing:
@@ -428,33 +446,24 @@ def pinned_ids(state: QueryState) -> tuple[bytes, ...] | None:
     return tuple(i for i in order if i in pinned)
 
 
-def _update_ids(model: type[ActiveRecord], assignments: Assignments,
-                ids: tuple[bytes, ...], page: int) -> Plan:
-    """The records of ``ids`` updated: one call per page of ids (the ids a call's
-    arithmetic budget left go first into the next)."""
-    total, chunks = 0, collections.deque(ids[start:start + page]
-                                         for start in range(0, len(ids), page))
-    while chunks:
-        reply: _Reply = yield _ids_call(model, assignments, chunks.popleft())
-        total += reply.updated
-        if reply.left:
-            chunks.appendleft(reply.left)
-    return total
-
-
-def _ids_call(model: type[ActiveRecord], assignments: Assignments,
-              ids: tuple[bytes, ...]) -> Call:
-    """One call of the update-by-id script (its header documents this frame)."""
+def _ids_calls(model: type[ActiveRecord], assignments: Assignments,
+               chunks: list[tuple[bytes, ...]], total: int) -> Call:
+    """The call of the update-by-id script for the first page of ids (its header documents
+    this frame); its reply decodes to the total updated, or to the next call: the ids its
+    arithmetic budget left first, then the other pages."""
     meta = model._meta
+    ids = chunks[0]
     hashes = tuple(meta.record_key(i.decode("ascii")) for i in ids)
     keys = (*meta.write_keys(meta.prefix), *hashes, *assignments.pointer_keys)
+
+    def decode(reply: list[Any]) -> int | Call:
+        done, left = total + int(reply[1]), tuple(reply[2:])
+        rest = [left, *chunks[1:]] if left else chunks[1:]
+        return _ids_calls(model, assignments, rest, done) if rest else done
+
     return Call(scripts_for(model).update_ids, keys,
-                (len(ids), assignments.packed, MAX_DIGITS, ARITH_BUDGET, *ids), _ids_reply,
+                (len(ids), assignments.packed, MAX_DIGITS, ARITH_BUDGET, *ids), decode,
                 meta.name, dict(assignments.pointer_keys))
-
-
-def _ids_reply(reply: list[Any]) -> _Reply:
-    return _Reply(int(reply[1]), tuple(reply[2:]))
 
 
 def _chunks(ids: list[Any], size: int) -> Iterator[tuple[bytes, ...]]:
