@@ -179,6 +179,8 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
                             lookups: dict[str, Any]) -> Any:
         """get_or_create as a generator of ops (each run by the sync or async executor)."""
         group = operations.unique_lookup(self.model, lookups)
+        if group is not None and _defaults_move(self.model, group, lookups, defaults):
+            group = None  # finding and creating claim different values: query, then create
         if group is not None:
             record = self.model(**{**lookups, **(defaults or {})})  # defaults win, as Django
             found, created = yield operations.compile_get_or_create(record, group)
@@ -267,6 +269,20 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
         with ``repair=True`` what can be fixed is fixed (``.ok`` then says nothing
         unfixable remains)."""
         return check.run(self.model, repair=repair, batch_size=batch_size)
+
+
+def _defaults_move(model: type[ActiveRecord], group: tuple[str, ...], lookups: dict[str, Any],
+                   defaults: dict[str, Any] | None) -> bool:
+    """Whether ``defaults`` give a field of the unique ``group`` another value than the
+    lookups (as the fields clean them): the atomic script finds and creates by one claim,
+    while Django finds by the lookups and creates with the defaults."""
+    moved = [name for name in group if name in (defaults or {})]
+    if not moved:
+        return False
+    assert defaults is not None
+    looked_up = model(**{name: lookups[name] for name in moved})
+    created = model(**{name: defaults[name] for name in moved})
+    return any(looked_up._values[name] != created._values[name] for name in moved)
 
 
 def _unique_taken(model: type[ActiveRecord], group: tuple[str, ...], lookups: dict[str, Any],

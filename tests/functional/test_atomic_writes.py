@@ -233,6 +233,46 @@ def test_update_or_create_creates_then_updates(client: redis.Redis) -> None:
     assert Account.objects.check().ok
 
 
+def test_update_or_create_moving_the_unique_lookup_updates_the_record_it_names(
+        client: redis.Redis) -> None:
+    """defaults may change the field looked up by (Django: found by the lookups, then the
+    defaults assigned): the record renamed is the one the lookup names, not one holding
+    the new value, and no record is created beside it."""
+    renamed = Account.create(email="old@x", name="old")
+    moved, created = Account.objects.update_or_create(email="old@x",
+                                                      defaults={"email": "new@x"})
+    assert not created and moved.pk == renamed.pk and moved.email == "new@x"
+    assert Account.objects.count() == 1 and Account.objects.get(email="old@x") is None
+    assert Account.objects.check().ok
+
+
+def test_update_or_create_onto_a_value_another_record_holds_raises_and_writes_nothing(
+        client: redis.Redis) -> None:
+    """Before the fix the lookup followed the defaults: record 'other' was found by the new
+    value and updated instead of raising."""
+    Account.create(email="mine@x", name="mine")
+    Account.create(email="taken@x", name="other")
+    before = snapshot(client)
+    with pytest.raises(errors.UniqueViolation) as raised:
+        Account.objects.update_or_create(email="mine@x",
+                                         defaults={"email": "taken@x", "name": "changed"})
+    assert (raised.value.model, raised.value.field, raised.value.value) == (
+        "Account", "email", "taken@x")
+    assert snapshot(client) == before
+
+
+def test_get_or_create_finds_by_the_lookups_and_creates_with_the_defaults(
+        client: redis.Redis) -> None:
+    """As Django: the lookups find, the defaults (winning over the lookups) create."""
+    first, created = Account.objects.get_or_create(email="look@x", defaults={"email": "made@x"})
+    assert created and first.email == "made@x"
+    before = snapshot(client)
+    with pytest.raises(errors.UniqueViolation) as raised:  # look@x still absent: creates
+        Account.objects.get_or_create(email="look@x", defaults={"email": "made@x"})
+    assert (raised.value.field, raised.value.value) == ("email", "made@x")
+    assert snapshot(client) == before
+
+
 # -- asyncio ----------------------------------------------------------------------------------
 
 
