@@ -162,9 +162,9 @@ def _check_definition(model: type[ActiveRecord], fields: dict[str, Attribute], m
                                 f"integer, not {maxlen!r}")
     ttl = getattr(meta, "ttl", None)
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
-                            or not 0 < ttl < float("inf")):
+                            or not 0 < ttl <= operations.MAX_TTL):
         raise _definition_error(model.__name__, f"Meta.ttl must be a positive number of "
-                                f"seconds (or None), not {ttl!r}")
+                                f"seconds (at most {operations.MAX_TTL}) or None, not {ttl!r}")
     codec = getattr(meta, "codec", None)
     if codec is not None:
         try:

@@ -41,6 +41,9 @@ class TTL(enum.Enum):
 
 KEEP_TTL = TTL.KEEP
 TTLArg = float | None | TTL
+# The longest ttl, in seconds: the scripts add it (in ms) to the server's clock in a Lua
+# double, exact below 2**53 ms; 2**52 ms (about 142,000 years) leaves the clock its half.
+MAX_TTL = 2**52 // 1000
 
 
 def ttl_op(model: type[ActiveRecord], ttl: TTLArg) -> bytes:
@@ -54,10 +57,11 @@ def ttl_op(model: type[ActiveRecord], ttl: TTLArg) -> bytes:
     if ttl is None:
         return b"P"
     if (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not math.isfinite(ttl)
-            or ttl <= 0):
+            or not 0 < ttl <= MAX_TTL):
         raise ValidationError(
-            f"{meta.name}: ttl must be a positive number of seconds, None (no deadline) or "
-            f"KEEP_TTL, not {short_repr(ttl)}", model=meta.name, field="ttl", value=ttl)
+            f"{meta.name}: ttl must be a positive number of seconds (at most {MAX_TTL}), "
+            f"None (no deadline) or KEEP_TTL, not {short_repr(ttl)}",
+            model=meta.name, field="ttl", value=ttl)
     return b"%d" % max(1, math.ceil(ttl * 1000))
 
 

@@ -16,6 +16,7 @@ import redis
 from repocket import KEEP_TTL, ActiveRecord, F, attributes, configure, errors
 from repocket.core import keys as keyspace
 from repocket.core.luagen import SWEEP_PAGE
+from repocket.core.ops import MAX_TTL
 from repocket.exec.sync import execute
 from repocket.tools.check import compile_audit_keys
 from tests.conftest import RoundTrips, snapshot
@@ -133,7 +134,8 @@ def test_meta_ttl_is_refreshed_by_every_save_unless_told_otherwise(client: redis
     assert_clean(Cached)
 
 
-@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "10"])
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), True, "10", 10**30, 1e16,
+                                 MAX_TTL + 1])
 def test_a_bad_ttl_is_refused_naming_model_and_field_and_writes_nothing(
         client: redis.Redis, bad: Any) -> None:
     session = Session.create(token="t1", user="ann")
@@ -146,12 +148,22 @@ def test_a_bad_ttl_is_refused_naming_model_and_field_and_writes_nothing(
     assert snapshot(client) == before
 
 
-def test_a_bad_meta_ttl_is_refused_when_the_model_is_defined() -> None:
+def test_the_longest_ttl_is_kept_exactly(client: redis.Redis) -> None:
+    """Deadlines are ms in Lua doubles (exact below 2**53): the longest ttl accepted still
+    gives the hash's expiry and the deadline the same millisecond (a clean check)."""
+    session = Session.create(token="t1", ttl=MAX_TTL)
+    left = session.ttl()
+    assert left is not None and MAX_TTL - 60 < left <= MAX_TTL
+    assert_clean(Session)
+
+
+@pytest.mark.parametrize("bad", [0, 10**30, MAX_TTL + 1])
+def test_a_bad_meta_ttl_is_refused_when_the_model_is_defined(bad: Any) -> None:
     with pytest.raises(errors.RepocketActiveRecordDefinitionError):
         class Broken(ActiveRecord):
             class Meta:
                 namespace = "tests.ttl.broken"
-                ttl = 0
+                ttl = bad
 
             name = attributes.Unicode()
 
