@@ -18,7 +18,7 @@ from redis.retry import Retry
 from .aio_clients import AsyncClients, AsyncClientSource, factory_from_settings, factory_from_sync
 from .core import layout
 from .core.codecs import get_codec
-from .errors import ConfigurationError, Unsupported
+from .errors import ConfigurationError, RepocketConnectionError, Unsupported
 from .exec import guard, observe, retire
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -98,8 +98,7 @@ class configure:
         if client is None and on_cluster:
             async_source = async_client or _no_async_on_cluster
             options.setdefault("retry", _no_retries())
-            client = (RedisCluster.from_url(url, **options) if url is not None
-                      else RedisCluster(host=hostname, port=port, **options))
+            client = _cluster_client(url, hostname, port, options)
         elif client is None:
             async_source = async_client or factory_from_settings(
                 url, options if url is not None else
@@ -214,3 +213,22 @@ class configure:
         retire(client)
         if owned:
             client.close()
+
+
+def _cluster_client(url: str | None, hostname: str, port: int,
+                    options: dict[str, Any]) -> RedisCluster:
+    """A cluster client. redis-py's asks its startup node for the slot map as it is built,
+    so an unreachable node raises here: the typed, retriable error of any call (a node not
+    in cluster mode is a ConfigurationError), not redis-py's RedisClusterException."""
+    where = url if url is not None else f"{hostname}:{port}"
+    try:
+        return (RedisCluster.from_url(url, **options) if url is not None
+                else RedisCluster(host=hostname, port=port, **options))
+    except (redis.exceptions.RedisClusterException, redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError) as exc:
+        cluster_refused = isinstance(exc, redis.exceptions.RedisClusterException)
+        cause = exc.__cause__ if cluster_refused else exc  # redis-py wraps the node's error
+        if isinstance(cause, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            raise RepocketConnectionError(
+                f"cannot reach the Redis Cluster at {where}: {cause}") from exc
+        raise ConfigurationError(f"{where} cannot serve as a Redis Cluster: {exc}") from exc
