@@ -89,3 +89,13 @@ def test_storage_is_the_documented_envelope(client: redis.Redis) -> None:
         b'{"type": "Unicode", "value": "Harry Potter", "module": "repocket.attributes"}')
     assert client.smembers("repocket:tests.functional.test_active_record:User:ids") == {
         HARRY_ID.encode(), RON_ID.encode()}
+
+
+def test_the_documented_module_paths_import() -> None:
+    """0.1's API reference names repocket.model.ActiveRecord and
+    repocket.connections.configure: both import, as the very objects repocket exports."""
+    import repocket
+    from repocket.connections import configure
+    from repocket.model import ActiveRecord as Documented
+
+    assert Documented is ActiveRecord and configure is repocket.configure
