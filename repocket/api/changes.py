@@ -44,6 +44,7 @@ class ChangeGroup:
         if not isinstance(name, str) or not name:
             raise InvalidQuery(f"a consumer group needs a name, not {name!r}")
         feed.feed_key(model, 1, None)
+        feed.checked_entry_id(model, "start", start)
         self.model, self.name, self.start = model, name, start
         self._ready = False
         self._resumed: set[str] = set()  # consumers whose own pending entries were read

@@ -9,6 +9,7 @@ the executors in ``repocket.exec`` (sync and asyncio) run the same plans.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -92,6 +93,25 @@ def feed_key(model: type[ActiveRecord], count: int, block: int | None) -> str:
     return meta.changes_key
 
 
+_ENTRY_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_MAX_ID_PART = 2**64 - 1  # each part of a stream entry id is an unsigned 64-bit integer
+
+
+def checked_entry_id(model: type[ActiveRecord], what: str, value: Any) -> str:
+    """``value`` as a stream entry id (``'<ms>-<seq>'``, ``'<ms>'``) or ``'$'``, refused
+    before anything is sent (Redis would answer with an untyped error)."""
+    text = value if isinstance(value, str) else (
+        str(value) if isinstance(value, int) and not isinstance(value, bool) else None)
+    if text is not None:
+        found = _ENTRY_ID.fullmatch(text)
+        if text == "$" or (found is not None and all(
+                int(part) <= _MAX_ID_PART for part in found.groups() if part is not None)):
+            return text
+    raise InvalidQuery(f"{model._meta.name}: {what} must be a stream entry id ('<ms>-<seq>', "
+                       f"as Change.id gives) or '$', not {value!r}",
+                       model=model._meta.name, field=what, value=value)
+
+
 def changes_plan(model: type[ActiveRecord], since: str | Change | None, block: int | None,
                  count: int) -> Plan:
     """The entries after ``since`` (an entry id or a Change; None: the oldest kept;
@@ -100,7 +120,8 @@ def changes_plan(model: type[ActiveRecord], since: str | Change | None, block: i
     waits up to ``block`` ms (XREAD BLOCK) and the plan ends when a wait brings nothing."""
     key = feed_key(model, count, block)
     name = model._meta.name
-    cursor = "0-0" if since is None else since.id if isinstance(since, Change) else str(since)
+    cursor = ("0-0" if since is None else since.id if isinstance(since, Change)
+              else checked_entry_id(model, "since", since))
     if cursor == "$":  # now: the last entry's id, so no entry slips between two reads
         last = yield Command(("XREVRANGE", key, "+", "-", "COUNT", 1), name)
         cursor = _text(last[0][0]) if last else "0-0"

@@ -395,3 +395,35 @@ async def test_async_twins(aclient: Any) -> None:
     assert await group.aprocess(handle, "w2") == 2  # the rest
     assert await group.aack(*first) == 0  # claimed and acknowledged by w2 already
     assert await group.apending() == 0 and len(handled) == 4
+
+
+@pytest.mark.parametrize("bad", ["garbage", "1-2-3", "-1", "", "1-", b"0-0", 2**64, 1.5, True,
+                                 "18446744073709551616-0"])
+def test_a_bad_entry_id_is_refused_typed_before_anything_is_sent(
+        client: redis.Redis, roundtrips: RoundTrips, bad: Any) -> None:
+    """since= and a group's start are stream entry ids: Redis' own refusal was an untyped
+    ScriptError naming neither the model nor the argument."""
+    Order.create(ref="n1", status="new")
+    before = snapshot(client)
+    roundtrips.reset()
+    with pytest.raises(errors.InvalidQuery) as raised:
+        list(Order.objects.changes(since=bad))
+    assert (raised.value.model, raised.value.field, raised.value.value) == ("Order", "since", bad)
+    with pytest.raises(errors.InvalidQuery) as raised:
+        Order.objects.change_group("workers", start=bad)
+    assert (raised.value.model, raised.value.field, raised.value.value) == ("Order", "start", bad)
+    assert roundtrips.count == 0 and snapshot(client) == before
+
+
+def test_entry_ids_in_every_accepted_form(client: redis.Redis) -> None:
+    first = Order.create(ref="n1", status="new")
+    Order.create(ref="n2", status="new")
+    entries = feed()
+    after_first = [c.record_id for c in Order.objects.changes(since=entries[0].id)]
+    assert after_first == [entries[1].record_id] and entries[0].record_id == first.pk
+    ms = int(entries[0].id.split("-")[0])
+    assert len(list(Order.objects.changes(since=str(ms - 1)))) == 2  # '<ms>' alone
+    assert len(list(Order.objects.changes(since=0))) == 2
+    assert list(Order.objects.changes(since="$")) == []
+    group = Order.objects.change_group("from-start", start="0-0")
+    assert len(group.read("w1")) == 2
