@@ -379,15 +379,13 @@ write_sweep = function()
     local id, old = record.id, record.old
 {delete_entries}
 {feed}
-    local own = record.own
-    if own then
-      redis.call('DEL', own.hash)
-      for s = own.first_stream, own.first_stream + S - 1 do redis.call('DEL', KEYS[s]) end
-    end
+{own_keys}
   end
   return nil
 end
+"""
 
+_SWEEP_DUE_PAGE = """
 -- A page of other records past their deadline.
 plan_due_sweep = function()
   for _, id in ipairs(due_ids(EXPIRY, {page})) do
@@ -469,8 +467,17 @@ end
 """
 
 
-def _sweep(meta: Options, claims_table: str) -> str:
-    """The sweep of records past their deadline (plan, then write), for save and delete."""
+_OWN_KEYS = """    local own = record.own
+    if own then
+      redis.call('DEL', own.hash)
+      for s = own.first_stream, own.first_stream + S - 1 do redis.call('DEL', KEYS[s]) end
+    end"""
+
+
+def _sweep(meta: Options, claims_table: str, own_records: bool = True) -> str:
+    """The sweep of records past their deadline (plan, then write), for save, delete and
+    update. ``own_records``: whether a record of the call itself may be swept (its hash
+    and streams are in KEYS); update never does, as it skips records past their deadline."""
     tracked = bool(tracked_fields(meta))
     read_kept = ("  local kept = redis.call('HGET', K.expiry_entries, id)\n"
                  "  if kept then old = cmsgpack.unpack(kept) end") if tracked else \
@@ -482,8 +489,12 @@ def _sweep(meta: Options, claims_table: str) -> str:
     feed = ("    -- the change feed: one 'expire' entry per record swept, in the sweeping script\n"
             "    redis.call('XADD', K.changes, 'MAXLEN', '~', FEED_MAXLEN, '*', 'op', 'expire',"
             " 'id', id)" if meta.changes else "    -- no change feed")
-    body = _SWEEP.format(read_kept=read_kept, read_claims=claims, forget_kept=forget_kept,
-                         delete_entries=entries, page=SWEEP_PAGE, feed=feed)
+    # update sweeps only the owners of the claims it takes: no page of others
+    template = _SWEEP + _SWEEP_DUE_PAGE if own_records else _SWEEP
+    body = template.format(read_kept=read_kept, read_claims=claims, forget_kept=forget_kept,
+                           delete_entries=entries, page=SWEEP_PAGE, feed=feed,
+                           own_keys=_OWN_KEYS if own_records else
+                           "    -- only other records: this call's own are never swept")
     # built only when the model has deadlines: a call without any defines no more closures
     return ("\nlocal plan_sweep, write_sweep, plan_due_sweep\n"
             "local function no_sweep() return nil end\n"
@@ -1217,6 +1228,9 @@ _UPDATE = """#!lua
 -- the documented exception to "every key in KEYS"). A record past its deadline
 -- (KEYS[deadlines]) reads as absent and is not updated; an expiring record's kept
 -- values (KEYS[expiry_entries], for the sweep after its deadline) follow the update.
+-- A unique value whose owner is past its deadline is free: that owner is swept after
+-- every check and before the first update write, as a save's sweep removes records
+-- (its entries from the expiry entries hash; Redis expired its hash and streams){feed_expire}.
 --
 {keys}
 -- KEYS[{first_pointer} ..]  the hashes the Pointer literals name (each must exist)
@@ -1280,7 +1294,7 @@ for i = FIRST_POINTER, #KEYS do
     return fail('wrongtype', {{key = KEYS[i], expected = 'hash', actual = target}})
   end
 end
-
+{feed_frame}{sweep}
 -- What a candidate is read for: READ, then the fields the filter and the expressions read.
 local reads, read_at = {{}}, {{}}
 local function need(field)
@@ -1400,6 +1414,9 @@ local function check_claims(records)
         local slot = unique.key .. '\\0' .. after
         local owner = redis.call('HGET', unique.key, after)
         if owner == record.id or (owner and released[slot] == owner) then owner = nil end
+        local expired, failure = expired_owner(owner)
+        if failure then return failure end
+        if expired then owner = nil end  -- past its deadline: swept before the writes
         if not owner and claimed[slot] and claimed[slot] ~= record.id then owner = claimed[slot] end
         if owner then
           local shown = {{}}
@@ -1413,7 +1430,7 @@ local function check_claims(records)
   end
   return nil
 end
-{feed_frame}
+
 local function write(record)
   if #record.set > 0 then redis.call('HSET', record.hash, unpack(record.set)) end
   if #record.del > 0 then redis.call('HDEL', record.hash, unpack(record.del)) end
@@ -1436,6 +1453,8 @@ for i, id in ipairs(candidates) do
   records[#records + 1] = record
 end
 err = check_claims(records)
+if err then return err end
+err = write_sweep()  -- its first write is the id set's type check: nothing written before
 if err then return err end
 for _, record in ipairs(records) do write(record) end
 if #rest > 2 then
@@ -1513,6 +1532,36 @@ def _keep_values(fields: list[str]) -> str:
             "    redis.call('HSET', K.expiry_entries, id, cmsgpack.pack(new))\n  end")
 
 
+_EXPIRED_OWNER = """
+-- The owner a unique hash names may be past its deadline: it reads as absent and holds
+-- no value (as save and get_or_create find it). Its sweep is planned here and runs after
+-- every check, before this call's writes, as a save's sweep removes records. SWEEPS
+-- counts the owners planned.
+local SWEEPS = 0
+local function expired_owner(owner)
+  if not owner or not is_expired(EXPIRY, owner) then return false end{check_entries}
+  SWEEPS = SWEEPS + 1
+  return true, plan_sweep(owner, nil)
+end
+"""
+_UPDATE_FEED_EXPIRE = ("\n-- (each with an 'expire' entry in the change feed, before the"
+                       " updates' entries)")
+# update_ids reads no expiry entries otherwise: the sweep's first read of them checks them
+_CHECK_ENTRIES_ONCE = """
+  if SWEEPS == 0 then
+    local failure = check_type(K.expiry_entries, 'hash')
+    if failure then return true, failure end
+  end"""
+
+
+def _update_sweep(meta: Options, claims_table: str, check_entries: bool) -> str:
+    """The sweep of the owners of the claims an update assigns that are past their
+    deadline: the save script's sweep (no own records), planned by ``expired_owner``."""
+    return (f"\nlocal {claims_table} = {{}}  -- the unique hashes the sweep's reads checked"
+            + _sweep(meta, claims_table, own_records=False)
+            + _EXPIRED_OWNER.format(check_entries=_CHECK_ENTRIES_ONCE if check_entries else ""))
+
+
 def update_source(meta: Options, is_envelope: bool) -> str:
     """The per-model update script (QuerySet.update), its libraries as includes."""
     fields = tracked_fields(meta)
@@ -1525,6 +1574,8 @@ def update_source(meta: Options, is_envelope: bool) -> str:
         next_version=_UPDATE_NEXT_VERSION if lock else "",
         update_feed=_write_feed(meta, "'update'", ", 'fields', UPDATED") if feed else "",
         feed_frame=_update_feed_frame(meta) if feed else "",
+        sweep=_update_sweep(meta, "claims_checked", check_entries=False),
+        feed_expire=_UPDATE_FEED_EXPIRE if feed else "",
         model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), first_pointer=first_pointer,
         keys_table=_keys_table(meta), defaults=_defaults_table(meta, fields),
@@ -1551,6 +1602,9 @@ _UPDATE_IDS = """#!lua
 -- model key the writes touch) runs before the first write. A record past its deadline
 -- (KEYS[deadlines]) reads as absent and is not updated; an expiring record's kept
 -- values (KEYS[expiry_entries], for the sweep after its deadline) follow the update.
+-- A unique value whose owner is past its deadline is free: that owner is swept after
+-- every check and before the first update write, as a save's sweep removes records
+-- (its entries from the expiry entries hash; Redis expired its hash and streams){feed_expire}.
 --
 {keys}
 -- KEYS[{first_record} .. {first_record} + R - 1]  the records' hashes ({prefix}:<id>)
@@ -1591,7 +1645,7 @@ local FIRST_RECORD, FIRST_POINTER = {first_record}, {first_record} + R
 -- deadline set's type check)
 local EXPIRY, expiry_err = expiry_state(K.deadlines, false)
 if expiry_err then return expiry_err end
-
+{feed_frame}{sweep}
 -- What a record is read for: READ, then the fields the expressions read.
 local reads, read_at = {{}}, {{}}
 local function need(field)
@@ -1681,6 +1735,9 @@ local function check_claims(records, checked)
         if is_error(owner) then return pcall_failure(unique.key, 'hash', owner) end
         checked[unique.key] = true
         if owner == record.id or (owner and released[slot] == owner) then owner = nil end
+        local expired, failure = expired_owner(owner)
+        if failure then return failure end
+        if expired then owner = nil end  -- past its deadline: swept before the writes
         if not owner and claimed[slot] and claimed[slot] ~= record.id then owner = claimed[slot] end
         if owner then
           local shown = {{}}
@@ -1706,7 +1763,7 @@ local function touched_keys(records)
   end
   return touched
 end
-{feed_frame}
+
 local function write(record)
   if #record.set > 0 then redis.call('HSET', record.hash, unpack(record.set)) end
   if #record.del > 0 then redis.call('HDEL', record.hash, unpack(record.del)) end
@@ -1736,7 +1793,6 @@ for i = FIRST_POINTER, #KEYS do
     return fail('wrongtype', {{key = KEYS[i], expected = 'hash', actual = target}})
   end
 end
-local checked = {{}}
 local err = check_claims(records, checked)
 if err then return err end
 for key, expected in pairs(touched_keys(records)) do
@@ -1745,6 +1801,12 @@ for key, expected in pairs(touched_keys(records)) do
     if err then return err end
   end
 end
+if SWEEPS > 0 then  -- the model keys a sweep writes (its claims' hashes were read: checked)
+  err = {model_checks}
+  if err then return err end
+end
+err = write_sweep()  -- its first write is the id set's type check: nothing written before
+if err then return err end
 for _, record in ipairs(records) do write(record) end
 if #rest > 2 then
   rest[2] = #records
@@ -1805,6 +1867,8 @@ def update_ids_source(meta: Options, is_envelope: bool) -> str:
         next_version=_UPDATE_NEXT_VERSION if lock else "",
         update_feed=_write_feed(meta, "'update'", ", 'fields', UPDATED") if feed else "",
         feed_frame=_update_feed_frame(meta) if feed else "",
+        sweep=_update_sweep(meta, "checked", check_entries=True),
+        feed_expire=_UPDATE_FEED_EXPIRE if feed else "", model_checks=_model_checks(meta),
         model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), first_record=1 + len(meta.write_keys(meta.prefix)),
         prefix=meta.prefix, keys_table=_keys_table(meta),

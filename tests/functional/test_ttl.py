@@ -536,3 +536,83 @@ def test_optimistic_lock_and_a_deadline(client: redis.Redis) -> None:
     assert snapshot(client) == before
     assert record.ttl() is not None
     assert_clean(Audited)
+
+
+
+# -- update() and the unique values of expired records --------------------------------------------
+def pinning(model: type[ActiveRecord], records: list[ActiveRecord], by_id: bool) -> Any:
+    """The query that pins `records` (their user is 'bob'): a filter by id (the update-by-id
+    script) or by a field (the query update script)."""
+    if by_id and len(records) == 1:
+        return model.objects.filter(id=records[0].id)
+    if by_id:
+        return model.objects.filter(id__in=[record.id for record in records])
+    return model.objects.filter(user="bob")
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["by-field", "by-id"])
+@pytest.mark.parametrize("model", [Session, Audited], ids=["plain", "changes"])
+def test_update_takes_a_unique_value_an_expired_record_still_claims_and_sweeps_it(
+        client: redis.Redis, roundtrips: RoundTrips, model: type[ActiveRecord],
+        by_id: bool) -> None:
+    """Past its deadline a record holds no unique value (as save and get_or_create treat
+    it): update() may assign it, and sweeps the expired record in the same script, as a
+    save's sweep does, before its own writes."""
+    other = model.create(token="mine", user="bob")
+    gone = model.create(token="shared", user="ann", ttl=TINY)  # last: no save sweeps it
+    lapse()
+    prefix = model._meta.prefix
+    assert client.hget(keyspace.unique_key(prefix, ("token",)), "shared")  # still claimed
+    assert client.zcard(deadlines(model)) == 1
+    roundtrips.reset()
+    assert pinning(model, [other], by_id).update(token="shared") == 1
+    assert roundtrips.count == 1
+    found = model.objects.get(token="shared")
+    assert found is not None and found.id == other.id
+    # the expired record is gone entirely: hash, entries, claims, id, deadline, kept values
+    other_id = str(other.id).encode()
+    assert client.hgetall(keyspace.unique_key(prefix, ("token",))) == {b"shared": other_id}
+    entries = client.zrange(keyspace.index_key(prefix, "user"), 0, -1)
+    assert len(entries) == 1 and entries[0].endswith(other_id)  # bob's entry only
+    assert client.smembers(model._meta.ids_key) == {other_id}
+    assert client.zcard(deadlines(model)) == 0 and client.hlen(kept(model)) == 0
+    assert not client.exists(gone._key())
+    if model is Audited:
+        assert feed(client) == [("create", str(other.id)), ("create", str(gone.id)),
+                                ("expire", str(gone.id)), ("update", str(other.id))]
+    assert_clean(model)
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["by-field", "by-id"])
+@pytest.mark.parametrize("model", [Session, Audited], ids=["plain", "changes"])
+def test_a_refused_update_sweeps_nothing(client: redis.Redis, model: type[ActiveRecord],
+                                        by_id: bool) -> None:
+    """Every check runs before the first write: two records given the value an expired
+    record claims is refused, and the expired record is left for a later sweep."""
+    pinned = [model.create(token=f"mine{i}", user="bob") for i in range(2)]
+    model.create(token="shared", user="ann", ttl=TINY)  # last: no save sweeps it
+    lapse()
+    before = snapshot(client)
+    with pytest.raises(errors.UniqueViolation):
+        pinning(model, pinned, by_id).update(token="shared")
+    assert snapshot(client) == before
+    assert client.zcard(deadlines(model)) == 1
+    assert_clean(model)
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["by-field", "by-id"])
+def test_a_sweep_checks_the_keys_it_writes_before_the_update_writes(
+        client: redis.Redis, by_id: bool) -> None:
+    """The expired owner's sweep removes its entry from an index the update itself leaves
+    alone: that index's type is checked too, before anything is written."""
+    other = Session.create(token="mine", user="bob")
+    Session.create(token="shared", user="ann", hits=1, ttl=TINY)  # last: no save sweeps it
+    lapse()
+    hits_index = keyspace.index_key(Session._meta.prefix, "hits")
+    client.delete(hits_index)
+    client.set(hits_index, b"not an index")
+    before = snapshot(client)
+    with pytest.raises(errors.WrongKeyType):
+        pinning(Session, [other], by_id).update(token="shared")
+    assert snapshot(client) == before
+    client.delete(hits_index)
