@@ -20,6 +20,8 @@ from typing import Any, Union
 import redis
 import redis.asyncio
 import redis.asyncio.connection as aconnection
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 
@@ -69,6 +71,35 @@ def factory_from_sync(client: redis.Redis) -> Callable[[], redis.asyncio.Redis]:
     return build
 
 
+def cluster_factory_from_settings(url: str | None, options: dict[str, Any]
+                                  ) -> Callable[[], Any]:
+    """A factory of asyncio cluster clients with the settings ``configure.connection_pool``
+    got (``cluster=True``), without retries of their own."""
+    options = {key: value for key, value in options.items() if key != "retry"}
+
+    def build() -> AsyncRedisCluster:
+        if url is not None:
+            return AsyncRedisCluster.from_url(url, retry=no_retries(), **options)
+        return AsyncRedisCluster(retry=no_retries(), **options)
+
+    return build
+
+
+def cluster_factory_from_sync(client: Any) -> Callable[[], Any]:
+    """A factory of asyncio cluster clients reaching the nodes a sync ``RedisCluster`` knows,
+    as the same user, with its timeouts and TLS settings."""
+    nodes = [(node.host, node.port) for node in client.get_nodes()]
+    kwargs = {key: value for key, value in client.get_connection_kwargs().items()
+              if key in _PORTABLE - {"host", "port", "db", "path"} or key.startswith("ssl_")}
+
+    def build() -> AsyncRedisCluster:
+        return AsyncRedisCluster(startup_nodes=[AsyncClusterNode(host, port)
+                                                for host, port in nodes],
+                                 retry=no_retries(), **kwargs)
+
+    return build
+
+
 class AsyncClients:
     """The async clients of one configuration, by event loop."""
 
@@ -85,7 +116,7 @@ class AsyncClients:
         client = self._by_loop.get(loop)
         if client is not None:
             return client
-        if isinstance(self._source, redis.asyncio.Redis):
+        if isinstance(self._source, (redis.asyncio.Redis, AsyncRedisCluster)):
             if self._pinned_loop is not None and self._pinned_loop() is not loop:
                 raise ConfigurationError(
                     "the redis.asyncio client given to configure.connection_pool(async_client=...) "

@@ -15,10 +15,17 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from .aio_clients import AsyncClients, AsyncClientSource, factory_from_settings, factory_from_sync
+from .aio_clients import (
+    AsyncClients,
+    AsyncClientSource,
+    cluster_factory_from_settings,
+    cluster_factory_from_sync,
+    factory_from_settings,
+    factory_from_sync,
+)
 from .core import layout
 from .core.codecs import get_codec
-from .errors import ConfigurationError, RepocketConnectionError, Unsupported
+from .errors import ConfigurationError, RepocketConnectionError
 from .exec import guard, observe, retire
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -28,10 +35,6 @@ def _no_retries() -> Retry:
     # A write whose reply was lost may have run: resending it could append twice.
     # repocket raises a typed, retriable error and leaves the retry to the caller.
     return Retry(NoBackoff(), 0)
-
-
-def _no_async_on_cluster() -> Any:
-    raise Unsupported("the asyncio API is not supported on Redis Cluster yet; nothing was sent")
 
 
 class configure:
@@ -76,7 +79,9 @@ class configure:
         - ``codec``: the default codec of models that do not choose one;
         - ``cluster``: the server is a Redis Cluster node (``client=`` a
           ``redis.cluster.RedisCluster`` says so by itself): each model is then split into
-          ``Meta.shards`` hash-tagged shards (README "Redis Cluster");
+          ``Meta.shards`` hash-tagged shards (README "Redis Cluster"); the asyncio API
+          then uses a ``redis.asyncio.cluster.RedisCluster`` (built per event loop, or
+          ``async_client=``);
         - any other keyword goes to ``redis.Redis``: ``password``, ``username``, ``retry``
           (none by default: a resent write may run twice; pass ``client=`` likewise
           without retries),
@@ -96,7 +101,8 @@ class configure:
             raise ConfigurationError("a Redis Cluster has only database 0")
         owned = client is None
         if client is None and on_cluster:
-            async_source = async_client or _no_async_on_cluster
+            async_source = async_client or cluster_factory_from_settings(
+                url, options if url is not None else {"host": hostname, "port": port, **options})
             options.setdefault("retry", _no_retries())
             client = _cluster_client(url, hostname, port, options)
         elif client is None:
@@ -113,7 +119,7 @@ class configure:
                 "repocket needs a client with decode_responses=False: it stores binary values"
             )
         elif on_cluster:
-            async_source = async_client or _no_async_on_cluster
+            async_source = async_client or cluster_factory_from_sync(client)
         else:
             async_source = async_client or factory_from_sync(client)  # type: ignore[arg-type]
         if codec is not None:

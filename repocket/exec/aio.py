@@ -21,9 +21,12 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions as rexc
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from ..core.plan import DEFAULT_MAX_BYTES, Call, Command, Emit, Gather, Plan
+from ..errors import RepocketError
 from . import observe
+from .acluster import arun_cluster, arun_many
 from .limits import _MAX_BYTES, may_read_config
 from .plans import command_error
 from .registry import BARE, ServerScripts, client_mode, registry, server_name
@@ -98,6 +101,8 @@ def server_scripts(client: Any) -> ServerScripts:
 
 async def arun_call(client: Any, call: Call, args: tuple[Any, ...]) -> Any:
     """One call's reply: what the registry says to send, on ``client``."""
+    if isinstance(client, AsyncRedisCluster):
+        return await arun_cluster(client, call, args)
     scripts = server_scripts(client)
     if isinstance(client, redis.asyncio.Redis):
         return await arun_script(scripts, lambda commands: aroundtrip(client, commands),
@@ -140,13 +145,39 @@ async def _afinish(client: Any, result: Any, watch: Any) -> Any:
                 raise translate_error(exc, call) from exc
             result = call.decode(reply)
         elif isinstance(result, Gather):
-            result = result.combine([await _afinish(client, each, watch)
-                                     for each in result.calls])
+            result = result.combine(await _agathered(client, result, watch))
         else:
             return result
 
 
-async def amax_bytes(client: redis.asyncio.Redis) -> int:
+async def _agathered(client: Any, gather: Gather, watch: Any) -> list[Any]:
+    """``sync._gathered`` awaited: on a cluster each node's calls in one pipeline, the nodes
+    concurrently; elsewhere one after the other."""
+    if not isinstance(client, AsyncRedisCluster):
+        return [await _afinish(client, call, watch) for call in gather.calls]
+    sent = [(call, call.args if call.args_for_limit is None
+             else call.args_for_limit(await amax_bytes(client))) for call in gather.calls]
+    try:
+        replies, round_trips = await arun_many(client, sent)
+    except rexc.RedisError as exc:
+        raise translate_error(exc, gather.calls[0]) from exc
+    if watch is not None:
+        watch.round_trips += round_trips
+    results: list[Any] = []
+    failure: BaseException | None = None
+    for call, reply in zip(gather.calls, replies):
+        try:
+            if isinstance(reply, rexc.RedisError):
+                raise translate_error(reply, call) from reply
+            results.append(await _afinish(client, call.decode(reply), watch))
+        except RepocketError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return results
+
+
+async def amax_bytes(client: Any) -> int:
     """``limits.max_bytes`` for an asyncio client (same cache, same rule)."""
     limit = _MAX_BYTES.get(client)
     if limit is None:

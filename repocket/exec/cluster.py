@@ -61,7 +61,7 @@ class ClusterTransport:
 
     def run(self, call: Call, args: tuple[Any, ...]) -> Any:
         client = self.client()
-        slot = _slot(call)
+        slot = slot_of(call)
         asking: Any = None
         for attempt in range(MAX_REDIRECTS):
             try:
@@ -92,7 +92,7 @@ class ClusterTransport:
         client = self.client()
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, (call, _args) in enumerate(sent):
-            node = client.nodes_manager.get_node_from_slot(_slot(call))
+            node = client.nodes_manager.get_node_from_slot(slot_of(call))
             by_node.setdefault(node.name, (node, []))[1].append(index)
         replies: list[Any] = [None] * len(sent)
 
@@ -160,7 +160,7 @@ class ClusterTransport:
             client.nodes_manager.initialize()
 
 
-def _slot(call: Call) -> int:
+def slot_of(call: Call) -> int:
     """The slot of a call's keys (they share one hash tag: the first key says it)."""
     if not call.keys:
         raise Unsupported(f"{call.model}: {call.script.name} names no key, so no node can "
