@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..attributes import short_repr, uuid_text
 from ..errors import DoesNotExist, InvalidQuery, UnsavedPointer, ValidationError, ValueTooLarge
 from . import keys as keyspace
+from .deref import checking_targets, load_roots
 from .hydrate import hydrate
 from .layout import on_cluster, refuse_on_cluster
 from .lua import SCRIPTS
@@ -74,7 +75,8 @@ class _SaveBlock:
     keys: list[str]
     args: list[Any]
     prefix: str  # of the record's keys: the model's, or its shard's on a cluster
-    pointer_keys: dict[str, str]
+    pointer_keys: dict[str, str]  # checked by the save script (one server)
+    targets: list[tuple[Any, str, str]]  # (model, id, field) read before it (a cluster)
     apply: Callable[[int], None]  # given the version written (optimistic_lock; else 0)
     large: list[tuple[str, int]]  # (field, bytes) of the values that might pass a server limit
     appends: bool  # whether its script APPENDs to a ByteStream (checked against the limit)
@@ -100,6 +102,11 @@ def _save_block(record: ActiveRecord, whole: bool, force: bool = False,
         _changed_fields(record, to_set, to_delete, new_stored, pointer_keys, large)
     else:
         _all_fields(record, to_set, to_delete, new_stored, pointer_keys, large)
+    targets: list[tuple[Any, str, str]] = []
+    if pointer_keys and on_cluster():  # the targets live in other slots: read them first
+        targets = [(*_pointer_target(record, name, record._values[name]), name)
+                   for name in pointer_keys.values()]
+        pointer_keys = {}
     record_id = uuid_text(record.pk)
     prefix = meta.prefix_of(record_id)
     hash_key = keyspace.record_key(prefix, record_id)
@@ -119,7 +126,7 @@ def _save_block(record: ActiveRecord, whole: bool, force: bool = False,
         [hash_key, *stream_keys, *pointer_keys],
         [record_id, b"1" if partial else b"0", len(to_set) // 2, len(to_delete),
          len(pointer_keys), *to_set, *to_delete, *stream_ops, expiry],
-        prefix, pointer_keys, apply, large, appends,
+        prefix, pointer_keys, targets, apply, large, appends,
         4 + len(stream_keys) + len(pointer_keys) + 2 * len(meta.model_keys)
         + meta.changes + (4 + len(meta.stream_names) if expiry else 0))
 
@@ -260,7 +267,8 @@ def _limit_binder(model: str, args: list[Any], large: list[tuple[str, int]],
     return bind
 
 
-def compile_save(record: ActiveRecord, whole: bool = False, ttl: TTLArg = TTL.DEFAULT) -> Call:
+def compile_save(record: ActiveRecord, whole: bool = False,
+                 ttl: TTLArg = TTL.DEFAULT) -> Call | Gather:
     """The save of ``record``: changed fields only when it was loaded from Redis.
 
     A record loaded from Redis and deleted since is not re-created (the script
@@ -283,7 +291,8 @@ def compile_save(record: ActiveRecord, whole: bool = False, ttl: TTLArg = TTL.DE
         return {"hash": block.keys[0],
                 "strings": dict(zip(meta.stream_names, block.keys[1:], strict=False))}
 
-    return _save_call(type(record), [block], decode)
+    call = _save_call(type(record), [block], decode)
+    return checking_targets(type(record), block.targets, call) if block.targets else call
 
 
 def unique_lookup(model: type[ActiveRecord], lookups: dict[str, Any]) -> tuple[str, ...] | None:
@@ -335,11 +344,13 @@ def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecor
     blocks = [_save_block(record, whole=True, ttl=ttl) for record in records]
     if not on_cluster():
         return _bulk_calls(model, blocks, 0, list(records))
+    targets = [target for block in blocks for target in block.targets]
     groups: dict[str, list[_SaveBlock]] = {}
     for block in blocks:
         groups.setdefault(block.prefix, []).append(block)
     chains = [_bulk_calls(model, group, 0, list(records)) for group in groups.values()]
-    result: Call | Gather = gather(chains, lambda _done: list(records))
+    result: Call | Gather = checking_targets(
+        model, targets, gather(chains, lambda _done: list(records)))
     return result
 
 
@@ -374,6 +385,11 @@ def _bytes(block: _SaveBlock) -> int:
 
 
 def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
+    target, target_id = _pointer_target(record, name, value)
+    return target._meta.record_key(target_id)  # type: ignore[no-any-return]
+
+
+def _pointer_target(record: ActiveRecord, name: str, value: Any) -> tuple[Any, str]:
     meta = type(record)._meta
     pointer = meta.fields[name]
     if hasattr(value, "_meta") and not value._persisted:
@@ -382,7 +398,9 @@ def _pointer_target_key(record: ActiveRecord, name: str, value: Any) -> str:
             f"{meta.name}.{name} points at {state} {type(value).__name__} ({value.pk}); "
             "save it first", model=meta.name, field=name, value=value)
     target_model = pointer.to_model  # type: ignore[attr-defined]
-    return target_model._meta.record_key(pointer.target_id(value))  # type: ignore
+    target_id = pointer.target_id(value)  # type: ignore[attr-defined]
+    return target_model, uuid_text(target_id) if isinstance(target_id, uuid.UUID) \
+        else str(target_id)
 
 
 def _stream_op(current: bytes | None, synced: bytes | None,
@@ -535,10 +553,15 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
 READ_BUDGET = 1_000  # the most records one get call loads; Pointer fan-out continues after
 
 
-def compile_get(model: type[ActiveRecord], record_id: uuid.UUID, depth: int = 1) -> Call:
+def compile_get(model: type[ActiveRecord], record_id: uuid.UUID,
+                depth: int = 1) -> Call | Gather:
     """One record by id (None when missing), its Pointers loaded ``depth`` levels deep."""
     model._meta.refuse_on_cluster("get")
     text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
+    if on_cluster():
+        found: Call | Gather = then(load_roots(model, [text], check_depth(depth)),
+                                    lambda records: records[0])
+        return found
     return _read_call(model, model._meta.reachable_models, [(1, text, 0)], check_depth(depth),
                       [], 0)
 
@@ -554,29 +577,10 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
            for record_id in record_ids]
     depth = check_depth(depth)
     if on_cluster():
-        return _read_by_shard(model, ids, depth)
+        loaded: Call | Gather = load_roots(model, ids, depth)
+        return loaded
     roots = [(1, text, 0) for text in ids]
     return _read_call(model, models, roots, depth, [], len(ids))
-
-
-def _read_by_shard(model: type[ActiveRecord], ids: list[str], depth: int) -> Call | Gather:
-    """get_many on a cluster (a model without Pointers): one read per shard (a Gather),
-    the records put back in the order of ``ids``."""
-    by_prefix: dict[str, list[str]] = {}
-    for text in dict.fromkeys(ids):
-        by_prefix.setdefault(model._meta.prefix_of(text), []).append(text)
-    groups = list(by_prefix.values())
-    models = model._meta.reachable_models
-    calls = [_read_call(model, models, [(1, text, 0) for text in group], depth, [], len(group))
-             for group in groups]
-
-    def in_given_order(replies: list[list[Any]]) -> list[Any]:
-        found = {text: record for group, records in zip(groups, replies)
-                 for text, record in zip(group, records)}
-        return [found[text] for text in ids]
-
-    result: Call | Gather = gather(calls, in_given_order)
-    return result
 
 
 def _read_call(model: type[ActiveRecord], models: list[type[ActiveRecord]],

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..attributes import uuid_text
 from . import merge
+from .deref import follow
 from .layout import refuse_on_cluster
 from .plan import gather
 
@@ -37,21 +38,26 @@ def compile_on_shards(state: QueryState, mode: str, work: Work | None) -> Any:
     if mode == "explain":
         refuse_on_cluster("explain()", state.model._meta.name)
     prefixes = shards_concerned(state)
+    # Pointers: each shard loads its records alone; their targets follow, level by level
+    depth = state.depth if state.model._meta.pointer_names and mode == "records" else 0
+    asked = state.evolve(depth=0) if depth else state
     if mode == "count":
         whole = state.evolve(offset=0, limit=None)
         counts = [compile_query(whole, "count", work=work, prefix=p) for p in prefixes]
         return gather(counts, lambda parts: _sliced_count(state, merge.merge_counts(parts)))
     window = None if state.limit is None else state.offset + state.limit
-    per_shard = state.evolve(offset=0, limit=window)
+    per_shard = asked.evolve(offset=0, limit=window)
     order = [parse_order(state.model, spec) for spec in state.order]
     if not order:
         calls = [compile_query(per_shard, mode, work=work, prefix=p) for p in prefixes]
-        return gather(calls, lambda parts: _concatenated(state, mode, parts))
+        return gather(calls, lambda parts: follow(
+            state.model, _concatenated(state, mode, parts), depth))
     # ordered: the shards' records (with their order fields loaded) merged in order
     names = [attribute.name for attribute, _ in order]
     per_shard = _loading(per_shard, names)
     calls = [compile_query(per_shard, "records", work=work, prefix=p) for p in prefixes]
-    return gather(calls, lambda parts: _merged(state, mode, order, parts))
+    return gather(calls, lambda parts: follow(
+        state.model, _merged(state, mode, order, parts), depth))
 
 
 def shards_concerned(state: QueryState) -> list[str]:

@@ -120,8 +120,7 @@ class Options:
 
     def refuse_on_cluster(self, operation: str) -> None:
         """Raise errors.Unsupported for what the cluster layout cannot run yet: a model with
-        unique constraints (their claims must be global) or Pointers (their targets live in
-        other slots)."""
+        unique constraints (their claims must be global)."""
         if not layout.CURRENT.cluster:
             return
         if self.changes and operation not in ("get", "get_many"):
@@ -131,9 +130,6 @@ class Options:
             layout.refuse_on_cluster(f"{operation} of a model with unique constraints "
                                      f"({', '.join('+'.join(g) for g in self.unique_together)})",
                                      self.name)
-        if self.pointer_names:
-            layout.refuse_on_cluster(f"{operation} of a model with Pointers "
-                                     f"({', '.join(self.pointer_names)})", self.name)
 
     @property
     def codec_name(self) -> str | None:
