@@ -80,6 +80,16 @@ def rebase(key: str, prefix: str, new_prefix: str) -> str:
     return new_prefix + key[len(prefix):]
 
 
+CLAIM_BUCKETS = 1024  # claim hashes per unique constraint on a cluster (slots they spread over)
+
+
+def claim_key(prefix: str, field_names: tuple[str, ...], bucket: int) -> str:
+    """On a cluster, the hash holding the global claims of one unique constraint's values
+    of one bucket (a stable hash of the value): a hash tag of its own, so the claim lives
+    in the slot of the value, wherever the record lives."""
+    return "{" + f"{prefix}:uniq:{'+'.join(field_names)}:{bucket}" + "}"
+
+
 def record_key(prefix: str, record_id: str) -> str:
     return f"{prefix}:{record_id}"
 

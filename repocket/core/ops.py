@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..attributes import short_repr, uuid_text
 from ..errors import DoesNotExist, InvalidQuery, UnsavedPointer, ValidationError, ValueTooLarge
+from . import claims
 from . import keys as keyspace
 from .deref import checking_targets, load_roots
 from .hydrate import hydrate
@@ -280,6 +281,7 @@ def compile_save(record: ActiveRecord, whole: bool = False,
     meta = type(record)._meta
     meta.refuse_on_cluster("save")
     block = _save_block(record, whole, force=whole, ttl=ttl)
+    take, release = claims.changes(record, whole) if _claims_global(meta) else ([], [])
 
     def decode(reply: Any) -> Any:
         if reply == b"gone":
@@ -292,7 +294,17 @@ def compile_save(record: ActiveRecord, whole: bool = False,
                 "strings": dict(zip(meta.stream_names, block.keys[1:], strict=False))}
 
     call = _save_call(type(record), [block], decode)
-    return checking_targets(type(record), block.targets, call) if block.targets else call
+    if not (block.targets or take or release):
+        return call  # one round trip (always on one server)
+    write = then(call, lambda result: claims.releasing(release, result))
+    checked: Call | Gather = claims.claiming(take, checking_targets(
+        type(record), block.targets, write))
+    return checked
+
+
+def _claims_global(meta: Any) -> bool:
+    """Whether a model's unique values are claimed globally (on a cluster, see claims.py)."""
+    return bool(meta.unique_together) and on_cluster()
 
 
 def unique_lookup(model: type[ActiveRecord], lookups: dict[str, Any]) -> tuple[str, ...] | None:
@@ -345,13 +357,29 @@ def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecor
     if not on_cluster():
         return _bulk_calls(model, blocks, 0, list(records))
     targets = [target for block in blocks for target in block.targets]
+    take = _batch_claims(model, records) if _claims_global(model._meta) else []
     groups: dict[str, list[_SaveBlock]] = {}
     for block in blocks:
         groups.setdefault(block.prefix, []).append(block)
     chains = [_bulk_calls(model, group, 0, list(records)) for group in groups.values()]
-    result: Call | Gather = checking_targets(
-        model, targets, gather(chains, lambda _done: list(records)))
+    result: Call | Gather = claims.claiming(take, checking_targets(
+        model, targets, gather(chains, lambda _done: list(records))))
     return result
+
+
+def _batch_claims(model: type[ActiveRecord], records: Sequence[ActiveRecord]
+                  ) -> list[claims.Claim]:
+    """The claims of new records' unique values; two records of the batch with one value
+    raise UniqueViolation before anything is sent."""
+    take: list[claims.Claim] = []
+    seen: dict[tuple[Any, ...], claims.Claim] = {}
+    for record in records:
+        for claim in claims.changes(record, whole=True)[0]:
+            first = seen.setdefault((claim.group, claim.identity), claim)
+            if first is not claim:
+                raise claim.violation(first.record_id)  # the batch gives it twice
+            take.append(claim)
+    return take
 
 
 def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
@@ -481,9 +509,12 @@ def compile_delete(record: ActiveRecord) -> Call:
         record._synced_streams = {}
         record._version = 0
 
+    meta = type(record)._meta
+    # on a cluster, the claims of its unique values are released after the delete
+    release = claims.held(record) if _claims_global(meta) else []
     # a stale instance (optimistic_lock) deletes nothing: StaleRecord, as for a save
     call: Call = then(compile_delete_many(type(record), [record.pk], forget, [record._version]),
-                      lambda counts: counts[1])  # keys, as 0.1 did
+                      lambda counts: claims.releasing(release, counts[1]))  # keys, as 0.1
     return call
 
 
@@ -556,7 +587,6 @@ READ_BUDGET = 1_000  # the most records one get call loads; Pointer fan-out cont
 def compile_get(model: type[ActiveRecord], record_id: uuid.UUID,
                 depth: int = 1) -> Call | Gather:
     """One record by id (None when missing), its Pointers loaded ``depth`` levels deep."""
-    model._meta.refuse_on_cluster("get")
     text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
     if on_cluster():
         found: Call | Gather = then(load_roots(model, [text], check_depth(depth)),
@@ -571,7 +601,6 @@ def compile_get_many(model: type[ActiveRecord], record_ids: Sequence[uuid.UUID],
     """Records by id, in order, None for each missing one. One call, unless the Pointer
     fan-out passes READ_BUDGET records: then follow-up calls load the rest."""
     meta = model._meta
-    meta.refuse_on_cluster("get_many")
     models = meta.reachable_models
     ids = [uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
            for record_id in record_ids]

@@ -120,16 +120,12 @@ class Options:
 
     def refuse_on_cluster(self, operation: str) -> None:
         """Raise errors.Unsupported for what the cluster layout cannot run yet: a model with
-        unique constraints (their claims must be global)."""
+        Meta.changes (one feed per model)."""
         if not layout.CURRENT.cluster:
             return
         if self.changes and operation not in ("get", "get_many"):
             layout.refuse_on_cluster(f"{operation} of a model with Meta.changes (one feed "
                                      "per model: not sharded yet)", self.name)
-        if self.unique_together:
-            layout.refuse_on_cluster(f"{operation} of a model with unique constraints "
-                                     f"({', '.join('+'.join(g) for g in self.unique_together)})",
-                                     self.name)
 
     @property
     def codec_name(self) -> str | None:
