@@ -4,7 +4,8 @@
 -- on replicas and over maxmemory. Also says the server's eviction policy, which
 -- check() reports when it is not noeviction.
 --
--- KEYS[1]  none: SCAN names keys, it reads none
+-- KEYS[1]  none: SCAN names keys, it reads none (on a cluster: one shard's id set, only
+--          to route the call to the shard's node; not read)
 -- ARGV[1]  SCAN cursor ('0' to start)   ARGV[2]  MATCH pattern   ARGV[3]  COUNT
 --
 -- Reply: {next cursor ('0' at the end), {key, ...}, maxmemory-policy ('unknown' when

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..connections import configure
 from ..core import keys as keyspace
-from ..core.layout import refuse_on_cluster
+from ..core.layout import on_cluster
 from ..core.lua import SCRIPTS, Script
 from ..core.plan import Call, Plan
 from ..errors import InvalidQuery
@@ -114,21 +114,30 @@ def _script(name: str, repair: bool) -> Script:
     return SCRIPTS[name] if repair else SCRIPTS[f"{name}:read-only"]
 
 
+def _model_keys(model: type[ActiveRecord], prefix: str | None) -> tuple[str, ...]:
+    """The id set and ``model_keys`` under ``prefix`` (one shard's on a cluster)."""
+    meta = model._meta
+    if prefix is None:
+        return (meta.ids_key, *meta.model_keys)
+    return meta.write_keys(prefix)[:1 + len(meta.model_keys)]
+
+
 def compile_audit_ids(model: type[ActiveRecord], cursor: bytes, count: int,
-                      repair: bool) -> Call:
+                      repair: bool, prefix: str | None = None) -> Call:
     """One batch of the id-set pass (lua/reindex.lua): (cursor, records, fixed, problems)."""
     meta = model._meta
 
     def decode(reply: list[Any]) -> tuple[bytes, int, int, list[Problem]]:
         return bytes(reply[0]), int(reply[1]), int(reply[2]), _problems(reply[3:])
 
-    return Call(_script("reindex", repair), (meta.ids_key, *meta.model_keys, *meta.expiry_keys),
+    return Call(_script("reindex", repair),
+                (*_model_keys(model, prefix), *meta.expiry_keys_of(prefix or meta.prefix)),
                 (meta.write_schema(), len(meta.model_keys), cursor, count, _mode(repair)),
                 decode, meta.name)
 
 
 def compile_audit_entries(model: type[ActiveRecord], key_position: int, cursor: bytes,
-                          count: int, repair: bool) -> Call:
+                          count: int, repair: bool, prefix: str | None = None) -> Call:
     """One batch of the entries pass over one index key or unique hash (lua/prune.lua):
     (cursor, fixed, problems)."""
     meta = model._meta
@@ -136,24 +145,30 @@ def compile_audit_entries(model: type[ActiveRecord], key_position: int, cursor: 
     def decode(reply: list[Any]) -> tuple[bytes, int, list[Problem]]:
         return bytes(reply[0]), int(reply[1]), _problems(reply[2:])
 
-    return Call(_script("prune", repair), (meta.ids_key, *meta.model_keys, meta.deadlines_key),
+    return Call(_script("prune", repair),
+                (*_model_keys(model, prefix), meta.expiry_keys_of(prefix or meta.prefix)[0]),
                 (meta.write_schema(), len(meta.model_keys), key_position, cursor, count,
                  _mode(repair)), decode, meta.name)
 
 
-def compile_scan(model: type[ActiveRecord], cursor: bytes, count: int) -> Call:
-    """One SCAN page of the model's keys (lua/scan.lua): (cursor, keys, eviction policy)."""
+def compile_scan(model: type[ActiveRecord], cursor: bytes, count: int,
+                 prefix: str | None = None) -> Call:
+    """One SCAN page of the model's keys (lua/scan.lua): (cursor, keys, eviction policy).
+    On a cluster, one shard's keys: the shard's id set in KEYS routes the call to its node
+    (the script reads no key)."""
     meta = model._meta
 
     def decode(reply: list[Any]) -> tuple[bytes, list[str], str]:
         return bytes(reply[0]), [_text(key) for key in reply[1]], _text(reply[2])
 
-    return Call(SCRIPTS["scan"], (), (cursor, keyspace.scan_pattern(meta.prefix), count),
+    route = () if prefix is None else (keyspace.ids_key(prefix),)
+    return Call(SCRIPTS["scan"], route,
+                (cursor, keyspace.scan_pattern(prefix or meta.prefix), count),
                 decode, meta.name)
 
 
 def compile_audit_keys(model: type[ActiveRecord], found: list[str],
-                       repair: bool) -> Call | None:
+                       repair: bool, prefix: str | None = None) -> Call | None:
     """The audit of one SCAN page's record hashes and ByteStreams (lua/audit_keys.lua):
     (fixed, problems); None when the page holds neither."""
     meta = model._meta
@@ -161,8 +176,8 @@ def compile_audit_keys(model: type[ActiveRecord], found: list[str],
     ids: list[str] = []
     streams: list[str] = []
     for key in found:
-        record_id = keyspace.parse_record_key(meta.prefix, key)
-        stream = keyspace.parse_stream_key(meta.prefix, key)
+        record_id = keyspace.parse_record_key(prefix or meta.prefix, key)
+        stream = keyspace.parse_stream_key(prefix or meta.prefix, key)
         if record_id:
             hashes.append(key)
             ids.append(record_id)
@@ -174,7 +189,8 @@ def compile_audit_keys(model: type[ActiveRecord], found: list[str],
     def decode(reply: list[Any]) -> tuple[int, list[Problem]]:
         return int(reply[0]), _problems(reply[1:])
 
-    return Call(_script("audit_keys", repair), (meta.ids_key, *hashes, *streams),
+    ids_key = meta.ids_key if prefix is None else keyspace.ids_key(prefix)
+    return Call(_script("audit_keys", repair), (ids_key, *hashes, *streams),
                 (len(hashes), _mode(repair), *ids), decode, meta.name)
 
 
@@ -187,16 +203,17 @@ def _note_eviction_policy(report: CheckReport, policy: str) -> None:
             "claim without its record; repocket needs noeviction"))
 
 
-def _audit_keyspace(model: type[ActiveRecord], report: CheckReport, count: int) -> Plan:
+def _audit_keyspace(model: type[ActiveRecord], report: CheckReport, count: int,
+                    prefix: str | None) -> Plan:
     """Records missing from the id set, and streams whose record is gone: SCAN (never
     KEYS), a page at a time, each page's keys audited in one call: two round trips per
     page, whatever the page holds."""
     cursor = b"0"
     while True:
-        cursor, found, policy = yield compile_scan(model, cursor, count)
+        cursor, found, policy = yield compile_scan(model, cursor, count, prefix)
         if report.eviction_policy is None:
             _note_eviction_policy(report, policy)
-        audit = compile_audit_keys(model, found, report.repair)
+        audit = compile_audit_keys(model, found, report.repair, prefix)
         if audit is not None:
             fixed, problems = yield audit
             report.repaired += fixed
@@ -210,14 +227,24 @@ def check_plan(model: type[ActiveRecord], repair: bool = False, batch_size: int 
     """Check (and with ``repair`` fix) one model, as a plan; see the module docstring."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidQuery(f"batch_size must be a positive integer, not {batch_size!r}")
-    refuse_on_cluster("check() and reindex()", model._meta.name)
+    model._meta.refuse_on_cluster("check() and reindex()")
     report = CheckReport(model._meta.name, repair=repair)
+    # one server: the model's keys; a cluster: each shard's, one shard after the other
+    shards = [None] if not on_cluster() else model._meta.shard_prefixes()
+    for prefix in shards:
+        yield from _check_shard(model, report, batch_size, keyspace_pass, prefix)
+    return report
+
+
+def _check_shard(model: type[ActiveRecord], report: CheckReport, batch_size: int,
+                 keyspace_pass: bool, prefix: str | None) -> Plan:
+    repair = report.repair
     if keyspace_pass:
-        yield from _audit_keyspace(model, report, batch_size)
+        yield from _audit_keyspace(model, report, batch_size, prefix)
     cursor = b"0"
     while True:
         cursor, records, fixed, problems = yield compile_audit_ids(
-            model, cursor, batch_size, repair)
+            model, cursor, batch_size, repair, prefix)
         report.records += records
         report.repaired += fixed
         report.problems += problems
@@ -227,12 +254,11 @@ def check_plan(model: type[ActiveRecord], repair: bool = False, batch_size: int 
         cursor = b"0"
         while True:
             cursor, fixed, problems = yield compile_audit_entries(
-                model, position, cursor, batch_size, repair)
+                model, position, cursor, batch_size, repair, prefix)
             report.repaired += fixed
             report.problems += problems
             if cursor == b"0":
                 break
-    return report
 
 
 def run(model: type[ActiveRecord], repair: bool = False, batch_size: int = 1000,
