@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..connections import configure
+from ..core import claims
 from ..core import keys as keyspace
 from ..core.layout import on_cluster
 from ..core.lua import SCRIPTS, Script
-from ..core.plan import Call, Plan
+from ..core.plan import Call, Plan, gather
 from ..errors import InvalidQuery
 from ..exec.plans import run_plan
 
@@ -44,7 +45,8 @@ UNREPAIRABLE = ("unique-conflict", "not-a-hash", "eviction-policy")
 @dataclass(frozen=True)
 class Problem:
     kind: str  # orphan-id, unlisted-record, not-a-hash, missing-entry, missing-unique,
-    #            unique-conflict, stale-entry, orphan-stream, foreign-member, eviction-policy
+    #            unique-conflict, stale-entry, orphan-stream, foreign-member, eviction-policy,
+    #            orphan-claim (a cluster's global claim its holder does not hold)
     key: str
     detail: str
     record_id: str = ""
@@ -233,7 +235,49 @@ def check_plan(model: type[ActiveRecord], repair: bool = False, batch_size: int 
     shards = [None] if not on_cluster() else model._meta.shard_prefixes()
     for prefix in shards:
         yield from _check_shard(model, report, batch_size, keyspace_pass, prefix)
+    if on_cluster():
+        yield from _audit_claims(model, report)
     return report
+
+
+def _read_hash(model: type[ActiveRecord], key: str, fields: list[bytes] | None = None) -> Call:
+    """(server time in ms, HGETALL flat list or HMGET values) of one hash (claims_read.lua)."""
+    return Call(SCRIPTS["claims_read"], (key,), tuple(fields or ()),
+                lambda reply: (int(reply[0]), list(reply[1])), model._meta.name)
+
+
+def _audit_claims(model: type[ActiveRecord], report: CheckReport) -> Plan:
+    """On a cluster, the global claims of unique values (core/claims.py): a claim whose
+    holder does not hold the value (its record is gone or holds another: an orphan),
+    older than the grace period (a younger one may be a save still writing), is reported
+    as 'orphan-claim'; repairing drops it (only if unchanged since it was read)."""
+    meta = model._meta
+    for group in meta.unique_together:
+        buckets = [keyspace.claim_key(meta.prefix, group, bucket)
+                   for bucket in range(keyspace.CLAIM_BUCKETS)]
+        listed = yield gather([_read_hash(model, key) for key in buckets], list)
+        by_shard: dict[str, list[tuple[str, bytes, bytes, str]]] = {}
+        for key, (now, flat) in zip(buckets, listed):
+            for field_, stored in zip(flat[::2], flat[1::2]):
+                owner, _, since = stored.decode("ascii", "replace").partition("@")
+                if now - int(since or 0) >= claims.GRACE_MS:
+                    shard_hash = keyspace.unique_key(meta.prefix_of(owner), group)
+                    by_shard.setdefault(shard_hash, []).append((key, field_, stored, owner))
+        hashes = list(by_shard)
+        holders = yield gather([_read_hash(model, shard_hash, [e[1] for e in by_shard[shard_hash]])
+                                for shard_hash in hashes], list)
+        orphans = [entry for shard_hash, (_now, values) in zip(hashes, holders)
+                   for entry, holder in zip(by_shard[shard_hash], values)
+                   if holder is None or holder.decode("ascii", "replace") != entry[3]]
+        for key, field_, _stored, owner in orphans:
+            report.problems.append(Problem(
+                "orphan-claim", key, f"{'+'.join(group)}: claimed by {owner}, which does not "
+                "hold the value", owner, field_))
+        if report.repair and orphans:
+            report.repaired += yield gather(
+                [Call(SCRIPTS["claim"], (key,), ("drop", stored, "", claims.GRACE_MS, b"",
+                                                 field_), int, meta.name)
+                 for key, field_, stored, _owner in orphans], sum)
 
 
 def _check_shard(model: type[ActiveRecord], report: CheckReport, batch_size: int,

@@ -772,3 +772,20 @@ def test_check_walks_every_shard_and_repairs(
     assert again.ok and again.records == 39
     assert Note.objects.filter(rank__gte=0).count() == 39
     assert Note.objects.reindex().ok
+
+
+def test_check_reports_and_drops_orphan_claims(
+        cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    keep = Member.create(email="keep@example.com", first="K", last="P")
+    Member.create(email="gone@example.com")
+    Member.objects.filter(email="gone@example.com").delete()  # leaves its claim: an orphan
+    assert Member.objects.check().ok  # too young to judge: maybe a save still writing
+    monkeypatch.setattr(claims, "GRACE_MS", 0)
+    report = Member.objects.check()
+    assert [(p.kind, p.value) for p in report.problems] == [
+        ("orphan-claim", b"gone@example.com")]
+    repaired = Member.objects.check(repair=True)
+    assert repaired.repaired == 1 and Member.objects.check().ok
+    monkeypatch.setattr(claims, "GRACE_MS", 60_000)
+    Member.create(email="gone@example.com")  # free again, without any takeover
+    assert Member.objects.get(email="keep@example.com").pk == keep.pk
