@@ -16,7 +16,7 @@ import redis.exceptions as rexc
 from redis.asyncio.cluster import PipelineCommand
 
 from ..core.plan import Call
-from .cluster import MAX_REDIRECTS, TRYAGAIN_PAUSE, slot_of
+from .cluster import MAX_REDIRECTS, TRYAGAIN_PAUSE, is_read_only, node_for, slot_of
 from .registry import FULL, Command, ServerScripts, registry
 
 
@@ -48,11 +48,12 @@ async def arun_cluster(client: Any, call: Call, args: tuple[Any, ...]) -> Any:
     await client.initialize()  # the slot map, read on first use (a no-op afterwards)
     slot = slot_of(call)
     asking: Any = None
+    retried_read = False
     for attempt in range(MAX_REDIRECTS):
         try:
             if asking is not None:
                 return await _run_on(asking, call, args, asking=True)
-            node = client.nodes_manager.get_node_from_slot(slot)
+            node = node_for(client, slot)
             return await _run_on(node, call, args, asking=False)
         except rexc.AskError as exc:
             if isinstance(exc, rexc.MovedError):
@@ -65,6 +66,9 @@ async def arun_cluster(client: Any, call: Call, args: tuple[Any, ...]) -> Any:
             asking = None
         except (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError):
             await _refresh(client)
+            if is_read_only(call) and not retried_read:
+                retried_read = True  # a read run twice changes nothing: once more
+                continue
             raise
     raise rexc.ConnectionError(f"the slot of {call.keys[0]!r} was redirected or busy "
                                f"(TRYAGAIN) {MAX_REDIRECTS} times: a resharding is in "
@@ -78,7 +82,7 @@ async def arun_many(client: Any, sent: Sequence[tuple[Call, tuple[Any, ...]]]
     await client.initialize()
     by_node: dict[str, tuple[Any, list[int]]] = {}
     for index, (call, _args) in enumerate(sent):
-        node = client.nodes_manager.get_node_from_slot(slot_of(call))
+        node = node_for(client, slot_of(call))
         by_node.setdefault(node.name, (node, []))[1].append(index)
     replies: list[Any] = [None] * len(sent)
 
@@ -133,5 +137,6 @@ async def _node(client: Any, host: str, port: int) -> Any:
 
 
 async def _refresh(client: Any) -> None:
-    with contextlib.suppress(rexc.RedisError):  # still failing over: the next call asks
+    # still failing over (no node answers, a slot unserved): the next call asks again
+    with contextlib.suppress(rexc.RedisError, rexc.RedisClusterException):
         await client.nodes_manager.initialize()

@@ -63,11 +63,12 @@ class ClusterTransport:
         client = self.client()
         slot = slot_of(call)
         asking: Any = None
+        retried_read = False
         for attempt in range(MAX_REDIRECTS):
             try:
                 if asking is not None:
                     return self._run_asking(client.get_redis_connection(asking), call, args)
-                node = client.nodes_manager.get_node_from_slot(slot)
+                node = node_for(client, slot)
                 return self._node_transport(client.get_redis_connection(node)).run(call, args)
             except rexc.AskError as exc:
                 asking = self._node(client, exc.host, exc.port)
@@ -79,6 +80,9 @@ class ClusterTransport:
                 asking = None
             except (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterDownError):
                 self._refresh(client)  # the next call asks the cluster who serves what
+                if is_read_only(call) and not retried_read:
+                    retried_read = True  # a read run twice changes nothing: once more
+                    continue
                 raise
         raise rexc.ConnectionError(f"the slot of {call.keys[0]!r} was redirected or busy "
                                    f"(TRYAGAIN) {MAX_REDIRECTS} times: a resharding is in "
@@ -92,7 +96,7 @@ class ClusterTransport:
         client = self.client()
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, (call, _args) in enumerate(sent):
-            node = client.nodes_manager.get_node_from_slot(slot_of(call))
+            node = node_for(client, slot_of(call))
             by_node.setdefault(node.name, (node, []))[1].append(index)
         replies: list[Any] = [None] * len(sent)
 
@@ -156,7 +160,8 @@ class ClusterTransport:
 
     @staticmethod
     def _refresh(client: Any) -> None:
-        with contextlib.suppress(rexc.RedisError):  # still failing over: the next call retries
+        # still failing over (no node answers, a slot unserved): the next call asks again
+        with contextlib.suppress(rexc.RedisError, rexc.RedisClusterException):
             client.nodes_manager.initialize()
 
 
@@ -167,3 +172,17 @@ def slot_of(call: Call) -> int:
                           "be chosen for it on Redis Cluster; nothing was sent")
     first = call.keys[0]
     return int(key_slot(first.encode() if isinstance(first, str) else first))
+
+
+def node_for(client: Any, slot: int) -> Any:
+    """The primary serving ``slot``; a slot no node serves (a failover under way) is a
+    retriable connection error, not redis-py's RedisClusterException."""
+    try:
+        return client.nodes_manager.get_node_from_slot(slot)
+    except (rexc.RedisClusterException, KeyError) as exc:
+        raise rexc.ConnectionError(f"no node serves slot {slot} now: {exc}") from exc
+
+
+def is_read_only(call: Call) -> bool:
+    """Whether the call's script cannot write (``#!lua flags=no-writes``)."""
+    return call.script.source.startswith("#!lua flags=no-writes")

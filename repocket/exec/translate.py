@@ -27,6 +27,11 @@ def translate_error(exc: rexc.RedisError, call: Call) -> errors.RepocketError:
         # A script is running past lua-time-limit: this call was refused, not run.
         return errors.ServerBusy(f"{where}: Redis is busy running a script (BUSY); nothing ran, "
                                  f"retry later: {exc}")
+    if isinstance(exc, rexc.ClusterDownError):
+        # CLUSTERDOWN / MASTERDOWN: a refusal (a failover in progress), the call did not run
+        return errors.RepocketConnectionError(
+            f"{where}: the cluster cannot serve this slot now (failing over?); nothing ran, "
+            f"retry: {exc}")
     if isinstance(exc, rexc.TimeoutError):
         return errors.RepocketTimeoutError(f"{where}: Redis did not answer in time: {exc}")
     if isinstance(exc, rexc.ConnectionError):
