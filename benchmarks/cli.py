@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from . import concurrency, contention, meter, report
+from . import cluster, concurrency, contention, meter, report
 from .data import BATCH, make_dataset
 from .estimate import Estimate, duration
 from .harness import Runner
@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "the same counters and race get_or_create on the same values, repocket "
                    "against hand-written EVALSHA, a WATCH/MULTI retry loop and a naive "
                    "read-modify-write (0: skip)")
+    p.add_argument("--cluster", action="store_true",
+                   help="also the Redis Cluster section (benchmarks/cluster.py): a throwaway "
+                        "server and local clusters of its own")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -279,6 +282,9 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
             result["concurrency"] = concurrency.run(url, args.n, args.concurrency, args.repeat)
         if args.writers > 0:
             result["contention"] = contention.run(url, args.n, args.writers, args.repeat)
+        cluster_lines: list[str] = []
+        if args.cluster:
+            result["cluster"] = cluster.run(args.n, out=cluster_lines.append)
         if runner.profile_summary:
             result["profile"] = runner.profile_summary
         print(report.text(result))
@@ -286,6 +292,8 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
             print("\n" + concurrency.text(result["concurrency"]))
         if "contention" in result:
             print("\n" + contention.text(result["contention"]))
+        if cluster_lines:
+            print("\n".join(cluster_lines))
         for path in (args.json, args.markdown, args.chart):
             path.parent.mkdir(parents=True, exist_ok=True)
         report.write_json(result, args.json)

@@ -789,3 +789,27 @@ def test_check_reports_and_drops_orphan_claims(
     monkeypatch.setattr(claims, "GRACE_MS", 60_000)
     Member.create(email="gone@example.com")  # free again, without any takeover
     assert Member.objects.get(email="keep@example.com").pk == keep.pk
+
+
+def test_the_cluster_benchmark_counts_round_trips(
+        redis_url: str, local_cluster: LocalCluster) -> None:
+    """benchmarks/cluster.py on the suite's servers (small n, no writer processes): single
+    record operations one round trip on both, a query one per primary on the cluster."""
+    from benchmarks import cluster as bench
+
+    configure.reset()
+    try:
+        lines: list[str] = []
+        found = bench.run(n=12, url=redis_url, cluster_url=local_cluster.url, processes=0,
+                          out=lines.append)
+    finally:
+        configure.reset()
+    primaries = len(local_cluster.primaries)
+    for name in ("create", "get", "save", "delete"):
+        assert found["operations"]["standalone"][name][1] == 1.0
+        assert found["operations"]["cluster"][name][1] == 1.0
+    assert found["operations"]["standalone"]["count"][1] == 1.0
+    assert found["operations"]["cluster"]["count"][1] == primaries
+    assert found["shards"][1]["count"][1] == 1.0
+    assert found["shards"][64]["order_by[:10]"][1] == primaries
+    assert any(line.startswith("| order_by[:10] |") for line in lines)
