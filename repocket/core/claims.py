@@ -28,6 +28,7 @@ import datetime as dt
 import decimal
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..attributes import short_repr, uuid_text
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ..api.model import ActiveRecord
 
 TAKEOVERS = 3  # orphan claims taken over per value per save before giving up (a race)
+POLLS = 200  # get_or_create: reads of a holder not written yet (its save is under way)
 # A claim younger than this may belong to a save still writing its record: it is never
 # taken over (the value counts as taken). A save stalled longer than this between its
 # claim and its write could lose its claim to another record (README "Redis Cluster").
@@ -154,22 +156,39 @@ def held(record: ActiveRecord) -> list[Claim]:
     return found
 
 
-def claiming(claims: Sequence[Claim], then_write: Any) -> Any:
+@dataclass
+class _Attempt:
+    """One save's way through the protocol: what it writes once every claim is its own, the
+    claims it took so far, and, for get_or_create, the group whose holder is the answer."""
+
+    write: Any
+    taken: list[Claim] = field(default_factory=list)
+    find: tuple[str, ...] | None = None
+    takeovers: int = TAKEOVERS
+    polls: int = POLLS
+
+
+def claiming(claims: Sequence[Claim], then_write: Any,
+             find: tuple[str, ...] | None = None) -> Any:
     """``then_write`` (the write, a Call or Gather) once every claim is this record's; a
     value another record holds raises UniqueViolation, after releasing the claims taken
-    here (nothing written)."""
+    here (nothing written). With ``find`` (get_or_create), a holder of that group's value
+    is the result instead, ``(holder, False)``."""
     if not claims:
         return then_write
+    attempt = _Attempt(then_write, find=find)
 
     def settled(outcomes: list[tuple[str, Claim, str, int]]) -> Any:
-        taken = [claim for verdict, claim, _owner, _age in outcomes if verdict == "took"]
-        held = [(claim, owner, age) for verdict, claim, owner, age in outcomes
-                if verdict == "held"]
-        if not held:
-            return then_write
-        return _verify(held, taken, then_write, TAKEOVERS)
+        return _next(outcomes, attempt)
 
     return gather([_claim(claim) for claim in claims], settled)
+
+
+def _next(outcomes: list[tuple[str, Claim, str, int]], attempt: _Attempt) -> Any:
+    attempt.taken += [claim for verdict, claim, _owner, _age in outcomes if verdict == "took"]
+    held = [(claim, owner, age) for verdict, claim, owner, age in outcomes
+            if verdict == "held"]
+    return _verify(held, attempt) if held else attempt.write
 
 
 def _claim(claim: Claim, stale: str = "") -> Call:
@@ -182,11 +201,11 @@ def _claim(claim: Claim, stale: str = "") -> Call:
     return claim.call("claim", decode, stale)
 
 
-def _verify(held: list[tuple[Claim, str, int]], taken: list[Claim], then_write: Any,
-            tries: int) -> Any:
+def _verify(held: list[tuple[Claim, str, int]], attempt: _Attempt) -> Any:
     """Read the holders of ``held`` claims: a holder that has the value, or whose claim is
-    younger than GRACE_MS, is a violation; any other holder's claim is taken over (from
-    that holder only), then checked again."""
+    younger than GRACE_MS, is a violation (get_or_create: the answer, or, for a holder
+    not written yet, read again); any other holder's claim is taken over (from that
+    holder only), then checked again."""
     model = held[0][0].model
 
     def judged(entries: list[Any]) -> Any:
@@ -194,24 +213,24 @@ def _verify(held: list[tuple[Claim, str, int]], taken: list[Claim], then_write: 
                    for _number, raw_id, flat, streams in entries if flat}
         for claim, owner, age in held:
             holder = records.get(owner)
-            if age < GRACE_MS or (holder is not None and _holds(holder, claim)):
-                return _undo(taken, claim.violation(owner))
-        if tries == 0:
-            return _undo(taken, RepocketConnectionError(
-                f"{model._meta.name}: the claim of {claim.group} kept changing hands; "
+            finding = attempt.find == claim.group
+            if holder is not None and _holds(holder, claim):
+                return _undo(attempt.taken, (holder, False) if finding
+                             else claim.violation(owner))
+            if age < GRACE_MS and finding and holder is None and attempt.polls > 0:
+                attempt.polls -= 1  # its creator is between its claim and its write
+                return _verify(held, attempt)
+            if age < GRACE_MS:
+                return _undo(attempt.taken, claim.violation(owner))
+        if attempt.takeovers == 0:
+            return _undo(attempt.taken, RepocketConnectionError(
+                f"{model._meta.name}: the claim of {held[0][0].group} kept changing hands; "
                 "nothing was written, retry"))
+        attempt.takeovers -= 1
         return gather([_claim(claim, stale=owner) for claim, owner, _age in held],
-                      lambda outcomes: _retaken(outcomes, taken, then_write, tries))
+                      lambda outcomes: _next(outcomes, attempt))
 
     return then(read_raw(model, [(1, owner) for _claim_, owner, _age in held]), judged)
-
-
-def _retaken(outcomes: list[tuple[str, Claim, str, int]], taken: list[Claim],
-             then_write: Any, tries: int) -> Any:
-    taken = taken + [claim for verdict, claim, _owner, _age in outcomes if verdict == "took"]
-    held = [(claim, owner, age) for verdict, claim, owner, age in outcomes
-            if verdict == "held"]
-    return _verify(held, taken, then_write, tries - 1) if held else then_write
 
 
 def _holds(record: ActiveRecord, claim: Claim) -> bool:
@@ -221,12 +240,14 @@ def _holds(record: ActiveRecord, claim: Claim) -> bool:
     return Claim(claim.model, claim.group, values, claim.record_id).identity == claim.identity
 
 
-def _undo(taken: list[Claim], error: Exception) -> Any:
-    """Release the claims this save took, then raise ``error``."""
-    def fail(_released: list[Any]) -> Any:
-        raise error
+def _undo(taken: list[Claim], outcome: Any) -> Any:
+    """Release the claims this save took, then raise ``outcome`` (an error) or return it."""
+    def settle(_released: list[Any]) -> Any:
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    return gather([claim.call("release", int) for claim in taken], fail)
+    return gather([claim.call("release", int) for claim in taken], settle)
 
 
 def releasing(claims: Sequence[Claim], result: Any) -> Any:

@@ -320,12 +320,13 @@ def unique_lookup(model: type[ActiveRecord], lookups: dict[str, Any]) -> tuple[s
 
 
 def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...],
-                          ttl: TTLArg = TTL.DEFAULT) -> Call:
+                          ttl: TTLArg = TTL.DEFAULT) -> Call | Gather:
     """One atomic call: the record holding ``record``'s claim on the unique ``group``,
     or else ``record`` saved (with ``ttl``, as for a save). Decodes to ``(record, created)``."""
     model = type(record)
     meta = model._meta
-    refuse_on_cluster("get_or_create by a unique lookup", meta.name)
+    if on_cluster():
+        return _get_or_create_on_cluster(record, group, ttl)
     block = _save_block(record, whole=True, ttl=ttl)
 
     def decode(reply: Any) -> tuple[ActiveRecord, bool]:
@@ -338,6 +339,28 @@ def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...],
         return record, True
 
     return _save_call(model, [block], decode, find="+".join(group).encode())
+
+
+def _get_or_create_on_cluster(record: ActiveRecord, group: tuple[str, ...],
+                              ttl: TTLArg) -> Call | Gather:
+    """get_or_create on a cluster: the claim protocol (claims.py) with the holder of the
+    group's value as the answer; creating writes the record after its claims are taken,
+    so of racing callers exactly one creates and the others get its record."""
+    model = type(record)
+    meta = model._meta
+    meta.refuse_on_cluster("get_or_create")
+    if group == (meta.pk_name,):
+        refuse_on_cluster("get_or_create by id", meta.name)
+    block = _save_block(record, whole=True, ttl=ttl)
+
+    def created(reply: Any) -> tuple[ActiveRecord, bool]:
+        block.apply(saved_versions(reply)[0])
+        return record, True
+
+    write = checking_targets(model, block.targets, _save_call(model, [block], created))
+    found: Call | Gather = claims.claiming(claims.changes(record, whole=True)[0], write,
+                                           find=group)
+    return found
 
 
 WRITE_BUDGET = 8_000  # about how many Redis commands one bulk_create call may run

@@ -211,8 +211,8 @@ def test_standalone_keeps_the_documented_keys(client: Any) -> None:
 @pytest.mark.parametrize("operation", [
     lambda: Note.objects.filter(rank=1).explain(),
     lambda: Note.objects.filter(rank=1).update(rank=F("rank") + 1),
-    lambda: Account.objects.get_or_create(email="a@example.com"),
-], ids=["explain", "update", "get_or_create"])
+    lambda: Account.objects.get_or_create(id=Account().pk, defaults={"email": "x"}),
+], ids=["explain", "update", "get_or_create-by-id"])
 def test_what_is_not_supported_yet_raises_a_typed_error_and_sends_nothing(
         cluster: RedisCluster, local_cluster: LocalCluster, operation: Any) -> None:
     rounds = RoundTrips()
@@ -813,3 +813,42 @@ def test_the_cluster_benchmark_counts_round_trips(
     assert found["shards"][1]["count"][1] == 1.0
     assert found["shards"][64]["order_by[:10]"][1] == primaries
     assert any(line.startswith("| order_by[:10] |") for line in lines)
+
+
+def test_get_or_create_by_a_unique_value_creates_once(cluster: RedisCluster) -> None:
+    ann, created = Member.objects.get_or_create(email="ann@example.com",
+                                                defaults={"visits": 3})
+    assert created and ann.visits == 3
+    same, created = Member.objects.get_or_create(email="ann@example.com",
+                                                 defaults={"visits": 9})
+    assert not created and same.pk == ann.pk and same.visits == 3
+    updated, created = Member.objects.update_or_create(email="ann@example.com",
+                                                       defaults={"visits": 4})
+    assert not created and updated.pk == ann.pk
+    assert Member.objects.get(email="ann@example.com").visits == 4
+    with pytest.raises(errors.UniqueViolation):  # found by email, contradicts the rest
+        Member.objects.get_or_create(email="ann@example.com", first="Zed")
+
+    values = [f"goc{i}@example.com" for i in range(8)]
+    answers: dict[str, set[str]] = {value: set() for value in values}
+    creations: list[str] = []
+    failures: list[BaseException] = []
+
+    def caller(seed: int) -> None:
+        for value in random.Random(seed).sample(values, len(values)):
+            try:
+                record, made = Member.objects.get_or_create(email=value)
+                answers[value].add(str(record.pk))
+                if made:
+                    creations.append(value)
+            except BaseException as exc:  # pragma: no cover - reported below
+                failures.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+    assert sorted(creations) == sorted(values)  # exactly one creator per value
+    assert all(len(ids) == 1 for ids in answers.values())  # every caller got that record
