@@ -6,7 +6,7 @@
 --
 -- KEYS[1]  a hash: a claim hash {repocket:<ns>:<Class>:uniq:<fields>:<bucket>}, or a
 --          shard's unique hash {repocket:<ns>:<Class>:<shard>}:uniq:<fields>
--- ARGV     none: every field and value (HGETALL); else the fields to read (HMGET)
+-- ARGV[1]  (and on) the fields to read (HMGET); no ARGV: every field and value (HGETALL)
 --
 -- Reply: {server time in ms, flat field/value list (HGETALL) | values, false when absent}
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"} when KEYS[1] is
