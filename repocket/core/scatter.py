@@ -16,13 +16,13 @@ one pipeline, the nodes in parallel.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..attributes import uuid_text
 from . import merge
 from .deref import follow
-from .layout import refuse_on_cluster
 from .plan import gather
 
 if TYPE_CHECKING:
@@ -35,9 +35,10 @@ def compile_on_shards(state: QueryState, mode: str, work: Work | None) -> Any:
     from .query import compile_query, parse_order
 
     state.model._meta.refuse_on_cluster("a query")
-    if mode == "explain":
-        refuse_on_cluster("explain()", state.model._meta.name)
     prefixes = shards_concerned(state)
+    if mode == "explain":
+        calls = [compile_query(state, "explain", work=work, prefix=p) for p in prefixes]
+        return gather(calls, _explained)
     # Pointers: each shard loads its records alone; their targets follow, level by level
     depth = state.depth if state.model._meta.pointer_names and mode == "records" else 0
     asked = state.evolve(depth=0) if depth else state
@@ -80,6 +81,13 @@ def _pinned_ids(state: QueryState) -> list[str] | None:
             return [value.decode("ascii") if isinstance(value, bytes) else str(value)
                     for value in condition.values]
     return None
+
+
+def _explained(replies: Sequence[list[Any]]) -> list[Any]:
+    """One explain reply for all shards: the source most shards chose, the candidates they
+    examine at most (summed), the first shard's strategy."""
+    chosen = Counter(int(reply[0]) for reply in replies).most_common(1)[0][0]
+    return [chosen, sum(int(reply[1]) for reply in replies), replies[0][2]]
 
 
 def _sliced_count(state: QueryState, total: int) -> int:
