@@ -611,7 +611,7 @@ def compile_get(model: type[ActiveRecord], record_id: uuid.UUID,
                 depth: int = 1) -> Call | Gather:
     """One record by id (None when missing), its Pointers loaded ``depth`` levels deep."""
     text = uuid_text(record_id) if isinstance(record_id, uuid.UUID) else str(record_id)
-    if on_cluster():
+    if on_cluster() and model._meta.pointer_names:  # targets in other slots: per level
         found: Call | Gather = then(load_roots(model, [text], check_depth(depth)),
                                     lambda records: records[0])
         return found

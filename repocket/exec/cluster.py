@@ -52,6 +52,9 @@ class ClusterTransport:
         self._node_transport = node_transport  # sync.transport_for: a node's own transport
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        # per node name: its redis.Redis and that client's own transport, looked up here
+        # rather than through sync.transport_for (whose one-entry cache holds this client)
+        self._by_node: dict[str, tuple[Any, Any]] = {}
 
     def client(self) -> Any:
         client = self._client()
@@ -69,7 +72,7 @@ class ClusterTransport:
                 if asking is not None:
                     return self._run_asking(client.get_redis_connection(asking), call, args)
                 node = node_for(client, slot)
-                return self._node_transport(client.get_redis_connection(node)).run(call, args)
+                return self._transport_of(client, node).run(call, args)
             except rexc.AskError as exc:
                 asking = self._node(client, exc.host, exc.port)
             except rexc.MovedError as exc:
@@ -135,6 +138,15 @@ class ClusterTransport:
                 self._pool = ThreadPoolExecutor(max_workers=PARALLEL_NODES,
                                                 thread_name_prefix="repocket-cluster")
             return self._pool
+
+    def _transport_of(self, client: Any, node: Any) -> Any:
+        """The transport of the node's own redis.Redis (built again when the cluster client
+        replaced that client, e.g. after a failover)."""
+        node_client = client.get_redis_connection(node)
+        known = self._by_node.get(node.name)
+        if known is None or known[0] is not node_client:
+            known = self._by_node[node.name] = (node_client, self._node_transport(node_client))
+        return known[1]
 
     def _run_asking(self, node_client: redis.Redis, call: Call, args: tuple[Any, ...]) -> Any:
         """The call on the node importing its slot: ``ASKING`` and the script in one round
