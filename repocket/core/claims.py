@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from ..api.model import ActiveRecord
 
 TAKEOVERS = 3  # orphan claims taken over per value per save before giving up (a race)
-POLLS = 200  # get_or_create: reads of a holder not written yet (its save is under way)
 # A claim younger than this may belong to a save still writing its record: it is never
 # taken over (the value counts as taken). A save stalled longer than this between its
 # claim and its write could lose its claim to another record (README "Redis Cluster").
@@ -165,7 +165,8 @@ class _Attempt:
     taken: list[Claim] = field(default_factory=list)
     find: tuple[str, ...] | None = None
     takeovers: int = TAKEOVERS
-    polls: int = POLLS
+    # get_or_create: until when (time.monotonic()) a holder not written yet is read again
+    polling_until: float | None = None
 
 
 def claiming(claims: Sequence[Claim], then_write: Any,
@@ -217,9 +218,10 @@ def _verify(held: list[tuple[Claim, str, int]], attempt: _Attempt) -> Any:
             if holder is not None and _holds(holder, claim):
                 return _undo(attempt.taken, (holder, False) if finding
                              else claim.violation(owner))
-            if age < GRACE_MS and finding and holder is None and attempt.polls > 0:
-                attempt.polls -= 1  # its creator is between its claim and its write
-                return _verify(held, attempt)
+            if age < GRACE_MS and finding and holder is None:
+                if _poll(attempt, age):
+                    return _verify(held, attempt)  # its creator is between claim and write
+                continue  # as old as the grace period now: an orphan, taken over below
             if age < GRACE_MS:
                 return _undo(attempt.taken, claim.violation(owner))
         if attempt.takeovers == 0:
@@ -238,6 +240,15 @@ def _holds(record: ActiveRecord, claim: Claim) -> bool:
     if values is None:
         return False
     return Claim(claim.model, claim.group, values, claim.record_id).identity == claim.identity
+
+
+def _poll(attempt: _Attempt, age: int) -> bool:
+    """Whether to read a holder not written yet again: until its claim is GRACE_MS old
+    (then it is an orphan, taken over)."""
+    now = time.monotonic()
+    if attempt.polling_until is None:
+        attempt.polling_until = now + (GRACE_MS - age) / 1000
+    return now < attempt.polling_until
 
 
 def _undo(taken: list[Claim], outcome: Any) -> Any:
