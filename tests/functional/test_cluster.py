@@ -896,7 +896,7 @@ def test_writes_during_a_resharding_are_neither_lost_nor_doubled(
         stop.set()
         thread.join()
     assert not failures, failures[:3]
-    assert len(acknowledged) > 20
+    assert len(acknowledged) >= 5  # the writer ran during the migrations
     notes = Note.objects.filter(title__startswith="w")
     assert sorted(str(n.pk) for n in notes) == sorted(acknowledged)  # none lost, none twice
     assert all(n.rank == acknowledged[str(n.pk)] for n in notes)
