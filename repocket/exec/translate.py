@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import redis.exceptions as rexc
@@ -91,6 +92,14 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
             model=call.model, field=field, value=details.get("size"))
     if code == "arith":
         field = str(details.get("field", ""))
+        stored = _unreadable_operand(str(details.get("reason", "")))
+        if stored is not None:
+            # literals are checked in Python before sending: an operand that is not a
+            # number can only be a value stored behind repocket's back
+            return errors.StoredDataError(
+                f"{call.model}: update() cannot compute {field} of record "
+                f"{details.get('id')}: {details.get('reason')}; nothing was written",
+                model=call.model, field=stored or field, value=details.get("id"))
         return errors.ValidationError(
             f"{call.model}.{field}: update() cannot compute the value of record "
             f"{details.get('id')}: {details.get('reason')}; nothing was written",
@@ -117,3 +126,16 @@ def _script_error(details: dict[str, Any], call: Call) -> errors.RepocketError:
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) else None
+
+
+_UNREADABLE = re.compile(r"the stored value of (\w+) is unreadable")
+_NOT_A_NUMBER = frozenset(("not an integer", "not a decimal", "not a float"))
+
+
+def _unreadable_operand(reason: str) -> str | None:
+    """The field whose stored value an update's arithmetic could not read ('' when the
+    script did not name it), or None when the reason is not about a stored value."""
+    found = _UNREADABLE.fullmatch(reason)
+    if found:
+        return found.group(1)
+    return "" if reason in _NOT_A_NUMBER else None

@@ -635,3 +635,22 @@ def test_an_update_by_id_hands_back_the_ids_its_arithmetic_budget_left(
     assert Task.objects.filter(id__in=ids).update(n=F("n") - 1) == 5
     assert sorted(t.n for t in Task.objects.all()) == [(10**40 + i) * 3 for i in range(5)]
     assert Task.objects.check().ok
+
+
+@pytest.mark.parametrize("model", [Task, CompactTask])
+def test_a_stored_operand_that_is_not_a_number_is_stored_data_error(
+        client: redis.Redis, model: type[Task]) -> None:
+    """Written behind repocket's back: as a get of the record would, update() reports the
+    stored data (not the caller's input), and writes nothing, on every update path."""
+    [task] = make(model, 1, maybe=5)
+    client.hset(task._key(), "maybe", b"notanumber")
+    before = snapshot(client)
+    for query in (model.objects, model.objects.filter(id=task.id),
+                  model.objects.filter(queue="q")):
+        with pytest.raises(errors.StoredDataError) as raised:
+            query.update(n=F("maybe") + 1)
+        assert not isinstance(raised.value, errors.ValidationError)
+        assert raised.value.model == model.__name__
+        assert raised.value.field in ("maybe", "n")
+        assert raised.value.value == str(task.id)
+        assert snapshot(client) == before
