@@ -611,6 +611,229 @@ for _, key in ipairs({{{keys}}}) do
 end"""
 
 
+# -- save: the fast path of one new record ---------------------------------------------
+_SAVE_FAST = """
+-- The common case, straight-line: one record saved whole (a new one: partial '0') that
+-- sets no deadline, in a model none of whose records has one, with nothing stored under
+-- the record's keys yet: one EXISTS tells all four, and then the deadlines, the hash and
+-- the streams need no type check and hold no old value. The same checks in the same order
+-- and the same writes as the general path below, which takes every other call.
+if ARGV[1] == '1' and ARGV[4] == '0' then
+  local n_set, n_del = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local first_del = 8 + 2 * n_set
+  local first_op = first_del + n_del
+  local hash = KEYS[{first}]
+  if ARGV[first_op + {ttl_at}] == ''
+      and redis.call('EXISTS', K.deadlines, hash{stream_keys}) == 0 then
+    local id, n_ptr = ARGV[3], tonumber(ARGV[7])
+{new_values}
+{claim_values}{find}
+    local err = {model_checks}
+    if err then return err end
+{stream_checks}
+    for i = {first_pointer}, {last_pointer} + n_ptr do
+      local target = redis.call('TYPE', KEYS[i])['ok']
+      if target == 'none' then return fail('pointer_missing', {{key = KEYS[i]}}) end
+      if target ~= 'hash' then
+        return fail('wrongtype', {{key = KEYS[i], expected = 'hash', actual = target}})
+      end
+    end
+{claims}
+    -- the first write doubles as the id set's type check: nothing is written before it
+    local added = redis.pcall('SADD', K.ids, id)
+    if is_error(added) then return pcall_failure(K.ids, 'set', added) end
+    if n_set > 0 then redis.call('HSET', hash, unpack(ARGV, 8, first_del - 1)) end
+    -- (the fields to delete and the streams to delete are absent already)
+{stream_writes}
+{entries}
+    return 'saved'
+  end
+end
+"""
+
+_FAST_FIND = """
+    -- get_or_create: the record holding the wanted claim, if any, is the answer (its
+    -- own hash, by id, is absent: the EXISTS above)
+    local FIND, owner = ARGV[first_op + {find_at}], nil
+    local found_owner = false  -- the claim's holder as read here (then not read again)
+{branches}
+    else
+      return redis.error_reply('ERR get_or_create: unknown unique constraint ' .. tostring(FIND))
+    end
+    if owner then
+      local owner_key = {prefix} .. owner
+      local flat = redis.pcall('HGETALL', owner_key)
+      if is_error(flat) then return pcall_failure(owner_key, 'hash', flat) end
+      if #flat > 0 then
+        local found_streams = {{}}
+{streams}
+        return {{'found', owner, flat, found_streams}}
+      end
+    end
+"""
+
+
+def _fast_new_values(meta: Options, is_envelope: bool) -> str:
+    """Lua filling ``new``, the tracked values of the record's fields set (its HSET pairs)."""
+    fields = tracked_fields(meta)
+    if not fields:
+        return "    -- no field is indexed or unique"
+    value = "canonical(ARGV[i + 1], true) or nil" if is_envelope else "ARGV[i + 1]"
+    test = " or ".join(f"field == {lua_string(name)}" for name in fields)
+    return ("    local new = {}  -- the tracked values it sets (the canonical ones)\n"
+            "    for i = 8, first_del - 1, 2 do\n"
+            "      local field = ARGV[i]\n"
+            f"      if {test} then new[field] = {value} end\n"
+            "    end")
+
+
+_NORMAL_FORMS = {"float": "float_normal_form", "exact": "exact_normal_form",
+                 "datetime": "datetime_normal_form"}
+
+
+def _fast_claim_value(meta: Options, group: tuple[str, ...]) -> str:
+    """Lua for a unique constraint's claim in the record's ``new`` values: lib/index's
+    unique_field, written out per family (a text or json value is its own normal form)."""
+    if len(group) > 1:
+        return _unique_values(meta, group, "new")
+    name = group[0]
+    value = lua_field("new", name)
+    function = _NORMAL_FORMS.get(meta.fields[name].family)
+    return f"{value} and {function}({value})" if function else value
+
+
+def _fast_claim_values(meta: Options) -> str:
+    lines = [f"    local {_ident('claim_' + _unique_name(group))} = "
+             f"{_fast_claim_value(meta, group)}  -- unique {'+'.join(group)}"
+             for group in meta.unique_together]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _fast_find(meta: Options, find_at: int) -> str:
+    """Lua answering get_or_create's call with the record holding the wanted claim."""
+    branches = [f"    if FIND == {lua_string(meta.pk_name)} then\n"
+                "      -- nothing to find: no record has this id yet"]
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        key = lua_field("K", f"uniq_{name}")
+        claim = _ident("claim_" + name)
+        branches.append(
+            f"    elseif FIND == {lua_string('+'.join(group))} then\n"
+            f"      if {claim} ~= nil then\n"
+            f"        owner = redis.pcall('HGET', {key}, {claim})  -- also its type check\n"
+            f"        if is_error(owner) then return pcall_failure({key}, 'hash', owner) end\n"
+            "        found_owner = owner\n      end")
+    streams = "\n".join(
+        f"        local stream_key_{i} = owner_key .. {lua_string(f':field:{name}')}\n"
+        f"        found_streams[{i}] = redis.pcall('GET', stream_key_{i})\n"
+        f"        if is_error(found_streams[{i}]) then\n"
+        f"          return read_failure(stream_key_{i}, found_streams[{i}])\n        end"
+        for i, name in enumerate(meta.stream_names, start=1))
+    return _FAST_FIND.format(find_at=find_at, branches="\n".join(branches),
+                             prefix=lua_string(meta.prefix + ":"),
+                             streams=streams or "        -- no ByteStream")
+
+
+def _fast_claims(meta: Options, find: bool) -> str:
+    """Lua checking the record's unique claims, in the general path's order (each claim,
+    then the type of each unique hash no claim read); get_or_create's claim on the
+    constraint it finds by was read by the find."""
+    if not meta.unique_together:
+        return "    -- no unique constraint"
+    blocks = []
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        key = lua_field("K", f"uniq_{name}")
+        claim = _ident("claim_" + name)
+        shown = "{" + ", ".join(lua_field("new", f) for f in group) + "}"
+        read = (f"      local owner = redis.pcall('HGET', {key}, {claim})  -- also its type check\n"
+                f"      if is_error(owner) then return pcall_failure({key}, 'hash', owner) end\n")
+        if find:
+            read = (f"      local owner = found_owner\n"
+                    f"      if FIND ~= {lua_string('+'.join(group))} then\n"
+                    + _indent(read.replace("local owner", "owner", 1)) + "      end\n")
+        blocks.append(f"""    -- unique {'+'.join(group)}
+    if {claim} ~= nil then
+{read}      if owner and owner ~= id then
+        return fail('unique', {{fields = {lua_list(group)}, values = {shown}, owner = owner,
+                               id = id}})
+      end
+    end""")
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        blocks.append(f"    if {_ident('claim_' + name)} == nil then\n"
+                      f"      err = check_type({lua_field('K', f'uniq_{name}')}, 'hash')\n"
+                      "      if err then return err end\n    end")
+    return "\n".join(blocks)
+
+
+def _fast_entries(meta: Options) -> str:
+    """Lua writing a new record's index entries and claims (lib/index's move_index_entry
+    and move_claim with nothing before)."""
+    lines = []
+    for name in meta.indexed:
+        attribute = meta.fields[name]
+        zset = lua_field("K", f"idx_{name}")
+        value = lua_field("new", name)
+        nulls = (lua_field("K", f"null_{name}")
+                 if keyspace.null_key(meta.prefix, name) in meta.key_position else None)
+        if attribute.index_kind == "score":
+            score = (f"datetime_score({value})" if attribute.family == "datetime"
+                     else f"tonumber({value})")
+            added = f"redis.call('ZADD', {zset}, format_score({score} or 0), id)"
+            absent = [f"redis.call('ZREM', {zset}, id)"]
+        else:
+            added = f"redis.call('ZADD', {zset}, 0, lex_member({value}, id))"
+            absent = []
+        if nulls:
+            added += f"\n      redis.call('SREM', {nulls}, id)"
+            absent.append(f"redis.call('SADD', {nulls}, id)")
+        text = f"    -- index of {name}\n    if {value} ~= nil then\n      {added}\n"
+        if absent:
+            text += "    else\n" + "".join(f"      {line}\n" for line in absent)
+        lines.append(text + "    end")
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        claim = _ident("claim_" + name)
+        lines.append(f"    -- unique {'+'.join(group)}\n    if {claim} ~= nil then "
+                     f"redis.call('HSET', {lua_field('K', f'uniq_{name}')}, {claim}, id) end")
+    return "\n".join(lines) if lines else "    -- no index, no unique constraint"
+
+
+def _save_fast(meta: Options, is_envelope: bool, find: bool) -> str:
+    """The save (or get_or_create) script's fast path (models without optimistic_lock or
+    a change feed)."""
+    first = 1 + len(meta.write_keys(meta.prefix))
+    streams = list(meta.stream_names)
+    stream_checks, stream_writes = [], []
+    for s, name in enumerate(streams):
+        op = f"ARGV[first_op + {2 * s}]" if s else "ARGV[first_op]"
+        data = f"ARGV[first_op + {2 * s + 1}]"
+        key = f"KEYS[{first + 1 + s}]"
+        stream_checks.append(
+            f"    -- {name}: absent, so only an APPEND's size is checked\n"
+            f"    if {op} == 'A' and #{data} > MAX_BYTES then\n"
+            f"      return fail('too_large', {{key = {key}, size = #{data}, "
+            "limit = MAX_BYTES})\n    end")
+        stream_writes.append(
+            f"    if {op} == 'S' then redis.call('SET', {key}, {data})\n"
+            f"    elseif {op} == 'A' then redis.call('APPEND', {key}, {data}) end")
+    if streams:
+        stream_checks.insert(0, "    local MAX_BYTES = tonumber(ARGV[2])")
+    model_checks = _model_checks(meta)
+    return _SAVE_FAST.format(
+        first=first, ttl_at=2 * len(streams),
+        stream_keys="".join(f", KEYS[{first + 1 + s}]" for s in range(len(streams))),
+        model_checks=model_checks.replace("\n  or", "\n      or"),
+        stream_checks="\n".join(stream_checks) or "    -- no ByteStream",
+        first_pointer=first + 1 + len(streams), last_pointer=first + len(streams),
+        new_values=_fast_new_values(meta, is_envelope), claim_values=_fast_claim_values(meta),
+        find=_fast_find(meta, 2 * len(streams) + 1) if find else "",
+        claims=_fast_claims(meta, find),
+        stream_writes="\n".join(stream_writes) or "    -- no ByteStream",
+        entries=_fast_entries(meta))
+
+
 def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
     """The per-model save script, its libraries as ``-- @include`` lines; with ``find``,
     get_or_create's: the save of one new record, unless a record already holds the
@@ -655,7 +878,8 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
                                save_reply=_LOCKED_REPLY if lock else "return 'saved'\n",
                                own_expired=_OWN_EXPIRED.format())
     write = write.replace("-- @find\n", _find_block(meta) + "\n" if find else "", 1)
-    return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n"
+    fast = "" if lock or feed else _save_fast(meta, is_envelope, find) + MORE_LIBRARIES + "\n"
+    return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n" + fast
             + _defaults_table(meta, fields) + "\n" + frame + expiry + check
             + _write_expiry(meta) + write)
 
@@ -1893,31 +2117,51 @@ def _code_words(text: str) -> set[str]:
     return set(_WORD.findall(code))
 
 
+# A second library line, after a script's fast path: the definitions only the rest of the
+# script needs come there, so a call that the fast path answers never defines them.
+MORE_LIBRARIES = "-- @libraries: the general path's"
+
+
+def _needed(text: str, blocks: list[tuple[str, str, str]], defined: set[str]) -> set[str]:
+    """The library definitions ``text`` uses, directly or through other definitions."""
+    needed = _code_words(text) & defined
+    while True:
+        more = set().union(*(_code_words(body) for _, name, body in blocks if name in needed))
+        if more & defined <= needed:
+            return needed
+        needed |= more & defined
+
+
+def _definitions(blocks: list[tuple[str, str, str]], names: set[str]) -> str:
+    parts, library = [], ""
+    for lib, name, text in blocks:
+        if name in names:
+            if lib != library:
+                parts.append(f"-- from {lib}.lua")
+                library = lib
+            parts.append(text)
+    return "\n".join(parts)
+
+
 def link(source: str) -> str:
     """``source`` with its ``-- @libraries`` line replaced by the library definitions it
     uses, directly or through other definitions (each once, in library order): a script
     defines no function it never calls, as defining them costs every call. The update
-    script (its ``-- @libraries +query`` line) also links the query parts."""
+    script (its ``-- @libraries +query`` line) also links the query parts. A script with a
+    fast path (``MORE_LIBRARIES`` after it) gets there the definitions only the rest uses."""
     libraries: tuple[str, ...] = LIBRARIES
     if "-- @libraries +query" in source:
         source, libraries = source.replace("-- @libraries +query", "-- @libraries", 1), (
             LIBRARIES + QUERY_PARTS)
     blocks = _library_blocks(libraries)
     defined = {name for _, name, _ in blocks}
-    needed = _code_words(source) & defined
-    while True:
-        more = set().union(*(_code_words(text) for _, name, text in blocks if name in needed))
-        if more & defined <= needed:
-            break
-        needed |= more & defined
-    parts, library = [], ""
-    for lib, name, text in blocks:
-        if name in needed:
-            if lib != library:
-                parts.append(f"-- from {lib}.lua")
-                library = lib
-            parts.append(text)
-    return source.replace("-- @libraries", "\n".join(parts), 1)
+    head, marker, rest = source.partition(MORE_LIBRARIES)
+    first = _needed(head, blocks, defined)
+    if marker:
+        later = _needed(rest, blocks, defined) - first
+        rest = ("\n" + _definitions(blocks, later) if later else "") + rest
+    return (head.replace("-- @libraries", _definitions(blocks, first), 1)
+            + rest)
 
 
 def compile_source(name: str, source: str) -> Script:
@@ -1927,7 +2171,7 @@ def compile_source(name: str, source: str) -> Script:
 
 def readable(source: str) -> str:
     """A generated source as ``repocket scripts`` prints it: libraries as includes."""
-    return with_libraries(source)
+    return with_libraries(source.replace(MORE_LIBRARIES + "\n", "", 1))
 
 
 def scripts_for(model: type[ActiveRecord]) -> ModelScripts:

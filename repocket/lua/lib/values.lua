@@ -135,11 +135,14 @@ end
 
 -- The sorted-set score of a canonical value (nil when it has none); a double,
 -- so exact only within 2^53 (datetimes: microseconds within ~285 years of 1970).
+-- A datetime's, then any family's (a number's is tonumber(value)).
+local function datetime_score(value)
+  local seconds, micros = datetime_parts(value)
+  return seconds and seconds * 1000000 + micros
+end
+
 local function score_of(family, value)
-  if family == 'datetime' then
-    local seconds, micros = datetime_parts(value)
-    return seconds and seconds * 1000000 + micros
-  end
+  if family == 'datetime' then return datetime_score(value) end
   return tonumber(value)
 end
 
@@ -152,32 +155,43 @@ local function number_cmp(x, y)
   return x < y and -1 or (x > y and 1 or 0)
 end
 
--- One text per value, whatever its stored form: what unique constraints hold.
+-- One text per value, whatever its stored form: what unique constraints hold. Per
+-- family (a generated script calls the one its field needs; text and json values are
+-- their own normal form), then for any family.
+local function float_normal_form(value)
+  local number = tonumber(value)
+  if number == nil then return value end
+  if number == 0 then return '0' end
+  return format_score(number)
+end
+
+local function exact_normal_form(value)  -- plain decimal notation, no trailing zeros: 1.50 -> 1.5
+  local sign, digits, magnitude = decimal_parts(value)
+  if not sign then return value end
+  if sign == 0 then return '0' end
+  local text
+  if magnitude - #digits > 30 or magnitude < -30 then
+    text = digits .. 'e' .. (magnitude - #digits)
+  elseif magnitude >= #digits then
+    text = digits .. string.rep('0', magnitude - #digits)
+  elseif magnitude <= 0 then
+    text = '0.' .. string.rep('0', -magnitude) .. digits
+  else
+    text = string.sub(digits, 1, magnitude) .. '.' .. string.sub(digits, magnitude + 1)
+  end
+  return (sign < 0 and '-' or '') .. text
+end
+
+local function datetime_normal_form(value)
+  local seconds, micros = datetime_parts(value)
+  if not seconds then return value end
+  return string.format('%.0f.%06d', seconds, micros)
+end
+
 local function normal_form(family, value)
-  if family == 'float' then
-    local number = tonumber(value)
-    if number == nil then return value end
-    if number == 0 then return '0' end
-    return format_score(number)
-  elseif family == 'exact' then  -- plain decimal notation, no trailing zeros: 1.50 -> 1.5
-    local sign, digits, magnitude = decimal_parts(value)
-    if not sign then return value end
-    if sign == 0 then return '0' end
-    local text
-    if magnitude - #digits > 30 or magnitude < -30 then
-      text = digits .. 'e' .. (magnitude - #digits)
-    elseif magnitude >= #digits then
-      text = digits .. string.rep('0', magnitude - #digits)
-    elseif magnitude <= 0 then
-      text = '0.' .. string.rep('0', -magnitude) .. digits
-    else
-      text = string.sub(digits, 1, magnitude) .. '.' .. string.sub(digits, magnitude + 1)
-    end
-    return (sign < 0 and '-' or '') .. text
-  elseif family == 'datetime' then
-    local seconds, micros = datetime_parts(value)
-    if not seconds then return value end
-    return string.format('%.0f.%06d', seconds, micros)
+  if family == 'float' then return float_normal_form(value)
+  elseif family == 'exact' then return exact_normal_form(value)
+  elseif family == 'datetime' then return datetime_normal_form(value)
   end
   return value
 end
