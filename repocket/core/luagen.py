@@ -691,13 +691,13 @@ _NORMAL_FORMS = {"float": "float_normal_form", "exact": "exact_normal_form",
                  "datetime": "datetime_normal_form"}
 
 
-def _fast_claim_value(meta: Options, group: tuple[str, ...]) -> str:
-    """Lua for a unique constraint's claim in the record's ``new`` values: lib/index's
+def _fast_claim_value(meta: Options, group: tuple[str, ...], table: str = "new") -> str:
+    """Lua for a unique constraint's claim in the record's ``table`` values: lib/index's
     unique_field, written out per family (a text or json value is its own normal form)."""
     if len(group) > 1:
-        return _unique_values(meta, group, "new")
+        return _unique_values(meta, group, table)
     name = group[0]
-    value = lua_field("new", name)
+    value = lua_field(table, name)
     function = _NORMAL_FORMS.get(meta.fields[name].family)
     return f"{value} and {function}({value})" if function else value
 
@@ -1045,6 +1045,7 @@ _DELETE = """#!lua flags=allow-oom
 -- @libraries
 
 {keys_table}
+{fast}
 {defaults}
 local S = {n_streams}
 local IS_ENVELOPE = {is_envelope}
@@ -1146,13 +1147,91 @@ def _delete_entries(meta: Options) -> str:
     return "\n".join(lines) if lines else "  -- no index, no unique constraint"
 
 
+_DELETE_FAST = """
+-- The common case, straight-line: one record, in a model none of whose records has a
+-- deadline (the EXISTS). The same checks and writes, and the same reply, as the general
+-- path below, which takes every other call.
+if #ARGV == 1 and redis.call('EXISTS', K.deadlines) == 0 then
+  local err = {model_checks}
+  if err then return err end
+  local hash, id = KEYS[{first}], ARGV[1]
+  local raw = redis.pcall('HMGET', hash, {read})  -- also its type check
+  if is_error(raw) then return pcall_failure(hash, 'hash', raw) end
+{stream_checks}
+  local exists = raw[1] ~= false
+{old}
+{claims}
+  -- the first write doubles as the id set's type check: nothing is written before it
+  local removed = redis.pcall('SREM', K.ids, id)
+  if is_error(removed) then return pcall_failure(K.ids, 'set', removed) end
+{entries}
+  if exists then  -- its hash is there (its id field was read): one DEL
+    return {{1, redis.call('DEL', hash{stream_keys})}}
+  end
+  local found = redis.call('DEL', hash)
+  return {{found, found{more_streams}}}
+end
+"""
+
+
+def _delete_fast(meta: Options, is_envelope: bool) -> str:
+    """The delete script's fast path (models without optimistic_lock or a change feed)."""
+    fields = tracked_fields(meta)
+    first = 1 + len(meta.write_keys(meta.prefix))
+    streams = [f"KEYS[{first + s}]" for s in range(1, len(meta.stream_names) + 1)]
+    stream_checks = [f"  err = check_type({key}, 'string')\n  if err then return err end"
+                     for key in streams]
+    old = ["  local old = {}  -- the values its entries and claims were written for"]
+    for i, name in enumerate(fields, start=2):
+        target = lua_field("old", name)
+        value = f"canonical(raw[{i}], true) or nil" if is_envelope else f"raw[{i}] or nil"
+        old.append(f"  {target} = {value}")
+        default = meta.absent_values().get(name)
+        if default is not None:
+            old.append(f"  if exists and raw[{i}] == false then {target} = "
+                       f"{lua_string(default)} end")
+    claims, entries = [], []
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        key, claim = lua_field("K", f"uniq_{name}"), _ident("claim_" + name)
+        claims.append(f"""  -- unique {'+'.join(group)}: released only if this record holds it
+  local {claim} = {_fast_claim_value(meta, group, 'old')}
+  if {claim} ~= nil then
+    local owner = redis.pcall('HGET', {key}, {claim})  -- also its type check
+    if is_error(owner) then return pcall_failure({key}, 'hash', owner) end
+    if owner ~= id then {claim} = nil end
+  else
+    err = check_type({key}, 'hash')
+    if err then return err end
+  end""")
+        entries.append(f"  if {claim} ~= nil then redis.call('HDEL', {key}, {claim}) end")
+    for name in meta.indexed:
+        attribute = meta.fields[name]
+        zset, value = lua_field("K", f"idx_{name}"), lua_field("old", name)
+        line = (f"  redis.call('ZREM', {zset}, id)" if attribute.index_kind == "score" else
+                f"  if {value} ~= nil then redis.call('ZREM', {zset}, lex_member({value}, id)) end")
+        if keyspace.null_key(meta.prefix, name) in meta.key_position:
+            line += f"\n  redis.call('SREM', {lua_field('K', f'null_{name}')}, id)"
+        entries.insert(len(entries) - len(meta.unique_together) if meta.unique_together
+                       else len(entries), f"  -- index of {name}\n{line}")
+    return _DELETE_FAST.format(
+        model_checks=_model_checks(meta).replace("\n  or", "\n    or"), first=first,
+        read=", ".join(lua_string(name) for name in [meta.pk_name, *fields]),
+        stream_checks="\n".join(stream_checks) or "  -- no ByteStream",
+        old="\n".join(old), claims="\n".join(claims) or "  -- no unique constraint",
+        entries="\n".join(entries) or "  -- no index, no unique constraint",
+        stream_keys="".join(f", {key}" for key in streams),
+        more_streams=(" + redis.call('DEL', " + ", ".join(streams) + ")") if streams else "")
+
+
 def delete_source(meta: Options, is_envelope: bool) -> str:
     fields = tracked_fields(meta)
     lock, feed = meta.optimistic_lock, meta.changes
     streams = list(meta.stream_names)
     unchecked = _unchecked_uniques(meta).replace("unique_checked", "claims_checked")
+    fast = "" if lock or feed else _delete_fast(meta, is_envelope) + MORE_LIBRARIES + "\n"
     return _DELETE.format(
-        model=meta.name, codec="envelope" if is_envelope else "compact",
+        fast=fast, model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), prefix=meta.prefix, n_streams=len(streams),
         streams="(" + ", ".join(streams) + ")" if streams else "(none)",
         keys_table=_keys_table(meta), defaults=_defaults_table(meta, fields),
@@ -1293,7 +1372,7 @@ _GET = """#!lua flags=no-writes
 -- Errors: REPOCKET {{"code": "wrongtype", "key", ...}} when a key holds another type.
 
 -- @libraries
-
+{fast}
 local MAX_DEPTH, BUDGET = tonumber(ARGV[1]), tonumber(ARGV[2])
 local records, seen, pending = {{}}, {{}}, {{}}
 
@@ -1409,6 +1488,87 @@ def _follower(number: int, model: type[ActiveRecord], is_envelope: bool,
                                     matches=matches, queues="\n".join(queues))
 
 
+_GET_FAST = """
+-- The common case, straight-line: one {name} (a get), its Pointer targets loaded when its
+-- depth allows, none of them followed further{further}; the budget holds them all. The
+-- same reads and the same reply as the general path below, which takes every other call.
+if #KEYS == 1 and ARGV[3] == '{number}' and tonumber(ARGV[2]) > {n_pointers}{depth_ok} then
+  local key, id = KEYS[1], ARGV[4]
+{load_root}
+  local records = {{{{{number}, id, flat, streams}}}}
+{targets}
+  return records
+end
+{more}
+"""
+
+
+def _fast_load(number: int, meta: Options, key: str, id_: str, indent: str,
+               root: bool) -> str:
+    """Lua loading one record as load_<number> does: ``flat`` and ``streams``; a missing
+    record is the reply (the root) or its entry (a target, then nothing more is read)."""
+    missing = (f"return {{{{{number}, {id_}, false, {{}}}}}}" if root
+               else f"records[#records + 1] = {{{number}, {id_}, false, {{}}}}")
+    lines = [f"local flat = redis.pcall('HGETALL', {key})",
+             f"if is_error(flat) then return read_failure({key}, flat) end",
+             "local streams = {}"]
+    reads = []
+    for i, name in enumerate(meta.stream_names, start=1):
+        suffix = lua_string(f":field:{name}")
+        reads += [f"streams[{i}] = redis.pcall('GET', {key} .. {suffix})",
+                  f"if is_error(streams[{i}]) then "
+                  f"return read_failure({key} .. {suffix}, streams[{i}]) end"]
+    if root:
+        lines += [f"if #flat == 0 then {missing} end", *reads]
+    else:
+        lines += ["if #flat == 0 then",
+                  f"  {missing}", "else",
+                  *(f"  {line}" for line in reads),
+                  f"  records[#records + 1] = {{{number}, {id_}, flat, streams}}", "end"]
+    return "\n".join(indent + line for line in lines)
+
+
+def _fast_targets(meta: Options, is_envelope: bool,
+                  numbers: dict[type[ActiveRecord], int]) -> str:
+    """Lua loading the root's Pointer targets (follow_1 then load_<n>, in Pointer order)."""
+    names = list(meta.pointer_names)
+    if not names:
+        return "  -- no Pointer"
+    found = "\n".join(
+        f"      {'if' if i == 1 else 'elseif'} flat[i] == {lua_string(name)} then "
+        f"raw_{i} = flat[i + 1]" for i, name in enumerate(names, start=1))
+    lines = ["  if tonumber(ARGV[5]) < tonumber(ARGV[1]) then  -- its depth allows its targets",
+             "    local " + ", ".join(f"raw_{i}" for i in range(1, len(names) + 1)),
+             "    for i = 1, #flat, 2 do", found, "      end", "    end",
+             "    local seen = {[key] = true}"]
+    for i, name in enumerate(names, start=1):
+        target = meta.fields[name].to_model  # type: ignore[attr-defined]
+        prefix = lua_string(target._meta.prefix + ":")
+        load = _fast_load(numbers[target], target._meta, f"key_{i}", f"id_{i}", "        ",
+                          root=False)
+        lines += [f"    -- {name}",
+                  f"    local id_{i} = raw_{i} and pointer_id(raw_{i}, "
+                  f"{'true' if is_envelope else 'false'})",
+                  f"    local key_{i} = id_{i} and {prefix} .. id_{i}",
+                  f"    if key_{i} and not seen[key_{i}] then",
+                  f"      seen[key_{i}] = true", "      do", load, "      end", "    end"]
+    lines.append("  end")
+    return "\n".join(lines)
+
+
+def _get_fast(meta: Options, is_envelope: bool,
+              numbers: dict[type[ActiveRecord], int]) -> str:
+    targets = [meta.fields[name].to_model  # type: ignore[attr-defined]
+               for name in meta.pointer_names]
+    further = any(target._meta.pointer_names for target in targets)
+    return _GET_FAST.format(
+        name=meta.name, number=numbers[meta.model], n_pointers=len(targets),
+        further=" (a target's own Pointers: only at the last depth)" if further else "",
+        depth_ok=" and tonumber(ARGV[5]) + 1 >= tonumber(ARGV[1])" if further else "",
+        load_root=_fast_load(numbers[meta.model], meta, "key", "id", "  ", root=True),
+        targets=_fast_targets(meta, is_envelope, numbers), more=MORE_LIBRARIES)
+
+
 def get_source(meta: Options, codecs: tuple[bool, ...]) -> str:
     """The read of ``meta``'s model and every model its Pointers reach; ``codecs`` says
     per reachable model (in ``reachable_models`` order) whether it is envelope-coded."""
@@ -1431,6 +1591,7 @@ def get_source(meta: Options, codecs: tuple[bool, ...]) -> str:
     # per target model, the stored Pointer values already followed (queue() would find
     # their targets seen: this skips the id check and the key built to find that out)
     return _GET.format(model=meta.name, models="\n".join(described),
+                       fast=_get_fast(meta, codecs[0], numbers),
                        loaders="".join(loaders) + "".join(followers) + follow_table,
                        load_table=", ".join(f"load_{n}" for n in numbers_list))
 

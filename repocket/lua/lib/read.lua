@@ -1,11 +1,10 @@
 -- lib/read: reading records (pure functions: nothing runs when included, no ARGV).
 
-local UUID_TEXT = '%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x'
-local UUID_PATTERN = '^' .. UUID_TEXT .. '$'
+-- A UUID's text (written out, not concatenated: a script's top level runs on every call).
+local UUID_PATTERN = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
 -- A Pointer's envelope exactly as repocket writes it: its value, a UUID, in one match
 -- (anything else takes cjson.decode).
-local ENVELOPED_UUID = '^{"type": "[^"\\%z]*", "value": "(' .. UUID_TEXT
-  .. ')", "module": "[^"\\%z]*"}$'
+local ENVELOPED_UUID = '^{"type": "[^"\\%z]*", "value": "(%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x)", "module": "[^"\\%z]*"}$'
 
 -- The error reply for a failed read: a key of another type becomes a typed
 -- 'wrongtype' error naming it; any other error (e.g. NOPERM) passes through.
