@@ -2026,6 +2026,7 @@ local TRACKED = {{{tracked_set}}}
 -- per unique constraint: its key and where a record keeps its old and new claims
 local UNIQUES = {uniques}
 
+{fast}
 local R = tonumber(ARGV[1])
 local SETS = cmsgpack.unpack(ARGV[2])
 local MAX_DIGITS = tonumber(ARGV[3])
@@ -2221,11 +2222,152 @@ def _assigned_claims(meta: Options) -> str:
     return "\n".join(lines) if lines else "  -- no unique constraint"
 
 
+_UPDATE_IDS_FAST = """
+-- The common case, straight-line: one record (R = 1) of a model none of whose records has
+-- a deadline, each assignment a literal or Integer arithmetic that small integers compute
+-- exactly (lib/arith small_int_tree, as int_arith tries first). The same reads, checks
+-- and writes as the general path below, which takes every other call (also, after this
+-- one's reads, when an operand is None or large: nothing is written before).
+local function update_one(id, hash, SETS)
+  -- what it reads: READ, then the fields the expressions read
+  local reads, read_at, nodes, assigned = {{{reads}}}, {{{read_at}}}, {{}}, {{}}
+  for _, assignment in ipairs(SETS) do
+    assigned[assignment[1]] = true
+    if assignment[2] == 'expr' then
+      local tag = assignment[4][1]
+      if assignment[3] ~= 'int' or tag == 'f' or tag == 'n' then return nil end
+      nodes[#nodes + 1] = assignment[4]
+    end
+  end
+  while #nodes > 0 do
+    local node = table.remove(nodes)
+    if node[1] == 'f' then
+      if not read_at[node[2]] then
+        reads[#reads + 1] = node[2]
+        read_at[node[2]] = #reads
+      end
+    elseif node[1] ~= 'n' then
+      nodes[#nodes + 1] = node[2]
+      nodes[#nodes + 1] = node[3]
+    end
+  end
+  local raw = redis.pcall('HMGET', hash, unpack(reads))  -- also its type check
+  if is_error(raw) then return pcall_failure(hash, 'hash', raw) end
+  if not raw[1] then return {{'done', 0}} end  -- no such record
+  local values = {{}}
+  for i, field in ipairs(reads) do
+    local value = canonical(raw[i], IS_ENVELOPE)
+    if value == nil then value = ABSENT[field] end
+    values[field] = value
+  end
+  local exists, old, defaulted = true, {{}}, false
+{read_old}
+  local new, set, del = {{}}, {{}}, {{}}
+  for field, value in pairs(old) do new[field] = value end
+  for _, assignment in ipairs(SETS) do
+    local field, value, stored = assignment[1], nil, nil
+    if assignment[2] == 'set' then
+      stored, value = assignment[3] or nil, assignment[4] or nil
+    else
+      value = small_int_tree(assignment[4], values)
+      if not value then return nil end
+      stored = assignment[5] .. value .. assignment[6]
+    end
+    if stored then
+      set[#set + 1] = field
+      set[#set + 1] = stored
+    else
+      del[#del + 1] = field
+    end
+    if TRACKED[field] then new[field] = value end
+  end
+  local known = not defaulted
+  local record = {{}}  -- its unique claims before and after
+{claims}
+  for i = {first_pointer}, #KEYS do
+    local target = redis.call('TYPE', KEYS[i])['ok']
+    if target == 'none' then return fail('pointer_missing', {{key = KEYS[i]}}) end
+    if target ~= 'hash' then
+      return fail('wrongtype', {{key = KEYS[i], expected = 'hash', actual = target}})
+    end
+  end
+  local err
+{check_claims}
+{touched}
+  if #set > 0 then redis.call('HSET', hash, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', hash, unpack(del)) end
+{write_entries}
+  return {{'done', 1}}
+end
+
+if ARGV[1] == '1' and (ARGV[3] == '0' or tonumber(ARGV[3]) > SMALL_DIGITS)
+    and redis.call('EXISTS', K.deadlines) == 0 then
+  local reply = update_one(ARGV[5], KEYS[{first}], cmsgpack.unpack(ARGV[2]))
+  if reply then return reply end
+end
+{more}
+"""
+
+
+def _update_ids_fast(meta: Options, is_envelope: bool) -> str:
+    """The update-by-id script's fast path (models without optimistic_lock or a change
+    feed)."""
+    fields = tracked_fields(meta)
+    first = 1 + len(meta.write_keys(meta.prefix))
+    read = [meta.pk_name, *fields]
+    claims, checks, touched = [], [], []
+    for group in meta.unique_together:
+        name = _unique_name(group)
+        key = lua_field("K", f"uniq_{name}")
+        before = f"record.{_ident('uniq_old_' + name)}"
+        after = f"record.{_ident('uniq_new_' + name)}"
+        checked = _ident("checked_" + name)
+        assigned = " or ".join(lua_field("assigned", field) for field in group)
+        claims.append(f"  if {assigned} or not known then\n"
+                      f"    {before} = {_fast_claim_value(meta, group, 'old')}\n"
+                      f"    {after} = {_fast_claim_value(meta, group, 'new')}\n  end")
+        shown = "{" + ", ".join(lua_field("new", f) for f in group) + "}"
+        checks.append(f"""  -- unique {'+'.join(group)}
+  local {checked} = false  -- whether its hash's type was checked (by the HGET)
+  if {after} ~= nil and ({after} ~= {before} or not known) then
+    local owner = redis.pcall('HGET', {key}, {after})  -- also its type check
+    if is_error(owner) then return pcall_failure({key}, 'hash', owner) end
+    {checked} = true
+    if owner and owner ~= id then
+      return fail('unique', {{fields = {lua_list(group)}, values = {shown}, owner = owner,
+                             id = id}})
+    end
+  end""")
+        touched.append(f"  if not {checked} and (({before} ~= nil and {before} ~= {after}) or "
+                       f"({after} ~= nil and not (known and {before} == {after}))) then\n"
+                       f"    err = check_type({key}, 'hash')\n"
+                       "    if err then return err end\n  end")
+    for name in meta.indexed:
+        keys = [(lua_field("K", f"idx_{name}"), "zset")]
+        if keyspace.null_key(meta.prefix, name) in meta.key_position:
+            keys.append((lua_field("K", f"null_{name}"), "set"))
+        checks_ = " or ".join(f"check_type({key}, '{kind}')" for key, kind in keys)
+        touched.insert(len(touched) - len(meta.unique_together) if meta.unique_together
+                       else len(touched),
+                       f"  if not (known and {lua_field('old', name)} == "
+                       f"{lua_field('new', name)}) then  -- index of {name}\n"
+                       f"    err = {checks_}\n    if err then return err end\n  end")
+    return _UPDATE_IDS_FAST.format(
+        reads=", ".join(lua_string(name) for name in read),
+        read_at=", ".join(f"[{lua_string(name)}] = {i}" for i, name in enumerate(read, 1)),
+        read_old=_read_old(meta, fields), claims="\n".join(claims) or
+        "  -- no unique constraint", first_pointer=first + 1, first=first,
+        check_claims="\n".join(checks) or "  -- no unique constraint",
+        touched="\n".join(touched) or "  -- no index, no unique constraint",
+        write_entries=_write_entries(meta), more=MORE_LIBRARIES)
+
+
 def update_ids_source(meta: Options, is_envelope: bool) -> str:
     """The per-model update-by-id script (QuerySet.update of a filter by id only)."""
     fields = tracked_fields(meta)
     lock, feed = meta.optimistic_lock, meta.changes
     return _UPDATE_IDS.format(
+        fast="" if lock or feed else _update_ids_fast(meta, is_envelope),
         assign=_UPDATE_ASSIGN,
         keep_values=_keep_values(fields),
         update_notes=(_UPDATE_LOCK_NOTE if lock else "") + (_UPDATE_FEED_NOTE if feed else ""),

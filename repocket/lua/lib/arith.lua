@@ -199,6 +199,19 @@ local function small_int_arith(op, x, y)
   return nil
 end
 
+-- What evaluate gives for an 'int' tree of operators ({op, tree, tree}, fields, numbers)
+-- when small integers compute every step exactly (small_int_arith, as int_arith does
+-- first), without charging ARITH_WORK; nil when an operand is None, unreadable or not
+-- small, or a step is not exact (then evaluate runs, and says why when it fails).
+local function small_int_tree(node, values)
+  local tag = node[1]
+  if tag == 'f' then return values[node[2]] or nil end
+  if tag == 'n' then return node[2] end
+  local x = small_int_tree(node[2], values)
+  local y = x and small_int_tree(node[3], values)
+  return y and small_int_arith(tag, x, y) or nil
+end
+
 -- x op y for integer texts; '/' is floor division (Python's //). `limit`: the most
 -- digits an operand or the result may have (0: no limit).
 local function int_arith(op, x, y, limit)
