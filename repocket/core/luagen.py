@@ -2467,6 +2467,16 @@ def link(source: str) -> str:
             + rest)
 
 
+_FAST_PATH = re.compile(
+    r"\n-- The common case, straight-line:.*?\n" + re.escape(MORE_LIBRARIES) + r"\n", re.S)
+
+
+def general_only(source: str) -> str:
+    """``source`` without its fast path: what the script does for every call the fast path
+    answers (the fast paths' differential test runs both)."""
+    return _FAST_PATH.sub("\n", source, count=1)
+
+
 def compile_source(name: str, source: str) -> Script:
     """A Script from a generated source: the library definitions it uses linked in."""
     return make_script(name, link(source))
