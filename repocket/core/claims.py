@@ -6,20 +6,31 @@ spread over shards, so a value's claim must live in one place whatever the recor
 shard: the claim hash of the value's bucket (``keys.claim_key``). A save that takes a
 unique value runs a short protocol, written once here as calls:
 
-1. claim each new value (``lua/claim.lua``, atomic in the claim's slot): refused when
-   another record holds the claim;
-2. a claim held by another record is checked in a read of that record: if it holds the
-   value, the save raises UniqueViolation (releasing what it claimed, writing nothing);
-   if it does not and its claim is older than GRACE_MS (an orphan: its save or delete
-   stopped half-way, or it changed value meanwhile), the claim is taken over only from
-   that very holder (compare-and-set); a younger claim may be a save still writing its
-   record, so the value counts as taken (UniqueViolation);
-3. the record is written (its shard's own unique hash is kept as on one server);
+1. claim each new value (``lua/claim.lua``, atomic in the claim's slot): the claim is
+   stored as a token of its own, ``<id>@<ms>@<nonce>``, which the reply gives back
+   (also when the record held the claim already); refused when another record holds it;
+2. a claim held by another record X: if X holds the value, UniqueViolation (releasing
+   what this save claimed, writing nothing). A claim younger than GRACE_MS counts as
+   taken too (get_or_create reads its holder again until then). An older one is taken
+   over in two steps: ``lua/revoke.lua``, atomic in X's shard, checks there that X does
+   not hold the value (else UniqueViolation) and records X's token in the shard's fence
+   hash; then the claim is replaced only if it is still exactly that token;
+3. the record is written by the fenced save script, which carries the tokens of the
+   claims it relies on and writes nothing when one is in its shard's fence hash; the
+   refusal runs the protocol again (bounded), which typically ends in UniqueViolation
+   naming the record that took the value over (its shard's own unique hash is kept as
+   on one server);
 4. the record's old values are released (only where it still holds the claim).
 
-A crash between the steps leaves at most a claim whose holder does not hold the value:
-reads never use claims (a query by a unique field reads the shards' own hashes), and the
-next save of the value takes it over. A save touching no unique value sends none of this.
+Safety does not depend on time: X's write and X's revocation run in one shard, so one
+sees the other. Either X wrote first (it holds the value: the revocation refuses) or the
+token is revoked first (X's write is refused), whatever the stall between X's claim and
+its write. GRACE_MS only keeps two live savers from taking a value from each other in
+turn. A revoked token stays in the fence hash: every save of X given it (``had``) must be
+refused. A crash between the steps leaves at most a claim whose holder does not hold the
+value: reads never use claims (a query by a unique field reads the shards' own hashes),
+and the next save of the value takes it over. A save touching no unique value sends none
+of this.
 """
 
 from __future__ import annotations
@@ -27,8 +38,9 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import time
+import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +56,11 @@ if TYPE_CHECKING:
     from ..api.model import ActiveRecord
 
 TAKEOVERS = 3  # orphan claims taken over per value per save before giving up (a race)
-# A claim younger than this may belong to a save still writing its record: it is never
-# taken over (the value counts as taken). A save stalled longer than this between its
-# claim and its write could lose its claim to another record (README "Redis Cluster").
+FENCED_RETRIES = 3  # protocols run again after the write was refused, then a retriable error
+# Liveness only: a claim younger than this may belong to a save still writing its record,
+# so it is not taken over (the value counts as taken): two live savers of one value do
+# not take it from each other in turn. Safety does not depend on it: a save stalled for
+# any time after its claim finds its token revoked and writes nothing.
 GRACE_MS = 5000
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -66,11 +80,23 @@ class Claim:
         bucket = zlib.crc32(repr(self.identity).encode()) % keyspace.CLAIM_BUCKETS
         self.key = keyspace.claim_key(meta.prefix, group, bucket)
 
-    def call(self, mode: str, decode: Any, stale: str = "") -> Call:
+    def call(self, mode: str, decode: Any, stale: str = "", nonce: str = "") -> Call:
+        """lua/claim.lua on this claim (its header says what ``stale`` is per mode)."""
         return Call(SCRIPTS["claim"], (self.key,),
-                    (mode, self.record_id, stale, GRACE_MS, pack(self.families),
+                    (mode, self.record_id, stale, nonce, pack(self.families),
                      *self.canonical),
                     decode, self.model._meta.name, {self.key: ",".join(self.group)})
+
+    def revoke(self, owner: str, token: str) -> Call:
+        """lua/revoke.lua in ``owner``'s shard: its claim ``token`` revoked unless it holds
+        the value (then b'holds')."""
+        meta = self.model._meta
+        prefix = meta.prefix_of(owner)
+        unique = keyspace.unique_key(prefix, self.group)
+        return Call(SCRIPTS["revoke"],
+                    (keyspace.record_key(prefix, owner), unique, keyspace.fence_key(prefix)),
+                    (token, owner, pack(self.families), *self.canonical), bytes, meta.name,
+                    {unique: ",".join(self.group)})
 
     def violation(self, owner: str) -> UniqueViolation:
         shown = " and ".join(f"{name}={short_repr(value)}"
@@ -79,6 +105,25 @@ class Claim:
             f"{self.model._meta.name}: {shown} already belongs to record {owner}; nothing "
             "was written", model=self.model._meta.name, field=",".join(self.group),
             value=self.values[0] if len(self.values) == 1 else self.values, owner=owner)
+
+
+def parse_token(stored: bytes) -> tuple[str, int]:
+    """(owner id, claim time in ms) of a stored claim token, '<id>@<ms>@<nonce>' (or a
+    claim stored before tokens, '<id>@<ms>')."""
+    owner, _, rest = stored.decode("ascii", "replace").partition("@")
+    since = rest.partition("@")[0]
+    return owner, int(since) if since.isdigit() else 0
+
+
+def revoke_by_field(model: type[ActiveRecord], group: tuple[str, ...], owner: str,
+                    token: bytes, unique_field: bytes) -> Call:
+    """lua/revoke.lua for the checker's repair, which knows the unique field (the value's
+    normal form) rather than the values: b'holds' or b'revoked'."""
+    prefix = model._meta.prefix_of(owner)
+    return Call(SCRIPTS["revoke"], (keyspace.record_key(prefix, owner),
+                                    keyspace.unique_key(prefix, group),
+                                    keyspace.fence_key(prefix)),
+                (token, owner, b"", unique_field), bytes, model._meta.name)
 
 
 def _equality(family: str, raw: bytes) -> Any:
@@ -158,81 +203,164 @@ def held(record: ActiveRecord) -> list[Claim]:
 
 @dataclass
 class _Attempt:
-    """One save's way through the protocol: what it writes once every claim is its own, the
-    claims it took so far, and, for get_or_create, the group whose holder is the answer."""
+    """One run of the protocol: the claims it takes, what it writes once every claim is
+    its record's, the claims it took so far (released if it gives up) and their tokens,
+    and, for get_or_create, the group whose holder is the answer."""
 
-    write: Any
+    write: Callable[[Grant | None], Any]
+    claims: list[Claim]
     taken: list[Claim] = field(default_factory=list)
+    tokens: dict[Claim, str] = field(default_factory=dict)
     find: tuple[str, ...] | None = None
     takeovers: int = TAKEOVERS
+    retries: int = FENCED_RETRIES
     # get_or_create: until when (time.monotonic()) a holder not written yet is read again
     polling_until: float | None = None
 
 
-def claiming(claims: Sequence[Claim], then_write: Any,
+@dataclass
+class Grant:
+    """What a write may rely on once every claim is its record's: the claims' tokens,
+    which the fenced save script checks against its shard's revoked tokens."""
+
+    tokens: dict[Claim, str]
+    attempt: _Attempt
+
+    def of(self, record_ids: Collection[str] | None = None) -> list[str]:
+        """The tokens of the claims of ``record_ids`` (None: of every record)."""
+        return [token for claim, token in self.tokens.items()
+                if record_ids is None or claim.record_id in record_ids]
+
+    def refused(self, reply: list[Any], record_ids: Collection[str] | None = None,
+                write: Callable[[Grant | None], Any] | None = None) -> Any:
+        """The step after the write was refused (the fenced save's {'fenced', token...}):
+        the protocol again for the claims of ``record_ids`` (None: all of it), the
+        revoked tokens replaced where still stored, then ``write`` (None: the same). A
+        value another record took over meanwhile then raises UniqueViolation; refused
+        FENCED_RETRIES times, the retriable RepocketConnectionError."""
+        attempt = self.attempt
+        claims = [claim for claim in attempt.claims
+                  if record_ids is None or claim.record_id in record_ids]
+        taken = [claim for claim in attempt.taken if claim in claims]
+        if attempt.retries == 0:
+            return _undo(_Attempt(attempt.write, claims, taken, dict(self.tokens)),
+                         _kept_changing(claims))
+        revoked = {raw.decode("ascii") for raw in reply[1:]}
+        redo = _Attempt(write or attempt.write, claims, taken, dict(self.tokens),
+                        find=attempt.find, retries=attempt.retries - 1)
+        stale = {claim: token for claim, token in self.tokens.items()
+                 if token in revoked and claim in claims}
+        return _round(redo, stale)
+
+
+def is_fenced(reply: Any) -> bool:
+    """Whether a fenced save's reply is its refusal ({'fenced', token...})."""
+    return isinstance(reply, list) and bool(reply) and reply[0] == b"fenced"
+
+
+def claiming(claims: Sequence[Claim], write: Callable[[Grant | None], Any],
              find: tuple[str, ...] | None = None) -> Any:
-    """``then_write`` (the write, a Call or Gather) once every claim is this record's; a
-    value another record holds raises UniqueViolation, after releasing the claims taken
-    here (nothing written). With ``find`` (get_or_create), a holder of that group's value
-    is the result instead, ``(holder, False)``."""
+    """``write(grant)`` (the write, a Call or Gather, whose decode hands a refusal to
+    ``grant.refused``) once every claim is this record's; ``write(None)`` when there is no
+    claim to take. A value another record holds raises UniqueViolation, after releasing
+    the claims taken here (nothing written). With ``find`` (get_or_create), a holder of
+    that group's value is the result instead, ``(holder, False)``."""
     if not claims:
-        return then_write
-    attempt = _Attempt(then_write, find=find)
-
-    def settled(outcomes: list[tuple[str, Claim, str, int]]) -> Any:
-        return _next(outcomes, attempt)
-
-    return gather([_claim(claim) for claim in claims], settled)
+        return write(None)
+    return _round(_Attempt(write, list(claims), find=find), {})
 
 
-def _next(outcomes: list[tuple[str, Claim, str, int]], attempt: _Attempt) -> Any:
-    attempt.taken += [claim for verdict, claim, _owner, _age in outcomes if verdict == "took"]
-    held = [(claim, owner, age) for verdict, claim, owner, age in outcomes
+def _round(attempt: _Attempt, stale: dict[Claim, str]) -> Any:
+    """Claim every claim of ``attempt`` (replacing the ``stale`` tokens, revoked)."""
+    return gather([_claim(claim, stale.get(claim, "")) for claim in attempt.claims],
+                  lambda outcomes: _next(outcomes, attempt))
+
+
+Outcome = tuple[str, Claim, str, int, str]  # verdict, claim, owner, age (ms), token
+
+
+def _next(outcomes: list[Outcome], attempt: _Attempt) -> Any:
+    for verdict, claim, _owner, _age, token in outcomes:
+        if verdict in ("took", "had"):
+            attempt.tokens[claim] = token
+        if verdict == "took" and claim not in attempt.taken:
+            attempt.taken.append(claim)
+    held = [(claim, owner, age, token) for verdict, claim, owner, age, token in outcomes
             if verdict == "held"]
-    return _verify(held, attempt) if held else attempt.write
+    if held:
+        return _verify(held, attempt)
+    return attempt.write(Grant(dict(attempt.tokens), attempt))
 
 
 def _claim(claim: Claim, stale: str = "") -> Call:
-    def decode(reply: list[Any]) -> tuple[str, Claim, str, int]:
+    def decode(reply: list[Any]) -> Outcome:
         verdict = reply[0].decode()
         if verdict != "held":
-            return verdict, claim, "", 0
-        return verdict, claim, reply[1].decode("ascii"), int(reply[2])
+            return verdict, claim, "", 0, reply[1].decode("ascii")
+        return verdict, claim, reply[1].decode("ascii"), int(reply[2]), reply[3].decode("ascii")
 
-    return claim.call("claim", decode, stale)
+    return claim.call("claim", decode, stale, uuid.uuid4().hex)
 
 
-def _verify(held: list[tuple[Claim, str, int]], attempt: _Attempt) -> Any:
-    """Read the holders of ``held`` claims: a holder that has the value, or whose claim is
-    younger than GRACE_MS, is a violation (get_or_create: the answer, or, for a holder
-    not written yet, read again); any other holder's claim is taken over (from that
-    holder only), then checked again."""
+Held = tuple[Claim, str, int, str]  # claim, its owner, the claim's age (ms), its token
+
+
+def _verify(held: list[Held], attempt: _Attempt) -> Any:
+    """Judge the claims ``held`` by other records; get_or_create first reads the holders
+    (one of them may be the answer)."""
+    if attempt.find is None:
+        return _judge(held, {}, attempt)
     model = held[0][0].model
 
     def judged(entries: list[Any]) -> Any:
         records = {raw_id.decode("ascii"): from_redis(model, raw_id, flat, streams)
                    for _number, raw_id, flat, streams in entries if flat}
-        for claim, owner, age in held:
-            holder = records.get(owner)
-            finding = attempt.find == claim.group
-            if holder is not None and _holds(holder, claim):
-                return _undo(attempt.taken, (holder, False) if finding
-                             else claim.violation(owner))
-            if age < GRACE_MS and finding and holder is None:
-                if _poll(attempt, age):
-                    return _verify(held, attempt)  # its creator is between claim and write
-                continue  # as old as the grace period now: an orphan, taken over below
-            if age < GRACE_MS:
-                return _undo(attempt.taken, claim.violation(owner))
-        if attempt.takeovers == 0:
-            return _undo(attempt.taken, RepocketConnectionError(
-                f"{model._meta.name}: the claim of {held[0][0].group} kept changing hands; "
-                "nothing was written, retry"))
-        attempt.takeovers -= 1
-        return gather([_claim(claim, stale=owner) for claim, owner, _age in held],
+        return _judge(held, records, attempt)
+
+    return then(read_raw(model, [(1, owner) for _claim_, owner, _age, _token in held]),
+                judged)
+
+
+def _judge(held: list[Held], records: dict[str, ActiveRecord], attempt: _Attempt) -> Any:
+    """A holder known to have the value (``records``: get_or_create's read) is the answer
+    or a violation; a claim younger than GRACE_MS counts as taken (its save may still be
+    writing: get_or_create reads a holder not written yet again until then); any other
+    claim is revoked in its holder's shard, which refuses when the holder has the value,
+    and only then taken over from exactly that token."""
+    stale: list[tuple[Claim, str, str]] = []
+    for claim, owner, age, token in held:
+        holder = records.get(owner)
+        finding = attempt.find == claim.group
+        if holder is not None and _holds(holder, claim):
+            return _undo(attempt, (holder, False) if finding else claim.violation(owner))
+        if age < GRACE_MS:
+            if not (finding and holder is None):
+                return _undo(attempt, claim.violation(owner))
+            if _poll(attempt, age):
+                return _verify(held, attempt)  # its creator is between claim and write
+            # as old as the grace period now: an orphan, taken over below
+        stale.append((claim, owner, token))
+    if attempt.takeovers == 0:
+        return _undo(attempt, _kept_changing([claim for claim, _o, _t in stale]))
+    attempt.takeovers -= 1
+
+    def revoked(verdicts: list[bytes]) -> Any:
+        for (claim, owner, _token), verdict in zip(stale, verdicts):
+            if verdict == b"holds":  # written since it was judged: the value is taken
+                if attempt.find is not None:
+                    return _verify(held, attempt)  # read again: it is the answer
+                return _undo(attempt, claim.violation(owner))
+        return gather([_claim(claim, token) for claim, _owner, token in stale],
                       lambda outcomes: _next(outcomes, attempt))
 
-    return then(read_raw(model, [(1, owner) for _claim_, owner, _age in held]), judged)
+    return gather([claim.revoke(owner, token) for claim, owner, token in stale], revoked)
+
+
+def _kept_changing(claims: Sequence[Claim]) -> RepocketConnectionError:
+    claim = claims[0]
+    return RepocketConnectionError(
+        f"{claim.model._meta.name}: the claim of {'+'.join(claim.group)} kept changing "
+        "hands; nothing was written, retry")
 
 
 def _holds(record: ActiveRecord, claim: Claim) -> bool:
@@ -251,14 +379,16 @@ def _poll(attempt: _Attempt, age: int) -> bool:
     return now < attempt.polling_until
 
 
-def _undo(taken: list[Claim], outcome: Any) -> Any:
-    """Release the claims this save took, then raise ``outcome`` (an error) or return it."""
+def _undo(attempt: _Attempt, outcome: Any) -> Any:
+    """Release the claims this protocol took (each only while it still holds the token it
+    was given), then raise ``outcome`` (an error) or return it."""
     def settle(_released: list[Any]) -> Any:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    return gather([claim.call("release", int) for claim in taken], settle)
+    return gather([claim.call("release", int, attempt.tokens.get(claim, ""))
+                   for claim in attempt.taken], settle)
 
 
 def releasing(claims: Sequence[Claim], result: Any) -> Any:

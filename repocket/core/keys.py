@@ -23,6 +23,8 @@ one slot (one node) and a record's save/get/delete/append stays one script call:
     {repocket:<namespace>:<Class>:<shard>}:<id>      and so on, as above
     {repocket:<namespace>:<Class>:<shard>}:ids       the shard's ids
     {repocket:<namespace>:<Class>:<shard>}:idx:...   the shard's index entries
+    {repocket:<namespace>:<Class>:<shard>}:fences    hash: revoked claim tokens (a model
+                                                     with unique constraints; claims.py)
 
 A record's shard is a stable hash of its id (:func:`shard_of`).
 
@@ -88,6 +90,12 @@ def claim_key(prefix: str, field_names: tuple[str, ...], bucket: int) -> str:
     of one bucket (a stable hash of the value): a hash tag of its own, so the claim lives
     in the slot of the value, wherever the record lives."""
     return "{" + f"{prefix}:uniq:{'+'.join(field_names)}:{bucket}" + "}"
+
+
+def fence_key(shard_prefix_: str) -> str:
+    """On a cluster, the hash of one shard's revoked claim tokens (token -> ms revoked):
+    a write of the shard's records relying on one of them is refused (core/claims.py)."""
+    return f"{shard_prefix_}:fences"
 
 
 def record_key(prefix: str, record_id: str) -> str:

@@ -23,7 +23,8 @@ class Script:
 
 _INCLUDE = re.compile(r"^-- @include ((?:[a-z]+/)?_?[a-z_]+)$", re.MULTILINE)
 SCRIPT_NAMES = ("save", "get", "delete", "append", "query", "reindex", "prune", "audit_keys",
-                "scan", "feed_group", "ttl", "persist", "claim", "claims_read")
+                "scan", "feed_group", "ttl", "persist", "claim", "claims_read",
+                "revoke")
 # The checker's scripts write only in 'repair' mode; checking runs them flagged no-writes.
 READ_ONLY_VARIANTS = ("reindex", "prune", "audit_keys")
 

@@ -834,10 +834,14 @@ def _save_fast(meta: Options, is_envelope: bool, find: bool) -> str:
         entries=_fast_entries(meta))
 
 
-def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
+def save_source(meta: Options, is_envelope: bool, find: bool = False,
+                fenced: bool = False) -> str:
     """The per-model save script, its libraries as ``-- @include`` lines; with ``find``,
     get_or_create's: the save of one new record, unless a record already holds the
-    unique claim the call names (then that record is the reply, and nothing is written)."""
+    unique claim the call names (then that record is the reply, and nothing is written).
+    With ``fenced`` (Redis Cluster, a model with unique constraints): the save that also
+    receives the tokens of the global claims it relies on and writes nothing when one
+    was revoked in its shard (core/claims.py)."""
     fields = tracked_fields(meta)
     streams = list(meta.stream_names)
     lock, feed = meta.optimistic_lock, meta.changes
@@ -851,6 +855,8 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
         saved="{'saved', each record's new version}" if lock else "'saved'",
         lock_errors=_LOCK_ERRORS if lock else "", sweep_page=SWEEP_PAGE,
         feed_expire=" (each with an 'expire' entry in the change feed)" if feed else "")
+    if fenced:
+        header = header.replace("-- Errors: REPOCKET", _FENCE_NOTE + "-- Errors: REPOCKET", 1)
     frame = _SAVE_FRAME.format(
         n_streams=len(streams), is_envelope="true" if is_envelope else "false",
         read_fields=_read_fields(meta, fields),
@@ -879,11 +885,35 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False) -> str:
                                own_expired=_OWN_EXPIRED.format())
     write = write.replace("-- @find\n", _find_block(meta) + "\n" if find else "", 1)
     fast = "" if lock or feed else _save_fast(meta, is_envelope, find) + MORE_LIBRARIES + "\n"
-    return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n" + fast
+    fence = _FENCE_CHECK if fenced else ""
+    return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n" + fence + fast
             + _defaults_table(meta, fields) + "\n" + frame + expiry + check
             + _write_expiry(meta) + write)
 
 
+_FENCE_NOTE = """\
+-- Redis Cluster fencing (core/claims.py, lua/revoke.lua): after everything above,
+--   KEYS  (the last) the shard's fence hash   <shard prefix>:fences
+--   ARGV  the T tokens of the global unique claims the records rely on, then T (the last)
+-- Or {'fenced', token...} (nothing written): those tokens were revoked in this shard
+--   (their claims were taken over or dropped); the caller runs the claim protocol again.
+"""
+_FENCE_CHECK = """\
+-- Redis Cluster fencing: a token revoked in this shard (its claim was taken over, or
+-- dropped, after a check that the record did not hold the value) refuses the whole
+-- write, before any record is read and anything written: the value may be another
+-- record's now.
+do
+  local fences, n_tokens, fenced = KEYS[#KEYS], tonumber(ARGV[#ARGV]), {'fenced'}
+  for i = #ARGV - n_tokens, #ARGV - 1 do
+    local revoked = redis.pcall('HGET', fences, ARGV[i])
+    if is_error(revoked) then return pcall_failure(fences, 'hash', revoked) end
+    if revoked then fenced[#fenced + 1] = ARGV[i] end
+  end
+  if #fenced > 1 then return fenced end
+end
+
+"""
 _LOCK_ARGS = """--   then (optimistic_lock) the version the instance holds: '0' for a new record, ''
 --   for none (force_insert: no check); a record at another version is stale
 """
@@ -2508,6 +2538,28 @@ def scripts_for(model: type[ActiveRecord]) -> ModelScripts:
         meta.script_cache[names] = cached
     meta.script_cache[quick] = cached
     return cached
+
+
+def fenced_save_for(model: type[ActiveRecord]) -> Script:
+    """The model's fenced save script (Redis Cluster, a model with unique constraints:
+    see :func:`save_source`) for the codec in force now, made on first use and cached on
+    ``_meta`` beside the other scripts."""
+    meta = model._meta
+    name = meta.codec_name or configure.default_codec()
+    key = ("fenced", name)
+    script = meta.script_cache.get(key)
+    if script is None:
+        script = meta.script_cache[key] = compile_source(
+            "save_fenced", save_source(meta, CODECS[name].is_envelope, fenced=True))
+    return script
+
+
+def cluster_sources(meta: Options, is_envelope: bool) -> list[tuple[str, str]]:
+    """(name, source) of the scripts a model runs on Redis Cluster besides
+    :func:`sources`': the fenced save, for a model with unique constraints."""
+    if not meta.unique_together:
+        return []
+    return [("save_fenced", save_source(meta, is_envelope, fenced=True))]
 
 
 def sources(meta: Options, codecs: tuple[bool, ...]) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ from .deref import checking_targets, load_roots
 from .hydrate import hydrate
 from .layout import on_cluster, refuse_on_cluster
 from .lua import SCRIPTS
-from .luagen import scripts_for
+from .luagen import fenced_save_for, scripts_for
 from .plan import DEFAULT_MAX_BYTES, Call, Gather, gather, pack, then
 
 if TYPE_CHECKING:
@@ -218,10 +218,16 @@ def _streams(record: ActiveRecord, hash_key: str, whole: bool,
 
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
-               decode: Callable[[Any], Any], find: bytes | None = None) -> Call:
+               decode: Callable[[Any], Any], find: bytes | None = None,
+               grant: claims.Grant | None = None,
+               refused: Callable[[Any], Any] | None = None) -> Call:
     """The call of the model's save script (its header documents this frame); the blocks'
     records share one prefix (one shard on a cluster). With ``find``, the get_or_create
-    script's call: the same frame, then the claim to find by."""
+    script's call: the same frame, then the claim to find by. With ``grant`` (Redis
+    Cluster: the global claims the records rely on), the fenced save's call: the same
+    frame, then the shard's fence hash and the claims' tokens; its refusal ('fenced') is
+    decoded by ``refused`` (by default ``grant.refused``: the whole protocol again),
+    never by ``decode``."""
     meta = model._meta
     keys: list[str] = [*meta.write_keys(blocks[0].prefix)]
     args: list[Any] = [len(blocks), DEFAULT_MAX_BYTES]
@@ -239,9 +245,24 @@ def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
     if find is not None:
         script = scripts.get_or_create
         args.append(find)
+    if grant is not None:
+        tokens = grant.of({block.args[0] for block in blocks})
+        script = fenced_save_for(model)
+        keys.append(keyspace.fence_key(blocks[0].prefix))
+        args += (*tokens, len(tokens))
+        decode = _fenced(decode, refused or grant.refused)
     # the server's limit is asked for (once per client) only when it matters
     binder = _limit_binder(meta.name, args, large, at=1) if large or appends else None
     return Call(script, tuple(keys), tuple(args), decode, meta.name, key_fields, binder)
+
+
+def _fenced(decode: Callable[[Any], Any], refused: Callable[[Any], Any]
+            ) -> Callable[[Any], Any]:
+    """``decode`` of a save's reply, but the fenced save's refusal goes to ``refused``."""
+    def decode_fenced(reply: Any) -> Any:
+        return refused(reply) if claims.is_fenced(reply) else decode(reply)
+
+    return decode_fenced
 
 
 MIN_SERVER_LIMIT = 1024 * 1024  # the lowest proto-max-bulk-len Redis accepts
@@ -293,12 +314,16 @@ def compile_save(record: ActiveRecord, whole: bool = False,
         return {"hash": block.keys[0],
                 "strings": dict(zip(meta.stream_names, block.keys[1:], strict=False))}
 
-    call = _save_call(type(record), [block], decode)
+    model = type(record)
     if not (block.targets or take or release):
-        return call  # one round trip (always on one server)
-    write = then(call, lambda result: claims.releasing(release, result))
-    checked: Call | Gather = claims.claiming(take, checking_targets(
-        type(record), block.targets, write))
+        return _save_call(model, [block], decode)  # one round trip (always on one server)
+
+    def write(grant: claims.Grant | None) -> Any:
+        return checking_targets(model, block.targets,
+                                _save_call(model, [block], decode, grant=grant))
+
+    checked: Call | Gather = then(claims.claiming(take, write),
+                                  lambda result: claims.releasing(release, result))
     return checked
 
 
@@ -357,7 +382,10 @@ def _get_or_create_on_cluster(record: ActiveRecord, group: tuple[str, ...],
         block.apply(saved_versions(reply)[0])
         return record, True
 
-    write = checking_targets(model, block.targets, _save_call(model, [block], created))
+    def write(grant: claims.Grant | None) -> Any:
+        return checking_targets(model, block.targets,
+                                _save_call(model, [block], created, grant=grant))
+
     found: Call | Gather = claims.claiming(claims.changes(record, whole=True)[0], write,
                                            find=group)
     return found
@@ -384,9 +412,13 @@ def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecor
     groups: dict[str, list[_SaveBlock]] = {}
     for block in blocks:
         groups.setdefault(block.prefix, []).append(block)
-    chains = [_bulk_calls(model, group, 0, list(records)) for group in groups.values()]
-    result: Call | Gather = claims.claiming(take, checking_targets(
-        model, targets, gather(chains, lambda _done: list(records))))
+
+    def write(grant: claims.Grant | None) -> Any:
+        chains = [_bulk_calls(model, group, 0, list(records), grant)
+                  for group in groups.values()]
+        return checking_targets(model, targets, gather(chains, lambda _done: list(records)))
+
+    result: Call | Gather = claims.claiming(take, write)
     return result
 
 
@@ -406,7 +438,10 @@ def _batch_claims(model: type[ActiveRecord], records: Sequence[ActiveRecord]
 
 
 def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
-                records: list[ActiveRecord]) -> Call:
+                records: list[ActiveRecord], grant: claims.Grant | None = None) -> Call:
+    """The calls writing ``blocks[start:]``, one after the other. With ``grant`` (Redis
+    Cluster), fenced: a refused call runs the claim protocol again for its records and
+    the later ones of its chain, then goes on from that call."""
     end, work, size = start, 0, 0
     while end < len(blocks):
         work, size = work + blocks[end].work, size + _bytes(blocks[end])
@@ -418,9 +453,16 @@ def _bulk_calls(model: type[ActiveRecord], blocks: list[_SaveBlock], start: int,
         for block, version in zip(blocks[start:end], saved_versions(reply, end - start),
                                   strict=True):
             block.apply(version)
-        return _bulk_calls(model, blocks, end, records) if end < len(blocks) else records
+        return _bulk_calls(model, blocks, end, records, grant) if end < len(blocks) \
+            else records
 
-    return _save_call(model, blocks[start:end], decode)
+    def refused(reply: Any) -> Any:
+        assert grant is not None
+        rest = {block.args[0] for block in blocks[start:]}
+        return grant.refused(reply, rest, lambda again: _bulk_calls(
+            model, blocks, start, records, again))
+
+    return _save_call(model, blocks[start:end], decode, grant=grant, refused=refused)
 
 
 def saved_versions(reply: Any, count: int = 1) -> list[int]:

@@ -22,12 +22,15 @@ batch of ids), then each index key and unique hash (one call per batch).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..connections import configure
 from ..core import claims
 from ..core import keys as keyspace
+from ..core.deref import read_raw
+from ..core.hydrate import from_redis
 from ..core.layout import on_cluster
 from ..core.lua import SCRIPTS, Script
 from ..core.plan import Call, Plan, gather
@@ -46,7 +49,8 @@ UNREPAIRABLE = ("unique-conflict", "not-a-hash", "eviction-policy")
 class Problem:
     kind: str  # orphan-id, unlisted-record, not-a-hash, missing-entry, missing-unique,
     #            unique-conflict, stale-entry, orphan-stream, foreign-member, eviction-policy,
-    #            orphan-claim (a cluster's global claim its holder does not hold)
+    #            orphan-claim (a cluster's global claim its holder does not hold),
+    #            unclaimed-value (a cluster's unique value held without its global claim)
     key: str
     detail: str
     record_id: str = ""
@@ -247,37 +251,143 @@ def _read_hash(model: type[ActiveRecord], key: str, fields: list[bytes] | None =
 
 
 def _audit_claims(model: type[ActiveRecord], report: CheckReport) -> Plan:
-    """On a cluster, the global claims of unique values (core/claims.py): a claim whose
-    holder does not hold the value (its record is gone or holds another: an orphan),
-    older than the grace period (a younger one may be a save still writing), is reported
-    as 'orphan-claim'; repairing drops it (only if unchanged since it was read)."""
+    """On a cluster, the global claims of unique values (core/claims.py), per constraint:
+    every claim hash and every shard's unique hash are read (one gathered round trip
+    each), then
+
+    - a claim whose holder does not hold the value (its record is gone or holds another:
+      an orphan), older than the grace period (a younger one may be a save still
+      writing), is 'orphan-claim'; repairing revokes its token in the holder's shard
+      (lua/revoke.lua: refused if the holder holds the value now) and drops it (only if
+      unchanged since it was read);
+    - a value a record holds without holding its claim is 'unclaimed-value' (another
+      record could claim it and write it too); repairing claims it for that record when
+      the claim is free, or held by a record that does not hold the value (whose token
+      is revoked first);
+    - a value records of two shards hold is 'unique-conflict' (never repaired).
+
+    The holders found in the unique hashes are read again (their records, and the claim
+    of the values they hold now) before anything is reported: a save that ran between
+    the reads is not a problem."""
     meta = model._meta
     for group in meta.unique_together:
         buckets = [keyspace.claim_key(meta.prefix, group, bucket)
                    for bucket in range(keyspace.CLAIM_BUCKETS)]
         listed = yield gather([_read_hash(model, key) for key in buckets], list)
-        by_shard: dict[str, list[tuple[str, bytes, bytes, str]]] = {}
+        claimed: dict[bytes, tuple[str, bytes, str, int]] = {}  # field: key, token, owner, age
         for key, (now, flat) in zip(buckets, listed):
             for field_, stored in zip(flat[::2], flat[1::2]):
-                owner, _, since = stored.decode("ascii", "replace").partition("@")
-                if now - int(since or 0) >= claims.GRACE_MS:
-                    shard_hash = keyspace.unique_key(meta.prefix_of(owner), group)
-                    by_shard.setdefault(shard_hash, []).append((key, field_, stored, owner))
-        hashes = list(by_shard)
-        holders = yield gather([_read_hash(model, shard_hash, [e[1] for e in by_shard[shard_hash]])
-                                for shard_hash in hashes], list)
-        orphans = [entry for shard_hash, (_now, values) in zip(hashes, holders)
-                   for entry, holder in zip(by_shard[shard_hash], values)
-                   if holder is None or holder.decode("ascii", "replace") != entry[3]]
-        for key, field_, _stored, owner in orphans:
-            report.problems.append(Problem(
-                "orphan-claim", key, f"{'+'.join(group)}: claimed by {owner}, which does not "
-                "hold the value", owner, field_))
-        if report.repair and orphans:
-            report.repaired += yield gather(
-                [Call(SCRIPTS["claim"], (key,), ("drop", stored, "", claims.GRACE_MS, b"",
-                                                 field_), int, meta.name)
-                 for key, field_, stored, _owner in orphans], sum)
+                owner, since = claims.parse_token(stored)
+                claimed[field_] = (key, stored, owner, now - since)
+        shard_hashes = [keyspace.unique_key(prefix, group) for prefix in meta.shard_prefixes()]
+        read = yield gather([_read_hash(model, key) for key in shard_hashes], list)
+        holders: dict[bytes, dict[str, str]] = {}  # field: {holder id: its shard's hash}
+        for key, (_now, flat) in zip(shard_hashes, read):
+            for field_, holder in zip(flat[::2], flat[1::2]):
+                holders.setdefault(field_, {})[holder.decode("ascii", "replace")] = key
+        suspects = {(field_, holder) for field_, found in holders.items() for holder in found
+                    if len(found) > 1 or claimed.get(field_, ("", b"", "", 0))[2] != holder}
+        confirmed = yield from _confirm_holders(model, group, suspects)
+        yield from _orphan_claims(model, group, report, claimed, holders, confirmed)
+        yield from _unclaimed_values(model, group, report, holders, confirmed)
+
+
+def _confirm_holders(model: type[ActiveRecord], group: tuple[str, ...],
+                     suspects: set[tuple[bytes, str]]) -> Plan:
+    """Of ``suspects`` (unique field, holder id), those whose record exists and has that
+    value now: {(field, holder): (its claim, the claim's token or None)}."""
+    if not suspects:
+        return {}
+    reads = read_raw(model, [(1, holder) for _field, holder in sorted(suspects)])
+    entries = reads if isinstance(reads, list) else (yield reads)
+    found: dict[str, claims.Claim] = {}
+    for _number, raw_id, flat, streams in entries:
+        if flat:
+            record = from_redis(model, raw_id, flat, streams)
+            values = claims.values_of(record, group, stored=False)
+            if values is not None:
+                found[raw_id.decode("ascii")] = claims.Claim(model, group, values,
+                                                             raw_id.decode("ascii"))
+    peeked = [(field_, holder) for field_, holder in sorted(suspects) if holder in found]
+    replies = yield gather([found[holder].call("peek", list) for _field, holder in peeked],
+                           list)
+    return {(field_, holder): (found[holder], reply[1] or None)
+            for (field_, holder), reply in zip(peeked, replies) if reply[0] == field_}
+
+
+def _orphan_claims(model: type[ActiveRecord], group: tuple[str, ...], report: CheckReport,
+                   claimed: dict[bytes, tuple[str, bytes, str, int]],
+                   holders: dict[bytes, dict[str, str]],
+                   confirmed: dict[tuple[bytes, str], Any]) -> Plan:
+    """Claims older than the grace period whose owner does not hold the value; repair:
+    revoke, then drop (a value a record holds is claimed for it instead: see below)."""
+    held_by_one = {field_ for field_, _holder in confirmed}
+    orphans = [(key, field_, stored, owner) for field_, (key, stored, owner, age)
+               in claimed.items()
+               if age >= claims.GRACE_MS and owner not in holders.get(field_, {})]
+    for key, field_, _stored, owner in orphans:
+        report.problems.append(Problem(
+            "orphan-claim", key, f"{'+'.join(group)}: claimed by {owner}, which does not "
+            "hold the value", owner, field_))
+    dropping = [orphan for orphan in orphans if orphan[1] not in held_by_one]
+    if not (report.repair and dropping):
+        return
+    verdicts = yield gather([claims.revoke_by_field(model, group, owner, stored, field_)
+                             for _key, field_, stored, owner in dropping], list)
+    report.repaired += yield gather(
+        [Call(SCRIPTS["claim"], (key,), ("drop", stored, "", "", b"", field_), int,
+              model._meta.name)
+         for (key, field_, stored, _owner), verdict in zip(dropping, verdicts)
+         if verdict == b"revoked"], sum)
+
+
+def _unclaimed_values(model: type[ActiveRecord], group: tuple[str, ...],
+                      report: CheckReport, holders: dict[bytes, dict[str, str]],
+                      confirmed: dict[tuple[bytes, str], Any]) -> Plan:
+    """Values held by records of two shards (conflicts), and values one record holds
+    without their claim; repair: the claim taken for that record (the token of a claim
+    another record holds revoked first: that record does not hold the value)."""
+    by_field: dict[bytes, list[str]] = {}
+    for field_, holder in sorted(confirmed):
+        by_field.setdefault(field_, []).append(holder)
+    fixes: list[tuple[claims.Claim, bytes | None, bytes]] = []  # claim, token, field
+    for field_, found in by_field.items():
+        if len(found) > 1:
+            for other in found[1:]:
+                report.problems.append(Problem(
+                    "unique-conflict", holders[field_][other],
+                    f"{'+'.join(group)}: held by {found[0]} and {other}", other, field_,
+                    found[0]))
+            continue
+        claim, token = confirmed[(field_, found[0])]
+        owner = claims.parse_token(token)[0] if token else ""
+        if owner == found[0]:
+            continue  # claimed meanwhile: nothing to report
+        report.problems.append(Problem(
+            "unclaimed-value", holders[field_][found[0]],
+            f"{'+'.join(group)}: held by {found[0]}, "
+            + (f"claimed by {owner}, which does not hold it" if owner else "not claimed"),
+            found[0], field_, owner))
+        fixes.append((claim, token, field_))
+    if report.repair and fixes:
+        report.repaired += yield from _claim_for_holders(model, group, fixes)
+
+
+def _claim_for_holders(model: type[ActiveRecord], group: tuple[str, ...],
+                       fixes: list[tuple[claims.Claim, bytes | None, bytes]]) -> Plan:
+    """Claim values for the records holding them: a claim another record holds (which
+    does not hold the value) is revoked in its shard first, then replaced if unchanged.
+    Returns how many were claimed."""
+    stolen = [fix for fix in fixes if fix[1]]
+    verdicts = yield gather([claims.revoke_by_field(
+        model, group, claims.parse_token(token)[0], token, field_)
+        for _claim, token, field_ in stolen if token is not None], list)
+    refused = {id(fix) for fix, verdict in zip(stolen, verdicts) if verdict != b"revoked"}
+    kept = [fix for fix in fixes if id(fix) not in refused]
+    outcomes = yield gather([claim.call("claim", list, (token or b"").decode("ascii"),
+                                        uuid.uuid4().hex) for claim, token, _field in kept],
+                            list)
+    return sum(1 for reply in outcomes if reply[0] in (b"took", b"had"))
 
 
 def _check_shard(model: type[ActiveRecord], report: CheckReport, batch_size: int,
