@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import multiprocessing
 import random
 import threading
 import time
@@ -23,6 +24,10 @@ from redis.retry import Retry
 
 from repocket import ActiveRecord, F, attributes, configure, errors
 from repocket.core import claims
+from repocket.core import keys as keyspace
+from repocket.core import ops as operations
+from repocket.core.plan import Call, Gather
+from repocket.exec import aio, sync
 from repocket.tools.server import LocalCluster
 from tests.conftest import CountingConnection, RoundTrips
 
@@ -656,6 +661,14 @@ class Member(ActiveRecord):
     visits = attributes.Integer(index=True, default=0)
 
 
+class Quarterly(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+        shards = 4
+
+    code = attributes.Unicode(unique=True)
+
+
 def test_unique_values_are_global_across_shards(
         cluster: RedisCluster, local_cluster: LocalCluster) -> None:
     ann = Member.create(email="ann@example.com", price=decimal.Decimal("1.50"),
@@ -725,30 +738,216 @@ def test_an_orphan_claim_is_taken_over_once_it_is_old(
         Member.create(email="gone@example.com")
 
 
-def test_racing_creators_get_each_value_once(cluster: RedisCluster) -> None:
-    values = [f"racer{i}@example.com" for i in range(12)]
+def _race_creates(url: str, values: list[str], seed: int, grace_ms: int, start: Any,
+                  out: Any) -> None:
+    """One racing process: creates a Member with every value, in an order of its own;
+    reports the values it won, those it got a typed retriable error for, and how many
+    of its writes were refused (a token revoked by a takeover)."""
+    configure.connection_pool(url=url, cluster=True)
+    claims.GRACE_MS = grace_ms
+    refusals = [0]
+    refused = claims.Grant.refused
+
+    def counting(self: claims.Grant, *args: Any, **kwargs: Any) -> Any:
+        refusals[0] += 1
+        return refused(self, *args, **kwargs)
+
+    claims.Grant.refused = counting  # type: ignore[method-assign]
     won: list[str] = []
-    failures: list[BaseException] = []
+    retriable: list[str] = []
+    start.wait()
+    for value in random.Random(seed).sample(values, len(values)):
+        try:
+            Member.create(email=value)
+            won.append(value)
+        except errors.UniqueViolation:
+            pass
+        except errors.RepocketConnectionError as exc:  # the claim kept changing hands
+            assert "kept changing hands" in str(exc)
+            retriable.append(value)
+    out.put((won, retriable, refusals[0]))
+    configure.reset()
 
-    def racer(seed: int) -> None:
-        for value in random.Random(seed).sample(values, len(values)):
-            try:
-                Member.create(email=value)
-                won.append(value)
-            except errors.UniqueViolation:
-                pass
-            except BaseException as exc:  # pragma: no cover - reported below
-                failures.append(exc)
 
-    threads = [threading.Thread(target=racer, args=(seed,)) for seed in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures
-    assert sorted(won) == sorted(values)  # each value granted exactly once
-    for value in values:
-        assert Member.objects.filter(email=value).count() == 1
+def test_racing_processes_get_each_value_once(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    """8 processes create records with the same 200 values (spread over the claim buckets
+    and the shards). Four keep the grace period (a live claim is never taken over); four
+    have none, so they take over every claim whose record is not written yet (revoking
+    its token first), and writes are refused as they race: still no value is ever held
+    by two records, and every value is granted once (a value no process was granted is
+    one a process got the typed retriable error for: free to take)."""
+    values = [f"racer{i}@example.com" for i in range(200)]
+    context = multiprocessing.get_context("spawn")
+    start, out = context.Event(), context.Queue()
+    processes = [context.Process(target=_race_creates, args=(
+        local_cluster.url, values, seed, 0 if seed % 2 else claims.GRACE_MS, start, out))
+        for seed in range(8)]
+    for process in processes:
+        process.start()
+    start.set()
+    results = [out.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+    won = [value for won_, _retriable, _refusals in results for value in won_]
+    assert len(won) == len(set(won))  # no value granted twice
+    retriable = {value for _won, failed, _refusals in results for value in failed}
+    assert set(values) - set(won) <= retriable
+    for value in set(values) - set(won):
+        Member.create(email=value)
+    assert sorted(Member.objects.values_list("email", flat=True)) == sorted(values)
+    report = Member.objects.check()
+    assert report.ok, report.problems[:5]
+    claimed = claim_hashes(cluster, "email")  # no claim left dangling, each its holder's
+    assert sorted(claimed) == sorted(value.encode() for value in values)
+    holders = {record.email: str(record.pk) for record in Member.objects.all()}
+    assert all(claims.parse_token(token)[0] == holders[field_.decode()]
+               for field_, token in claimed.items())
+
+
+def claim_hashes(cluster: RedisCluster, group: str) -> dict[bytes, bytes]:
+    """Every global claim of one constraint of Member: unique field -> stored token."""
+    found: dict[bytes, bytes] = {}
+    for bucket in range(keyspace.CLAIM_BUCKETS):
+        found.update(cluster.hgetall(keyspace.claim_key(Member._meta.prefix, (group,), bucket)))
+    return found
+
+
+def fences(cluster: RedisCluster, model: type[ActiveRecord] = Member) -> dict[bytes, bytes]:
+    """Every revoked claim token in the fence hashes of the model's shards."""
+    found: dict[bytes, bytes] = {}
+    for prefix in model._meta.shard_prefixes():
+        found.update(cluster.hgetall(keyspace.fence_key(prefix)))
+    return found
+
+
+# -- fencing: a save stalled between its claim and its write -----------------------------------
+def run_step(client: Any, step: Any) -> Any:
+    """One step of a plan: a call, or a Gather's calls (an operation stopped there: its
+    next step is returned, not run)."""
+    if isinstance(step, Gather):
+        return step.combine([run_step(client, call) for call in step.calls])
+    assert isinstance(step, Call)
+    return step.decode(sync.transport_for(client).run(step, step.args))
+
+
+def test_a_save_stalled_after_its_claim_is_refused_once_taken_over(
+        cluster: RedisCluster, local_cluster: LocalCluster,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claims a value and stalls before its write (a GC pause, the network); its claim
+    is old enough to be taken over (GRACE_MS is 0 here) and B takes the value: B revokes
+    A's token in A's shard first, so A's late write is refused, writes nothing, and A's
+    save runs the protocol again: UniqueViolation naming B. Without the fence A's write
+    would have given the value to a second record."""
+    stalled = Member(email="stall@example.com")
+    write = run_step(cluster, operations.compile_save(stalled))  # claimed; the write waits
+    (token,) = claim_hashes(cluster, "email").values()
+    assert token.startswith(f"{stalled.pk}@".encode())
+    monkeypatch.setattr(claims, "GRACE_MS", 0)
+    Member.create(email="warm@example.com")  # scripts loaded: round trips counted below
+    rounds = RoundTrips()
+    taker = Member.create(email="stall@example.com")
+    assert rounds.count == 4  # claim (held), revoke in A's shard, claim again, write
+    assert token in fences(cluster)
+    rounds.reset()
+    with pytest.raises(errors.UniqueViolation) as caught:
+        sync.execute(cluster, write)  # A wakes up
+    assert caught.value.owner == str(taker.pk)
+    # the write refused, the protocol again: claim (held by B), revocation refused (B
+    # holds it), then A's release of what it took (B's now: left alone)
+    assert rounds.count == 4
+    assert Member.objects.get(id=stalled.pk) is None
+    found = list(Member.objects.filter(email="stall@example.com"))
+    assert [record.pk for record in found] == [taker.pk]
+    assert Member.objects.check().ok
+
+
+def test_a_stalled_save_of_an_existing_record_keeps_its_old_value(
+        cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for a change of value: the refused save writes nothing (the record keeps
+    its old value and its claim), and a second attempt is refused as well."""
+    ann = Member.create(email="ann@example.com")
+    ann.email = "wanted@example.com"
+    write = run_step(cluster, operations.compile_save(ann))
+    monkeypatch.setattr(claims, "GRACE_MS", 0)
+    bob = Member.create(email="wanted@example.com")
+    with pytest.raises(errors.UniqueViolation) as caught:
+        sync.execute(cluster, write)
+    assert caught.value.owner == str(bob.pk)
+    assert Member.objects.get(id=ann.pk).email == "ann@example.com"
+    with pytest.raises(errors.UniqueViolation):
+        ann.save()
+    assert Member.objects.get(email="ann@example.com").pk == ann.pk
+    assert Member.objects.check().ok
+
+
+def test_a_stalled_bulk_create_writes_the_shards_it_still_may(
+        cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bulk_create is atomic per shard batch: a batch relying on a revoked token is
+    refused whole, runs the protocol again for its records and raises; the other
+    shards' records are written."""
+    batch = [Quarterly(code=f"q{i}") for i in range(12)]
+    write = run_step(cluster, operations.compile_bulk_create(Quarterly, batch))
+    victim = batch[0]
+    monkeypatch.setattr(claims, "GRACE_MS", 0)
+    taker = Quarterly.create(code=victim.code)
+    with pytest.raises(errors.UniqueViolation) as caught:
+        sync.execute(cluster, write)
+    assert caught.value.owner == str(taker.pk)
+    shard = Quarterly._meta.prefix_of(str(victim.pk))
+    same = [r for r in batch if Quarterly._meta.prefix_of(str(r.pk)) == shard]
+    others = [r for r in batch if r not in same]
+    assert all(Quarterly.objects.get(id=r.pk) is None for r in same)
+    assert all(Quarterly.objects.get(id=r.pk) is not None for r in others)
+    assert Quarterly.objects.get(code=victim.code).pk == taker.pk
+    for record in same[1:]:  # their claims were released: free to take
+        Quarterly.create(code=record.code)
+    assert Quarterly.objects.check().ok
+
+
+def test_a_revocation_is_refused_when_the_holder_has_written(
+        cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B judges A's claim an orphan (A not written yet, its claim old), but A writes
+    before B's revocation runs in A's shard: the revocation refuses (A holds the value),
+    nothing is fenced, and B's save raises UniqueViolation naming A."""
+    first = Member(email="close@example.com")
+    write = run_step(cluster, operations.compile_save(first))
+    monkeypatch.setattr(claims, "GRACE_MS", 0)
+    second = Member(email="close@example.com")
+    revoke = run_step(cluster, operations.compile_save(second))  # held: revoke next
+    assert isinstance(revoke, Call) and revoke.script.name == "revoke"
+    sync.execute(cluster, write)  # A writes first
+    with pytest.raises(errors.UniqueViolation) as caught:
+        sync.execute(cluster, revoke)
+    assert caught.value.owner == str(first.pk)
+    assert fences(cluster) == {}
+    direct = claims.Claim(Member, ("email",), ["close@example.com"], str(second.pk))
+    token = claim_hashes(cluster, "email")[b"close@example.com"]
+    assert sync.execute(cluster, direct.revoke(str(first.pk), token.decode())) == b"holds"
+    assert fences(cluster) == {}
+    assert Member.objects.get(email="close@example.com").pk == first.pk
+    assert Member.objects.get(id=second.pk) is None and Member.objects.check().ok
+
+
+async def test_the_asyncio_path_refuses_a_stalled_write(
+        cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The async executor runs the same plans: a write refused after a takeover."""
+    client = configure.get_async_connection()
+    stalled = Member(email="async@example.com")
+    plan = operations.compile_save(stalled)
+    assert isinstance(plan, Call)
+    write = plan.decode(await aio.arun_call(client, plan, plan.args))
+    monkeypatch.setattr(claims, "GRACE_MS", 0)
+    taker = Member(email="async@example.com")
+    await taker.asave()
+    with pytest.raises(errors.UniqueViolation) as caught:
+        await aio.aexecute(client, write)
+    assert caught.value.owner == str(taker.pk)
+    assert await Member.objects.aget(id=stalled.pk) is None
+    assert (await Member.objects.aget(email="async@example.com")).pk == taker.pk  # type: ignore[union-attr]
+    assert (await Member.objects.acheck()).ok
+    await configure.aclose()
 
 
 # -- check() and reindex(): every shard ----------------------------------------------------------
@@ -789,6 +988,56 @@ def test_check_reports_and_drops_orphan_claims(
     monkeypatch.setattr(claims, "GRACE_MS", 60_000)
     Member.create(email="gone@example.com")  # free again, without any takeover
     assert Member.objects.get(email="keep@example.com").pk == keep.pk
+
+
+def test_check_finds_values_held_without_their_claim_and_claims_them(
+        cluster: RedisCluster) -> None:
+    """A value a record holds with no claim (or with a claim another record holds without
+    holding the value) lets a second record take it: check() reports it, and repair
+    claims it for the record (revoking the other record's token first); two records
+    holding one value are a conflict, reported and never repaired."""
+    free = Member.create(email="free@example.com")
+    stolen = Member.create(email="stolen@example.com")
+    email_key = {}  # unique field -> its claim hash
+    for bucket in range(keyspace.CLAIM_BUCKETS):
+        key = keyspace.claim_key(Member._meta.prefix, ("email",), bucket)
+        email_key.update(dict.fromkeys(cluster.hkeys(key), key))
+    cluster.hdel(email_key[b"free@example.com"], "free@example.com")
+    ghost = "00000000-0000-4000-8000-000000000001"
+    ghost_token = f"{ghost}@{int(time.time() * 1000)}@planted"
+    cluster.hset(email_key[b"stolen@example.com"], "stolen@example.com", ghost_token)
+    report = Member.objects.check()
+    assert sorted((p.kind, p.record_id, p.value, p.holder) for p in report.problems) == [
+        ("unclaimed-value", str(free.pk), b"free@example.com", ""),
+        ("unclaimed-value", str(stolen.pk), b"stolen@example.com", ghost)]
+    assert not report.ok
+    repaired = Member.objects.check(repair=True)
+    assert repaired.repaired == 2 and Member.objects.check().ok
+    claimed = claim_hashes(cluster, "email")
+    assert claims.parse_token(claimed[b"free@example.com"])[0] == str(free.pk)
+    assert claims.parse_token(claimed[b"stolen@example.com"])[0] == str(stolen.pk)
+    assert ghost_token.encode() in fences(cluster)  # the ghost's writes are refused
+    with pytest.raises(errors.UniqueViolation):
+        Member.create(email="free@example.com")
+
+    # a second record holding a value: planted in another shard, behind repocket's back
+    other = next(record for record in (Member(email=f"x{i}@example.com") for i in range(64))
+                 if Member._meta.prefix_of(str(record.pk)) != Member._meta.prefix_of(
+                     str(free.pk)))
+    other.save()
+    raw = cluster.hget(free._key(), "email")
+    cluster.hset(other._key(), "email", raw)
+    shard_hash = keyspace.unique_key(Member._meta.prefix_of(str(other.pk)), ("email",))
+    for field_ in list(cluster.hkeys(shard_hash)):
+        if cluster.hget(shard_hash, field_) == str(other.pk).encode():
+            cluster.hdel(shard_hash, field_)
+    cluster.hset(shard_hash, "free@example.com", str(other.pk))
+    report = Member.objects.check(repair=True)
+    conflicts = [(p.kind, p.value) for p in report.problems if p.kind == "unique-conflict"]
+    assert conflicts == [("unique-conflict", b"free@example.com")]
+    assert not report.ok
+    assert claims.parse_token(claim_hashes(cluster, "email")[b"free@example.com"])[0] \
+        == str(free.pk)  # left with the record that held it
 
 
 def test_the_cluster_benchmark_counts_round_trips(

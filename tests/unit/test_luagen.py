@@ -126,3 +126,21 @@ def test_repocket_scripts_prints_each_models_scripts(capsys: pytest.CaptureFixtu
     assert main(["scripts", "--full", "--codec", "compact", __name__]) == 0
     full = capsys.readouterr().out
     assert "-- @include" not in full.replace("(lib/", "") and "IS_ENVELOPE = false" in full
+
+
+def test_the_fenced_save_is_the_save_plus_its_fence() -> None:
+    """Redis Cluster's fenced save (a model with unique constraints): the save script with
+    the fence's header lines and its check first, before the fast path and anything read
+    or written, nothing else changed; a model without unique constraints has none."""
+    codecs = tuple(m._meta.codec.is_envelope for m in Member._meta.reachable_models)
+    plain = dict(luagen.sources(Member._meta, codecs))["save"]
+    fenced = dict(luagen.cluster_sources(Member._meta, codecs[0]))["save_fenced"]
+    keys = luagen._keys_table(Member._meta) + "\n"
+    assert fenced == plain.replace(
+        "-- Errors: REPOCKET", luagen._FENCE_NOTE + "-- Errors: REPOCKET", 1).replace(
+        keys, keys + luagen._FENCE_CHECK, 1)
+    assert fenced.index("return fenced") < fenced.index("-- The common case, straight-line")
+    assert luagen.cluster_sources(Team._meta, False) == []
+    script = luagen.fenced_save_for(Member)
+    assert luagen.fenced_save_for(Member) is script and script.name == "save_fenced"
+    assert "local function pcall_failure(" in script.source.split("The common case")[0]
