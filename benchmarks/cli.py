@@ -77,8 +77,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "against hand-written EVALSHA, a WATCH/MULTI retry loop and a naive "
                    "read-modify-write (0: skip)")
     p.add_argument("--cluster", action="store_true",
-                   help="also the Redis Cluster section (benchmarks/cluster.py): a throwaway "
-                        "server and local clusters of its own")
+                   help="also the Redis Cluster section (benchmarks/cluster.py, alone: python "
+                        "-m benchmarks.cluster): one server against a throwaway local cluster "
+                        "of 3 primaries, query cost at 1/4/16/64 shards, writer processes "
+                        "against 1 vs 3 primaries; a throwaway server and clusters of its own "
+                        "even with --url")
+    p.add_argument("--cluster-writers", type=int, default=cluster.PROCESSES, metavar="N",
+                   help=f"writer processes of the cluster section's throughput part (default "
+                        f"{cluster.PROCESSES}; 0: skip that part)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -193,6 +199,8 @@ def _announce_plan(args: argparse.Namespace, systems: list[System],
     sections = " + the concurrency section" if args.concurrency > 0 else ""
     if args.writers > 0:
         sections += f" + the contention section ({args.writers} writer processes)"
+    if args.cluster:
+        sections += " + the cluster section"
     longer = "" if args.full else (
         f"; --full: about "
         f"{duration(_estimate(args, systems, *FULL).total)}")
@@ -205,7 +213,8 @@ def _estimate(args: argparse.Namespace, systems: list[System], n: int,
               repeat: int) -> Estimate:
     repocket = sum(s.kind == "repocket" for s in systems) if args.profile else 0
     return Estimate.of([s.name for s in systems], args.ops, n, repeat, args.concurrency > 0,
-                       repocket, max(0, args.writers))
+                       repocket, max(0, args.writers),
+                       cluster.estimate(n, args.cluster_writers) if args.cluster else 0.0)
 
 
 def _on_sigterm(_signum: int, _frame: Any) -> None:
@@ -284,7 +293,8 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
             result["contention"] = contention.run(url, args.n, args.writers, args.repeat)
         cluster_lines: list[str] = []
         if args.cluster:
-            result["cluster"] = cluster.run(args.n, out=cluster_lines.append)
+            result["cluster"] = cluster.run(args.n, processes=args.cluster_writers,
+                                            out=cluster_lines.append)
         if runner.profile_summary:
             result["profile"] = runner.profile_summary
         print(report.text(result))
@@ -300,7 +310,7 @@ def _run(args: argparse.Namespace, names: list[str], url: str, throwaway: bool) 
         args.markdown.write_text(report.markdown(result) + "".join(
             f"\n```\n{section.text(result[name])}\n```\n"
             for name, section in (("concurrency", concurrency), ("contention", contention))
-            if name in result))
+            if name in result) + "".join(f"{line}\n" for line in cluster_lines))
         why = report.chart(result, args.chart)
         print(f"\nwrote {args.json}, {args.markdown}"
               + (f" and {args.chart}" if why is None else f" ({why})"))

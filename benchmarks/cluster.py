@@ -26,6 +26,14 @@ from repocket import ActiveRecord, attributes, configure
 from repocket.tools.server import LocalCluster, RedisServer
 
 SHARD_COUNTS = (1, 4, 16, 64)
+PROCESSES = 4  # writer processes of the throughput part
+SECONDS = 3.0  # how long they write, against each cluster
+# For the run's announced duration, on the busy 2-core machine: starting a throwaway
+# server and local cluster, seeding the models; ms per n of the operations and queries;
+# each throughput cluster's start and the writer processes' spawn.
+START_SECONDS = 6.0
+MS_PER_N = 40.0
+THROUGHPUT_START_SECONDS = 5.0
 OPERATIONS = ("create", "get", "save", "count", "order_by[:10]", "delete")
 
 
@@ -142,9 +150,15 @@ def _flush_cluster(cluster_url: str) -> None:
         client.get_redis_connection(node).flushall()  # type: ignore[attr-defined]
 
 
+def estimate(n: int, processes: int = PROCESSES, seconds: float = SECONDS) -> float:
+    """Rough seconds the section takes (said before a run starts)."""
+    throughput = 2 * (THROUGHPUT_START_SECONDS + seconds) if processes > 0 else 0.0
+    return START_SECONDS + MS_PER_N * n / 1000 + throughput
+
+
 def run(n: int = 200, url: str | None = None, cluster_url: str | None = None,
-        processes: int = 4, seconds: float = 3.0, out: Callable[[str], None] = print
-        ) -> dict[str, Any]:
+        processes: int = PROCESSES, seconds: float = SECONDS,
+        out: Callable[[str], None] = print) -> dict[str, Any]:
     """Every part of the section; prints its tables through ``out`` and returns the
     figures. ``processes=0`` skips the write-throughput part."""
     results: dict[str, Any] = {"cores": os.cpu_count()}
@@ -190,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="a standalone server to use (and flush)")
     p.add_argument("--cluster-url", help="a cluster node to use (every primary is flushed)")
     p.add_argument("--n", type=int, default=200)
-    p.add_argument("--processes", type=int, default=4, help="writer processes (0: skip)")
-    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--processes", type=int, default=PROCESSES,
+                   help="writer processes (0: skip)")
+    p.add_argument("--seconds", type=float, default=SECONDS)
     args = p.parse_args(argv)
     run(args.n, args.url, args.cluster_url, args.processes, args.seconds)
     return 0

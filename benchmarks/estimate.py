@@ -67,29 +67,31 @@ class Estimate:
     profile: float  # the profiled passes (--profile)
     concurrency: float  # the concurrency section
     contention: float = 0.0  # the contention section (writer processes)
+    cluster: float = 0.0  # the cluster section (benchmarks.cluster.estimate)
 
     @classmethod
     def of(cls, systems: Sequence[str], ops: Sequence[str], n: int, repeat: int,
-           concurrency: bool, profiled_systems: int = 0, writers: int = 0) -> Estimate:
+           concurrency: bool, profiled_systems: int = 0, writers: int = 0,
+           cluster: float = 0.0) -> Estimate:
         steps = STEP_SECONDS * len(systems) * len(ops)
         one_pass = pass_seconds(systems, ops, n) * OVERHEAD + steps
         profile = profiled_systems * pass_seconds(["repocket-compact"], ops, n) * 2
         tasks = CONCURRENCY_MS_PER_RECORD * n * (repeat + 2) / 1000 if concurrency else 0.0
         contention = (CONTENTION_START_SECONDS + 6 * CONTENTION_MS_PER_WRITER_OP * writers * n
                       * (repeat + 1) / 1000) if writers else 0.0
-        return cls(one_pass, repeat, profile, tasks, contention)
+        return cls(one_pass, repeat, profile, tasks, contention, cluster)
 
     @property
     def total(self) -> float:
         """The whole run: a counted warm-up pass, the timed ones, the rest."""
         return (FIXED_SECONDS + self.one_pass * (self.repeat + 1) + self.profile
-                + self.concurrency + self.contention)
+                + self.concurrency + self.contention + self.cluster)
 
     def remaining_after_warmup(self, warmup_seconds: float) -> float:
         """What is left once the warm-up took ``warmup_seconds``, at that pace."""
         pace = warmup_seconds / self.one_pass if self.one_pass > 0 else 1.0
         rest = (self.one_pass * self.repeat + self.profile + self.concurrency + self.contention
-                + FIXED_SECONDS / 2)
+                + self.cluster + FIXED_SECONDS / 2)
         return rest * pace
 
 

@@ -182,3 +182,25 @@ def test_saturation_section_counts_every_clients_operations(redis_url: str) -> N
     assert client.keys("repocket:bench_compact:*") == []
     assert client.get("not-the-benchmarks") == b"kept"
     client.delete("not-the-benchmarks")
+
+
+def test_the_cluster_section_runs_from_the_main_command(tmp_path: Path) -> None:
+    """``python -m benchmarks --cluster`` (the issue's command): the cluster section runs on a
+    throwaway local cluster of its own, its tables are printed and kept in the JSON and the
+    Markdown, with round trips counted (one per record operation, one per primary per query);
+    --cluster-writers 0 skips its writer processes."""
+    proc, out = run_bench(tmp_path, "--ops", "save", "--concurrency", "0", "--writers", "0",
+                          "--cluster", "--cluster-writers", "0")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert re.search(r"n=20 records, a warm-up and 1 timed repeats \+ the cluster section: "
+                     r"about \d+ (s|min)", proc.stderr)
+    section = json.loads(out.read_text())["cluster"]
+    for name in ("create", "get", "save", "delete"):  # [ops/s, round trips per op]
+        assert section["operations"]["standalone"][name][1] == 1.0
+        assert section["operations"]["cluster"][name][1] == 1.0
+    assert section["operations"]["cluster"]["count"][1] == 3  # one call per primary
+    assert set(section["shards"]) == {"1", "4", "16", "64"}
+    assert "writers" not in section
+    heading = "## Redis Cluster: one server against a 3-primary cluster (16 shards), n=20"
+    assert heading in proc.stdout and "writer processes" not in proc.stdout
+    assert heading in (tmp_path / "bench.md").read_text()
