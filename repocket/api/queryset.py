@@ -12,7 +12,7 @@ from ..connections import configure
 from ..core import batches
 from ..core import ops as operations
 from ..core import update as updates
-from ..core.plan import Call, Plan, then
+from ..core.plan import Call, Gather, Plan, then
 from ..core.query import (
     QueryState,
     _field,
@@ -298,9 +298,10 @@ class QuerySet(AsyncQuerySetMixin[_R], ResultSet[_R]):
         op = updates.update_op(self.state, values)
         if isinstance(op, int):
             return op
-        # a filter by id is a chain of calls: run directly, no plan to drive
+        # a filter by id (or any filter, on a cluster: calls per shard) is a chain of
+        # calls: run directly, no plan to drive
         connection = configure.get_connection()
-        updated: int = execute(connection, op) if isinstance(op, Call) else \
+        updated: int = execute(connection, op) if isinstance(op, (Call, Gather)) else \
             run_plan(connection, op)
         return updated
 

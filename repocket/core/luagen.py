@@ -1691,7 +1691,7 @@ _UPDATE = """#!lua
 -- ARGV[4]  the most digits of an Integer or Decimal operand or result (0: no limit)
 -- ARGV[5]  the arithmetic steps (lib/arith ARITH_WORK) after which the call stops taking
 --          records (at least one is taken)
---
+{shard_arg}--
 {update_notes}--
 -- Reply: {{'done', records updated}}, or {{'list'}} (nothing written) when the candidates
 --        are more than PAGE, or {{'more', records updated, id...}} when the arithmetic
@@ -1982,8 +1982,17 @@ def _update_sweep(meta: Options, claims_table: str, check_entries: bool) -> str:
             + _EXPIRED_OWNER.format(check_entries=_CHECK_ENTRIES_ONCE if check_entries else ""))
 
 
-def update_source(meta: Options, is_envelope: bool) -> str:
-    """The per-model update script (QuerySet.update), its libraries as includes."""
+# On a Redis Cluster the update script runs in one shard: its records' hashes are
+# <shard prefix>:<id>, the prefix given in ARGV (its KEYS are the shard's model keys).
+_SHARD_ARG = """\
+-- ARGV[6]  the shard's prefix and ':' (Redis Cluster: one script serves every shard;
+--          its records' hashes are ARGV[6] .. id, its KEYS the shard's model keys)
+"""
+
+
+def update_source(meta: Options, is_envelope: bool, sharded: bool = False) -> str:
+    """The per-model update script (QuerySet.update), its libraries as includes.
+    ``sharded``: the Redis Cluster variant, the records' prefix taken from ARGV[6]."""
     fields = tracked_fields(meta)
     first_pointer = 1 + len(meta.write_keys(meta.prefix))
     lock, feed = meta.optimistic_lock, meta.changes
@@ -2000,7 +2009,9 @@ def update_source(meta: Options, is_envelope: bool) -> str:
         model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), first_pointer=first_pointer,
         keys_table=_keys_table(meta), defaults=_defaults_table(meta, fields),
-        is_envelope="true" if is_envelope else "false", prefix=lua_string(meta.prefix + ":"),
+        is_envelope="true" if is_envelope else "false",
+        prefix="ARGV[6]" if sharded else lua_string(meta.prefix + ":"),
+        shard_arg=_SHARD_ARG if sharded else "",
         read_fields=_read_fields(meta, fields),
         tracked_set=", ".join(f"[{lua_string(name)}] = true" for name in fields),
         uniques=_uniques_table(meta), model_checks=_model_checks(meta),
@@ -2560,6 +2571,19 @@ def cluster_sources(meta: Options, is_envelope: bool) -> list[tuple[str, str]]:
     if not meta.unique_together:
         return []
     return [("save_fenced", save_source(meta, is_envelope, fenced=True))]
+
+
+def sharded_update_for(model: type[ActiveRecord]) -> Script:
+    """The model's update script on Redis Cluster (``update_source(sharded=True)``), for
+    the codec in force now; cached beside the model's scripts, by their update script."""
+    meta = model._meta
+    standalone = scripts_for(model).update
+    key = ("update, sharded", standalone.sha)
+    found = meta.script_cache.get(key)
+    if found is None:
+        found = meta.script_cache[key] = compile_source(
+            "update", update_source(meta, meta.codec.is_envelope, sharded=True))
+    return found
 
 
 def sources(meta: Options, codecs: tuple[bool, ...]) -> list[tuple[str, str]]:

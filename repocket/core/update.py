@@ -30,12 +30,14 @@ from ..attributes import (
     short_repr,
     uuid_text,
 )
-from ..errors import InvalidQuery, UnknownField, UnsavedPointer, ValidationError
+from ..errors import InvalidQuery, UnknownField, UnsavedPointer, Unsupported, ValidationError
+from . import keys as keyspace
 from .codecs import CODECS, number_frame
-from .layout import refuse_on_cluster
-from .luagen import scripts_for
+from .deref import checking_targets
+from .layout import on_cluster
+from .luagen import scripts_for, sharded_update_for
 from .ops import WRITE_BUDGET
-from .plan import Call, Plan, pack
+from .plan import Call, Gather, Plan, gather, pack, then
 from .query import SMALL_PLAN, Condition, QueryState, _Keys, _sources, compile_query
 
 if TYPE_CHECKING:
@@ -348,12 +350,21 @@ def _plan(state: QueryState, reads: tuple[str, ...], is_envelope: bool
 _small_plan = functools.lru_cache(maxsize=512)(_plan)
 
 
-def _call(state: QueryState, assignments: Assignments, page: int) -> Call:
+def _call(state: QueryState, assignments: Assignments, page: int,
+          prefix: str | None = None) -> Call:
+    """A call of the update script; on a cluster (``prefix``: one shard's) the sharded
+    variant, its KEYS those of the shard and the shard's record prefix in ARGV."""
     meta = state.model._meta
     size = sum(len(c.values) for _, conditions in state.groups for c in conditions)
     # small plans (most: a filter by id or a few values) are kept for reuse, as queries' are
     compiled = _small_plan if size <= SMALL_PLAN else _plan
     plan, keys = compiled(state, assignments.reads, meta.codec.is_envelope)
+    script = scripts_for(state.model).update
+    args: tuple[Any, ...] = (plan, page, assignments.packed, MAX_DIGITS, ARITH_BUDGET)
+    if prefix is not None:  # every key of the plan is a model key: the shard's instead
+        keys = tuple(keyspace.rebase(key, meta.prefix, prefix) for key in keys)
+        script = sharded_update_for(state.model)
+        args += (prefix + ":",)
     keys += tuple(assignments.pointer_keys)
 
     def decode(reply: list[Any]) -> _Reply:
@@ -361,9 +372,7 @@ def _call(state: QueryState, assignments: Assignments, page: int) -> Call:
             return _Reply(0, listing=True)
         return _Reply(int(reply[1]), tuple(reply[2:]))
 
-    return Call(scripts_for(state.model).update, keys,
-                (plan, page, assignments.packed, MAX_DIGITS, ARITH_BUDGET), decode, meta.name,
-                dict(assignments.pointer_keys))
+    return Call(script, keys, args, decode, meta.name, dict(assignments.pointer_keys))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,21 +387,25 @@ class _Reply:
 def update_plan(state: QueryState, values: dict[str, Any]) -> Plan:
     """:func:`update_op` as a plan (run by either executor)."""
     op = update_op(state, values)
-    if isinstance(op, Call):
+    if isinstance(op, (Call, Gather)):
         return (yield op)
     if isinstance(op, int):
         return op
     return (yield from op)
 
 
-def update_op(state: QueryState, values: dict[str, Any]) -> Call | int | Plan:
+def update_op(state: QueryState, values: dict[str, Any]) -> Call | Gather | int | Plan:
     """The records updated, checked now: a filter that only pins ids is a chain of calls of
     the update-by-id script (one per page of ids; run as any Call, no plan to drive), any
-    other filter the plan of :func:`_query_update`; 0 when nothing can match."""
-    refuse_on_cluster("update()", state.model._meta.name)
+    other filter the plan of :func:`_query_update`; 0 when nothing can match. On a
+    cluster, the same calls per shard, gathered (:func:`_update_on_shards`)."""
+    state.model._meta.refuse_on_cluster("update()")  # Meta.changes: one feed per model
     if state.offset or state.limit is not None:
         raise InvalidQuery("cannot update a sliced queryset (as in Django): filter it")
     assignments = compile_assignments(state.model, values)
+    if on_cluster():
+        _refuse_unique_on_cluster(state.model, values)
+        return 0 if state.empty else _update_on_shards(state, values, assignments)
     if state.empty:
         return 0
     page = page_size(state.model)
@@ -447,19 +460,20 @@ def pinned_ids(state: QueryState) -> tuple[bytes, ...] | None:
 
 
 def _ids_calls(model: type[ActiveRecord], assignments: Assignments,
-               chunks: list[tuple[bytes, ...]], total: int) -> Call:
+               chunks: list[tuple[bytes, ...]], total: int, prefix: str | None = None) -> Call:
     """The call of the update-by-id script for the first page of ids (its header documents
     this frame); its reply decodes to the total updated, or to the next call: the ids its
-    arithmetic budget left first, then the other pages."""
+    arithmetic budget left first, then the other pages. ``prefix``: the shard the ids
+    belong to, on a cluster (the script builds no key: the same script serves a shard)."""
     meta = model._meta
     ids = chunks[0]
     hashes = tuple(meta.record_key(i.decode("ascii")) for i in ids)
-    keys = (*meta.write_keys(meta.prefix), *hashes, *assignments.pointer_keys)
+    keys = (*meta.write_keys(prefix or meta.prefix), *hashes, *assignments.pointer_keys)
 
     def decode(reply: list[Any]) -> int | Call:
         done, left = total + int(reply[1]), tuple(reply[2:])
         rest = [left, *chunks[1:]] if left else chunks[1:]
-        return _ids_calls(model, assignments, rest, done) if rest else done
+        return _ids_calls(model, assignments, rest, done, prefix) if rest else done
 
     return Call(scripts_for(model).update_ids, keys,
                 (len(ids), assignments.packed, MAX_DIGITS, ARITH_BUDGET, *ids), decode,
@@ -469,3 +483,99 @@ def _ids_calls(model: type[ActiveRecord], assignments: Assignments,
 def _chunks(ids: list[Any], size: int) -> Iterator[tuple[bytes, ...]]:
     for start in range(0, len(ids), size):
         yield tuple(uuid_text(i).encode("ascii") for i in ids[start:start + size])
+
+
+# -- on a Redis Cluster ----------------------------------------------------------------------
+def _refuse_unique_on_cluster(model: type[ActiveRecord], values: dict[str, Any]) -> None:
+    """On a cluster a unique value is claimed globally, in the slot of the value
+    (``claims.py``): a save takes it before it writes, which an update script, running in
+    one shard, cannot do. Refused before anything is sent."""
+    meta = model._meta
+    constrained = {name for group in meta.unique_together for name in group}
+    for name, value in values.items():
+        field = meta.pk_name if name == "pk" else name
+        if field in constrained:
+            raise Unsupported(
+                f"{meta.name}.{field}: update() assigning a field of a unique constraint "
+                f"(here {short_repr(value)}) is not supported on Redis Cluster yet (its values "
+                "are claimed globally, by save()); nothing was sent")
+
+
+def _update_on_shards(state: QueryState, values: dict[str, Any],
+                      assignments: Assignments) -> Call | Gather | int:
+    """update() on a cluster: each shard concerned runs the calls one server would (the
+    first page, then the listed ids page by page, each call re-checking the filter),
+    the shards' first calls gathered (one pipeline per node); the counts summed. Atomic
+    per call, so per shard and page, not across shards. Pointer literals name records in
+    other slots: read first (as a save on a cluster does), not in the script's KEYS."""
+    model = state.model
+    meta = model._meta
+    page = page_size(model)
+    targets = _pointer_targets(model, values)
+    if assignments.pointer_keys:
+        assignments = dataclasses.replace(assignments, pointer_keys={})
+    ids = pinned_ids(state)
+    calls: list[Any]
+    if ids is None:
+        from .scatter import shards_concerned  # scatter builds on query, as this module
+
+        calls = [_shard_update(state, assignments, page, prefix)
+                 for prefix in shards_concerned(state)]
+    else:
+        by_shard: dict[str, list[bytes]] = {}
+        for record_id in ids:
+            by_shard.setdefault(meta.prefix_of(record_id.decode("ascii")), []).append(record_id)
+        calls = [_ids_calls(model, assignments, [tuple(shard_ids[start:start + page])
+                                                 for start in range(0, len(shard_ids), page)],
+                            0, prefix)
+                 for prefix, shard_ids in by_shard.items()]
+    updated: Call | Gather | int = checking_targets(model, targets, gather(calls, sum))
+    return updated
+
+
+def _shard_update(state: QueryState, assignments: Assignments, page: int,
+                  prefix: str) -> Call:
+    """One shard's part of :func:`_query_update`, as a chain of calls: the first call, then
+    (when its candidates were more than a page) the shard's matching ids, listed by
+    query.lua, and one call per page of them; decodes to the shard's count."""
+    def first(reply: _Reply) -> Any:
+        if reply.listing:
+            listed = compile_query(state.evolve(order=()), "ids", prefix=prefix)
+            return then(listed, lambda ids: _shard_pages(
+                state, assignments, page, prefix, list(_chunks(ids, page)), reply.updated))
+        chunks = [reply.left] if reply.left else []
+        return _shard_pages(state, assignments, page, prefix, chunks, reply.updated)
+
+    call: Call = then(_call(state, assignments, page, prefix), first)
+    return call
+
+
+def _shard_pages(state: QueryState, assignments: Assignments, page: int, prefix: str,
+                 chunks: list[tuple[bytes, ...]], total: int) -> Call | int:
+    """The calls for ``chunks`` of one shard's ids, one after the other (what a call's
+    arithmetic budget leaves goes first); decodes to ``total`` plus their counts."""
+    if not chunks:
+        return total
+
+    def next_page(reply: _Reply) -> Call | int:
+        rest = [reply.left, *chunks[1:]] if reply.left else chunks[1:]
+        return _shard_pages(state, assignments, page, prefix, rest, total + reply.updated)
+
+    call: Call = then(_call(_among(state, chunks[0]), assignments, page, prefix), next_page)
+    return call
+
+
+def _pointer_targets(model: type[ActiveRecord], values: dict[str, Any]
+                     ) -> list[tuple[Any, str, str]]:
+    """(target model, id text, field) of each Pointer assigned a record (checked already
+    by compile_assignments: saved, of the right model)."""
+    meta = model._meta
+    targets = []
+    for name, value in values.items():
+        attribute = meta.fields.get(name)
+        if not isinstance(attribute, Pointer) or isinstance(value, Combinable):
+            continue
+        cleaned = attribute.clean(value, meta.name)
+        if cleaned is not None:
+            targets.append((attribute.to_model, uuid_text(attribute.target_id(cleaned)), name))
+    return targets

@@ -215,9 +215,9 @@ def test_standalone_keeps_the_documented_keys(client: Any) -> None:
 
 
 @pytest.mark.parametrize("operation", [
-    lambda: Note.objects.filter(rank=1).update(rank=F("rank") + 1),
     lambda: Account.objects.get_or_create(id=Account().pk, defaults={"email": "x"}),
-], ids=["update", "get_or_create-by-id"])
+    lambda: Account.objects.filter(email="a").update(email="b"),
+], ids=["get_or_create-by-id", "update-of-a-unique-field"])
 def test_what_is_not_supported_yet_raises_a_typed_error_and_sends_nothing(
         cluster: RedisCluster, local_cluster: LocalCluster, operation: Any) -> None:
     rounds = RoundTrips()
@@ -1180,3 +1180,133 @@ def test_explain_sums_the_shards(cluster: RedisCluster) -> None:
     assert plan["chosen"].startswith("index") or "rank" in plan["chosen"]
     assert plan["examined at most"] == 10  # the shards' candidates, summed
     assert plan["strategy"] in ("gather", "stream")
+
+
+# -- update(): the update script once per shard ------------------------------------------------
+def test_update_runs_once_per_shard_and_sums_the_counts(cluster: RedisCluster) -> None:
+    """A filter on an indexed field: one update call per shard, one pipeline per primary;
+    the counts summed; indexes kept (the filter on the new values, check())."""
+    Sample.objects.bulk_create([Sample(title=f"t{i}", rank=i % 5) for i in range(60)])
+    Sample.objects.filter(rank=9).update(title="warm")  # connections and scripts
+    rounds = RoundTrips()
+    assert Sample.objects.filter(rank=2).update(title="dos") == 12
+    assert rounds.count == len(nodes_of(cluster, Sample._meta.shard_prefixes()))
+    assert sorted(r.rank for r in Sample.objects.filter(title="dos")) == [2] * 12
+    assert Sample.objects.filter(rank__gte=3).update(rank=F("rank") + 10) == 24
+    assert Sample.objects.filter(rank__gte=13).count() == 24
+    assert Sample.objects.filter(rank__in=[3, 4]).count() == 0
+    assert Sample.objects.filter(title__startswith="t").update(rank=None) == 48
+    assert Sample.objects.filter(rank__isnull=True).count() == 48
+    assert Sample.objects.filter(rank=7).update(title="none") == 0
+    assert Sample.objects.none().update(title="none") == 0
+    assert Sample.objects.check().ok
+
+
+def test_an_update_pinned_to_ids_goes_to_their_shards_only(cluster: RedisCluster) -> None:
+    records = Sample.objects.bulk_create([Sample(title=str(i), rank=i) for i in range(40)])
+    by_shard: dict[str, list[Any]] = {}
+    for record in records:
+        by_shard.setdefault(record._key().split("}")[0] + "}", []).append(record.pk)
+    (one_tag, one), (other_tag, other) = list(by_shard.items())[:2]
+    missing = Sample().pk
+    pinned = [one[0], other[0], missing]  # the last one does not exist
+    third = next(record.pk for record in records if record.pk not in pinned)
+    # the first passes open connections (a node's pipeline connection, once free, may be
+    # kept by the next single call on that node: the lean path) and load scripts
+    for counted in (False, False, True):
+        rounds = RoundTrips()
+        assert Sample.objects.filter(id=one[0]).update(rank=F("rank") * 2) == 1
+        assert rounds.count == 1 or not counted  # one call, on the record's node
+        rounds.reset()
+        assert Sample.objects.filter(id__in=pinned).update(title="pinned") == 2
+        assert rounds.count == len(nodes_of(cluster, [one_tag, other_tag, tag_of(
+            Sample, missing)])) or not counted
+        rounds.reset()  # an id and a condition: the query script, on the id's shard only
+        assert Sample.objects.filter(id=third, rank__gte=0).update(title="both") == 1
+        assert rounds.count == 1 or not counted
+    assert {r.pk for r in Sample.objects.filter(title="pinned")} == {one[0], other[0]}
+    assert Sample.objects.get(id=one[0]).rank == 8 * next(  # type: ignore[union-attr]
+        r.rank for r in records if r.pk == one[0])
+    assert Sample.objects.check().ok
+
+
+def test_f_increments_from_threads_end_exact_on_a_cluster(cluster: RedisCluster) -> None:
+    """8 threads x 40 increments of one record, and of every record of a filter spread
+    over the shards: no update lost, the index in step."""
+    one = Note.create(title="counter", rank=0)
+    many = Note.objects.bulk_create([Note(title="many", rank=0) for _ in range(20)])
+    failures: list[BaseException] = []
+    counts: list[int] = []
+
+    def increment() -> None:
+        try:
+            for _ in range(40):
+                Note.objects.filter(id=one.pk).update(rank=F("rank") + 1)
+                counts.append(Note.objects.filter(title="many").update(rank=F("rank") + 1))
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=increment) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+    assert Note.objects.get(id=one.pk).rank == 320  # type: ignore[union-attr]
+    assert counts == [20] * 320
+    assert [r.rank for r in Note.objects.get_many([r.pk for r in many])] == [320] * 20
+    assert Note.objects.filter(rank=320).count() == 21
+    assert Note.objects.check().ok
+
+
+def test_an_update_over_a_page_lists_each_shards_ids(
+        cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More candidates in a shard than a call examines: that shard's ids are listed, then
+    updated a page at a time, each call checking the filter again."""
+    from repocket.core import update
+
+    monkeypatch.setattr(update, "PAGE", 2)
+    Sample.objects.bulk_create([Sample(title="a" if i % 3 else "b", rank=i) for i in range(90)])
+    assert Sample.objects.filter(title="a").update(rank=F("rank") + 1000) == 60
+    assert Sample.objects.filter(rank__gte=1000).count() == 60
+    assert {r.title for r in Sample.objects.filter(rank__gte=1000)} == {"a"}
+    assert Sample.objects.filter(rank__lt=1000).count() == 30
+
+
+def test_an_update_of_a_unique_constraints_field_is_refused_others_work(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    ann = Member.create(email="ann@example.com", first="Ann", last="A")
+    before = every_key(local_cluster)
+    rounds = RoundTrips()
+    for values in ({"email": "new@example.com"}, {"price": decimal.Decimal("1.5")},
+                   {"last": "B"}, {"visits": 2, "first": None}):
+        with pytest.raises(errors.Unsupported, match=r"Member\.\w+: update\(\) .*Redis Cluster"):
+            Member.objects.filter(id=ann.pk).update(**values)
+    assert rounds.count == 0 and every_key(local_cluster) == before
+    assert Member.objects.filter(email="ann@example.com").update(visits=F("visits") + 5) == 1
+    assert Member.objects.get(id=ann.pk).visits == 5  # type: ignore[union-attr]
+
+
+def test_an_update_of_a_pointer_reads_its_target_first(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    note, other = Note.create(title="n", rank=1), Note.create(title="o", rank=2)
+    replies = Reply.objects.bulk_create([Reply(subject=f"r{i}", note=note) for i in range(6)])
+    assert Reply.objects.filter(subject__startswith="r").update(note=other) == 6
+    assert {r.note.pk for r in Reply.objects.get_many([r.pk for r in replies])} == {other.pk}
+    gone = Note.create(title="gone", rank=3)
+    gone_id = gone.pk
+    gone.delete()
+    before = every_key(local_cluster)
+    with pytest.raises(errors.PointerTargetMissing, match="note"):
+        Reply.objects.filter(subject="r1").update(note=gone_id)
+    assert every_key(local_cluster) == before
+
+
+async def test_aupdate_on_a_cluster(cluster: RedisCluster) -> None:
+    records = await Note.objects.abulk_create([Note(title="x", rank=i) for i in range(30)])
+    assert await Note.objects.filter(rank__lt=10).aupdate(rank=F("rank") + 100) == 10
+    assert await Note.objects.filter(id=records[20].pk).aupdate(title="y") == 1
+    assert await Note.objects.filter(rank__gte=100).acount() == 10
+    found = await Note.objects.aget(id=records[20].pk)
+    assert found is not None and found.title == "y"
+    await configure.aclose()
