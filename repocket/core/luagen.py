@@ -709,8 +709,9 @@ def _fast_claim_values(meta: Options) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def _fast_find(meta: Options, find_at: int) -> str:
-    """Lua answering get_or_create's call with the record holding the wanted claim."""
+def _fast_find(meta: Options, find_at: int, sharded: bool = False) -> str:
+    """Lua answering get_or_create's call with the record holding the wanted claim
+    (``sharded``: the records' prefix is the shard's, in the ARGV after the claim)."""
     branches = [f"    if FIND == {lua_string(meta.pk_name)} then\n"
                 "      -- nothing to find: no record has this id yet"]
     for group in meta.unique_together:
@@ -730,7 +731,8 @@ def _fast_find(meta: Options, find_at: int) -> str:
         f"          return read_failure(stream_key_{i}, found_streams[{i}])\n        end"
         for i, name in enumerate(meta.stream_names, start=1))
     return _FAST_FIND.format(find_at=find_at, branches="\n".join(branches),
-                             prefix=lua_string(meta.prefix + ":"),
+                             prefix=f"ARGV[first_op + {find_at + 1}]" if sharded
+                             else lua_string(meta.prefix + ":"),
                              streams=streams or "        -- no ByteStream")
 
 
@@ -800,7 +802,7 @@ def _fast_entries(meta: Options) -> str:
     return "\n".join(lines) if lines else "    -- no index, no unique constraint"
 
 
-def _save_fast(meta: Options, is_envelope: bool, find: bool) -> str:
+def _save_fast(meta: Options, is_envelope: bool, find: bool, sharded: bool = False) -> str:
     """The save (or get_or_create) script's fast path (models without optimistic_lock or
     a change feed)."""
     first = 1 + len(meta.write_keys(meta.prefix))
@@ -828,26 +830,28 @@ def _save_fast(meta: Options, is_envelope: bool, find: bool) -> str:
         stream_checks="\n".join(stream_checks) or "    -- no ByteStream",
         first_pointer=first + 1 + len(streams), last_pointer=first + len(streams),
         new_values=_fast_new_values(meta, is_envelope), claim_values=_fast_claim_values(meta),
-        find=_fast_find(meta, 2 * len(streams) + 1) if find else "",
+        find=_fast_find(meta, 2 * len(streams) + 1, sharded) if find else "",
         claims=_fast_claims(meta, find),
         stream_writes="\n".join(stream_writes) or "    -- no ByteStream",
         entries=_fast_entries(meta))
 
 
 def save_source(meta: Options, is_envelope: bool, find: bool = False,
-                fenced: bool = False) -> str:
+                fenced: bool = False, sharded: bool = False) -> str:
     """The per-model save script, its libraries as ``-- @include`` lines; with ``find``,
     get_or_create's: the save of one new record, unless a record already holds the
     unique claim the call names (then that record is the reply, and nothing is written).
     With ``fenced`` (Redis Cluster, a model with unique constraints): the save that also
     receives the tokens of the global claims it relies on and writes nothing when one
-    was revoked in its shard (core/claims.py)."""
+    was revoked in its shard (core/claims.py). ``sharded`` (with ``find``): get_or_create's
+    Redis Cluster variant, the shard's prefix in ARGV (a lookup by id)."""
     fields = tracked_fields(meta)
     streams = list(meta.stream_names)
     lock, feed = meta.optimistic_lock, meta.changes
     header = _SAVE_HEADER.format(
         operation="get_or_create" if find else "save", purpose=_FIND_PURPOSE if find else "",
-        find_args=_FIND_ARGS if find else "", find_reply=_FIND_REPLY if find else "",
+        find_args=(_FIND_ARGS + (_FIND_SHARD_ARG if sharded else "")) if find else "",
+        find_reply=_FIND_REPLY if find else "",
         model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), prefix=meta.prefix, n_streams=len(streams),
         streams="(" + ", ".join(streams) + ")" if streams else "(none)",
@@ -883,8 +887,9 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False,
                                    ", 'fields', changed_fields(record)") if feed else "",
                                save_reply=_LOCKED_REPLY if lock else "return 'saved'\n",
                                own_expired=_OWN_EXPIRED.format())
-    write = write.replace("-- @find\n", _find_block(meta) + "\n" if find else "", 1)
-    fast = "" if lock or feed else _save_fast(meta, is_envelope, find) + MORE_LIBRARIES + "\n"
+    write = write.replace("-- @find\n", _find_block(meta, sharded) + "\n" if find else "", 1)
+    fast = "" if lock or feed else (_save_fast(meta, is_envelope, find, sharded)
+                                    + MORE_LIBRARIES + "\n")
     fence = _FENCE_CHECK if fenced else ""
     return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n" + fence + fast
             + _defaults_table(meta, fields) + "\n" + frame + expiry + check
@@ -1007,9 +1012,16 @@ _FIND_REPLY = """--        Or {'found', id, HGETALL flat list, {stream values | 
 """
 
 
-def _find_block(meta: Options) -> str:
+_FIND_SHARD_ARG = """\
+-- then ARGV  the shard's prefix and ':' (Redis Cluster, a lookup by id: the record
+--   found is read at that prefix .. id, its own hash, in KEYS)
+"""
+
+
+def _find_block(meta: Options, sharded: bool = False) -> str:
     """Lua returning the record that holds the claim ARGV names (the id, or a unique
-    constraint's value), if one does."""
+    constraint's value), if one does. ``sharded``: the records' prefix is the shard's, in
+    the ARGV after the claim (Redis Cluster)."""
     branches = [f"if FIND == {lua_string(meta.pk_name)} then\n"
                 "  owner = records[1].id  -- the record's own hash, in KEYS"]
     for group in meta.unique_together:
@@ -1023,6 +1035,7 @@ def _find_block(meta: Options) -> str:
         f"  if is_error(found_streams[{i}]) then\n"
         f"    return read_failure(stream_key_{i}, found_streams[{i}])\n  end"
         for i, name in enumerate(meta.stream_names, start=1))
+    prefix = "ARGV[arg_at + 1]" if sharded else lua_string(meta.prefix + ":")
     return f"""
 -- get_or_create: the record that holds the wanted claim, if any, is the answer.
 -- The id of the record holding `claim` in the unique hash `key` (the HGET doubles as
@@ -1042,7 +1055,7 @@ else
   return redis.error_reply('ERR get_or_create: unknown unique constraint ' .. tostring(FIND))
 end
 if find_err then return find_err end
-local owner_key = owner and {lua_string(meta.prefix + ':')} .. owner
+local owner_key = owner and {prefix} .. owner
 local flat = owner and redis.pcall('HGETALL', owner_key)
 if flat and is_error(flat) then return pcall_failure(owner_key, 'hash', flat) end
 if flat and #flat > 0 and not is_expired(EXPIRY, owner) then
@@ -2576,13 +2589,28 @@ def cluster_sources(meta: Options, is_envelope: bool) -> list[tuple[str, str]]:
 def sharded_update_for(model: type[ActiveRecord]) -> Script:
     """The model's update script on Redis Cluster (``update_source(sharded=True)``), for
     the codec in force now; cached beside the model's scripts, by their update script."""
+    return _sharded(model, "update", lambda meta, is_envelope: update_source(
+        meta, is_envelope, sharded=True))
+
+
+def sharded_get_or_create_for(model: type[ActiveRecord]) -> Script:
+    """The model's get_or_create script on Redis Cluster, for a lookup by id (the record
+    found is read at the shard's prefix, given in ARGV)."""
+    return _sharded(model, "get_or_create", lambda meta, is_envelope: save_source(
+        meta, is_envelope, find=True, sharded=True))
+
+
+def _sharded(model: type[ActiveRecord], name: str, source: Any) -> Script:
+    """The Redis Cluster variant of the model's script ``name``, made by ``source(meta,
+    is_envelope)``; cached beside the model's scripts, by the standalone one's sha (which
+    changes with the codec in force)."""
     meta = model._meta
-    standalone = scripts_for(model).update
-    key = ("update, sharded", standalone.sha)
+    standalone: Script = getattr(scripts_for(model), name)
+    key = (f"{name}, sharded", standalone.sha)
     found = meta.script_cache.get(key)
     if found is None:
         found = meta.script_cache[key] = compile_source(
-            "update", update_source(meta, meta.codec.is_envelope, sharded=True))
+            name, source(meta, meta.codec.is_envelope))
     return found
 
 

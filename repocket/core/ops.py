@@ -20,11 +20,11 @@ from ..attributes import short_repr, uuid_text
 from ..errors import DoesNotExist, InvalidQuery, UnsavedPointer, ValidationError, ValueTooLarge
 from . import claims
 from . import keys as keyspace
-from .deref import checking_targets, load_roots
+from .deref import checking_targets, load_roots, read_raw
 from .hydrate import hydrate
 from .layout import on_cluster, refuse_on_cluster
 from .lua import SCRIPTS
-from .luagen import fenced_save_for, scripts_for
+from .luagen import fenced_save_for, scripts_for, sharded_get_or_create_for
 from .plan import DEFAULT_MAX_BYTES, Call, Gather, gather, pack, then
 
 if TYPE_CHECKING:
@@ -219,11 +219,12 @@ def _streams(record: ActiveRecord, hash_key: str, whole: bool,
 
 def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
                decode: Callable[[Any], Any], find: bytes | None = None,
-               grant: claims.Grant | None = None,
+               sharded: bool = False, grant: claims.Grant | None = None,
                refused: Callable[[Any], Any] | None = None) -> Call:
     """The call of the model's save script (its header documents this frame); the blocks'
     records share one prefix (one shard on a cluster). With ``find``, the get_or_create
-    script's call: the same frame, then the claim to find by. With ``grant`` (Redis
+    script's call: the same frame, then the claim to find by (``sharded``: its Redis
+    Cluster variant, then the shard's prefix). With ``grant`` (Redis
     Cluster: the global claims the records rely on), the fenced save's call: the same
     frame, then the shard's fence hash and the claims' tokens; its refusal ('fenced') is
     decoded by ``refused`` (by default ``grant.refused``: the whole protocol again),
@@ -245,6 +246,9 @@ def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
     if find is not None:
         script = scripts.get_or_create
         args.append(find)
+    if sharded:  # (find) the Redis Cluster variant: the record found at the shard's prefix
+        script = sharded_get_or_create_for(model)
+        args.append(blocks[0].prefix + ":")
     if grant is not None:
         tokens = grant.of({block.args[0] for block in blocks})
         script = fenced_save_for(model)
@@ -350,8 +354,11 @@ def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...],
     or else ``record`` saved (with ``ttl``, as for a save). Decodes to ``(record, created)``."""
     model = type(record)
     meta = model._meta
-    if on_cluster():
+    by_id_on_cluster = on_cluster() and group == (meta.pk_name,)
+    if on_cluster() and not by_id_on_cluster:
         return _get_or_create_on_cluster(record, group, ttl)
+    if by_id_on_cluster:
+        _by_id_on_cluster(meta)
     block = _save_block(record, whole=True, ttl=ttl)
 
     def decode(reply: Any) -> tuple[ActiveRecord, bool]:
@@ -363,7 +370,33 @@ def compile_get_or_create(record: ActiveRecord, group: tuple[str, ...],
         block.apply(saved_versions(reply)[0])
         return record, True
 
-    return _save_call(model, [block], decode, find="+".join(group).encode())
+    call = _save_call(model, [block], decode, find="+".join(group).encode(),
+                      sharded=by_id_on_cluster)
+    if not block.targets:
+        return call
+    # on a cluster a Pointer's target lives in another slot: read before, as a save does,
+    # unless the record exists (the call will find it: the defaults' targets do not
+    # matter, as on one server, where the script finds before it checks)
+    record_id = uuid_text(record.pk)
+
+    def exists_or_check(entries: list[Any]) -> Any:
+        return call if entries and entries[0][2] else checking_targets(
+            model, block.targets, call)
+
+    found: Call | Gather = then(read_raw(model, [(1, record_id)]), exists_or_check)
+    return found
+
+
+def _by_id_on_cluster(meta: Any) -> None:
+    """get_or_create by id on a cluster is the record shard's get_or_create script (the
+    id names the shard: one call on one node), unless the model has unique constraints:
+    their values are claimed globally before a record is written (``claims.py``), which
+    a call that may find the record instead cannot undo exactly. Refused before anything
+    is sent, as a model with Meta.changes (not sharded yet)."""
+    meta.refuse_on_cluster("get_or_create")
+    if meta.unique_together:
+        refuse_on_cluster("get_or_create by id of a model with unique constraints (their "
+                          "values are claimed globally before a record is written)", meta.name)
 
 
 def _get_or_create_on_cluster(record: ActiveRecord, group: tuple[str, ...],
@@ -374,8 +407,6 @@ def _get_or_create_on_cluster(record: ActiveRecord, group: tuple[str, ...],
     model = type(record)
     meta = model._meta
     meta.refuse_on_cluster("get_or_create")
-    if group == (meta.pk_name,):
-        refuse_on_cluster("get_or_create by id", meta.name)
     block = _save_block(record, whole=True, ttl=ttl)
 
     def created(reply: Any) -> tuple[ActiveRecord, bool]:

@@ -217,7 +217,7 @@ def test_standalone_keeps_the_documented_keys(client: Any) -> None:
 @pytest.mark.parametrize("operation", [
     lambda: Account.objects.get_or_create(id=Account().pk, defaults={"email": "x"}),
     lambda: Account.objects.filter(email="a").update(email="b"),
-], ids=["get_or_create-by-id", "update-of-a-unique-field"])
+], ids=["get_or_create-by-id-with-unique-fields", "update-of-a-unique-field"])
 def test_what_is_not_supported_yet_raises_a_typed_error_and_sends_nothing(
         cluster: RedisCluster, local_cluster: LocalCluster, operation: Any) -> None:
     rounds = RoundTrips()
@@ -1309,4 +1309,76 @@ async def test_aupdate_on_a_cluster(cluster: RedisCluster) -> None:
     assert await Note.objects.filter(rank__gte=100).acount() == 10
     found = await Note.objects.aget(id=records[20].pk)
     assert found is not None and found.title == "y"
+    await configure.aclose()
+
+
+# -- get_or_create by id: the record's shard is known from the id ------------------------------
+def test_get_or_create_by_id_is_one_call_on_the_records_node(cluster: RedisCluster) -> None:
+    wanted = Note().pk
+    # connections and scripts, on the node of the shard of the id wanted
+    warm = next(pk for pk in (Note().pk for _ in range(10_000))
+                if tag_of(Note, pk) == tag_of(Note, wanted))
+    Note.objects.get_or_create(id=warm, defaults={"title": "warm"})
+    Note.objects.get_or_create(id=warm, defaults={"title": "warm"})
+    rounds = RoundTrips()
+    made, created = Note.objects.get_or_create(id=wanted, defaults={
+        "title": "first", "rank": 1, "body": b"b"})
+    assert created and made.pk == wanted and rounds.count == 1
+    assert made._key().startswith(tag_of(Note, wanted))
+    rounds.reset()
+    found, created = Note.objects.get_or_create(id=wanted, defaults={"title": "second"})
+    assert not created and rounds.count == 1  # the record itself, its stream, in one call
+    assert (found.pk, found.title, found.rank, found.body) == (wanted, "first", 1, b"b")
+    updated, created = Note.objects.update_or_create(id=wanted, defaults={"rank": 5})
+    assert not created and updated.rank == 5 and Note.objects.get(id=wanted).rank == 5  # type: ignore[union-attr]
+    assert Note.objects.filter(rank=5).count() == 1 and Note.objects.check().ok
+
+
+def test_get_or_create_by_id_races_create_once(cluster: RedisCluster) -> None:
+    wanted = [Note().pk for _ in range(6)]
+    creations: list[Any] = []
+    failures: list[BaseException] = []
+
+    def caller(seed: int) -> None:
+        for pk in random.Random(seed).sample(wanted, len(wanted)):
+            try:
+                record, made = Note.objects.get_or_create(id=pk, defaults={"title": str(seed)})
+                assert record.pk == pk
+                if made:
+                    creations.append(pk)
+            except BaseException as exc:  # pragma: no cover - reported below
+                failures.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+    assert sorted(map(str, creations)) == sorted(map(str, wanted))  # one creator per id
+    assert Note.objects.count() == 6
+
+
+def test_get_or_create_by_id_checks_a_pointer_target_first(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    note = Note.create(title="n", rank=1)
+    reply, created = Reply.objects.get_or_create(id=Reply().pk, defaults={"note": note})
+    assert created and Reply.objects.get(id=reply.pk).note.pk == note.pk  # type: ignore[union-attr]
+    gone_id = note.pk
+    note.delete()
+    before = every_key(local_cluster)
+    with pytest.raises(errors.PointerTargetMissing, match="note"):
+        Reply.objects.get_or_create(id=Reply().pk, defaults={"note": gone_id})
+    assert every_key(local_cluster) == before
+    # found: the defaults are not used, their targets not checked (as on one server)
+    same, created = Reply.objects.get_or_create(id=reply.pk, defaults={"note": gone_id})
+    assert not created and same.pk == reply.pk
+
+
+async def test_aget_or_create_by_id_on_a_cluster(cluster: RedisCluster) -> None:
+    wanted = Note().pk
+    made, created = await Note.objects.aget_or_create(id=wanted, defaults={"title": "a"})
+    assert created and made.pk == wanted
+    found, created = await Note.objects.aget_or_create(id=wanted, defaults={"title": "b"})
+    assert not created and found.title == "a"
     await configure.aclose()
