@@ -13,7 +13,7 @@ from ..core import changes as feed
 from ..core.changes import Change
 from ..errors import InvalidQuery
 from ..exec.aio import aexecute, arun_plan
-from ..exec.plans import run_command, run_plan, stream_plan
+from ..exec.plans import run_plan, stream_plan
 from ..exec.sync import execute
 
 if TYPE_CHECKING:
@@ -83,8 +83,8 @@ class ChangeGroup:
         """Mark entries processed (XACK): the number acknowledged now."""
         if not changes:
             return 0
-        return int(run_command(configure.get_connection(),
-                               feed.ack_command(self.model, self.name, changes)))
+        return int(run_plan(configure.get_connection(),
+                            feed.ack_plan(self.model, self.name, changes)))
 
     def process(self, handler: Callable[[Change], Any], consumer: str,
                 count: int = feed.DEFAULT_COUNT, block: int | None = None,
@@ -108,8 +108,8 @@ class ChangeGroup:
     def pending(self) -> int:
         """How many entries were delivered to the group's consumers and not acknowledged."""
         self.create()
-        return feed.pending_count(run_command(configure.get_connection(),
-                                              feed.pending_command(self.model, self.name)))
+        return int(run_plan(configure.get_connection(),
+                            feed.pending_plan(self.model, self.name)))
 
     # -- asyncio ---------------------------------------------------------------------------
     async def acreate(self) -> None:
@@ -129,7 +129,7 @@ class ChangeGroup:
     async def aack(self, *changes: Change) -> int:
         if not changes:
             return 0
-        plan = _one(feed.ack_command(self.model, self.name, changes))
+        plan = feed.ack_plan(self.model, self.name, changes)
         return int(await arun_plan(configure.get_async_connection(), plan))
 
     async def aprocess(self, handler: Callable[[Change], Awaitable[Any] | Any],
@@ -152,12 +152,5 @@ class ChangeGroup:
 
     async def apending(self) -> int:
         await self.acreate()
-        reply = await arun_plan(configure.get_async_connection(),
-                                _one(feed.pending_command(self.model, self.name)))
-        return feed.pending_count(reply)
-
-
-def _one(step: Any) -> Any:
-    """A plan of one step, whose reply is its result."""
-    reply = yield step
-    return reply
+        return int(await arun_plan(configure.get_async_connection(),
+                                   feed.pending_plan(self.model, self.name)))

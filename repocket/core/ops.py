@@ -304,7 +304,6 @@ def compile_save(record: ActiveRecord, whole: bool = False,
     seconds until the record expires, None for no deadline, KEEP_TTL to keep it; by
     default Meta.ttl when the model declares one, else the deadline is kept."""
     meta = type(record)._meta
-    meta.refuse_on_cluster("save")
     block = _save_block(record, whole, force=whole, ttl=ttl)
     take, release = claims.changes(record, whole) if _claims_global(meta) else ([], [])
 
@@ -391,9 +390,8 @@ def _by_id_on_cluster(meta: Any) -> None:
     """get_or_create by id on a cluster is the record shard's get_or_create script (the
     id names the shard: one call on one node), unless the model has unique constraints:
     their values are claimed globally before a record is written (``claims.py``), which
-    a call that may find the record instead cannot undo exactly. Refused before anything
-    is sent, as a model with Meta.changes (not sharded yet)."""
-    meta.refuse_on_cluster("get_or_create")
+    a call that may find the record instead cannot undo exactly: refused before anything
+    is sent."""
     if meta.unique_together:
         refuse_on_cluster("get_or_create by id of a model with unique constraints (their "
                           "values are claimed globally before a record is written)", meta.name)
@@ -405,8 +403,6 @@ def _get_or_create_on_cluster(record: ActiveRecord, group: tuple[str, ...],
     group's value as the answer; creating writes the record after its claims are taken,
     so of racing callers exactly one creates and the others get its record."""
     model = type(record)
-    meta = model._meta
-    meta.refuse_on_cluster("get_or_create")
     block = _save_block(record, whole=True, ttl=ttl)
 
     def created(reply: Any) -> tuple[ActiveRecord, bool]:
@@ -434,7 +430,6 @@ def compile_bulk_create(model: type[ActiveRecord], records: Sequence[ActiveRecor
     violation or a missing Pointer target, none of them; an error in a later call
     leaves the records of the earlier calls written. On a cluster a call holds the
     records of one shard: one chain of calls per shard, gathered (sent together)."""
-    model._meta.refuse_on_cluster("bulk_create")
     blocks = [_save_block(record, whole=True, ttl=ttl) for record in records]
     if not on_cluster():
         return _bulk_calls(model, blocks, 0, list(records))
@@ -556,7 +551,6 @@ def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
     optimistic_lock, ``versions`` are those the deleting instances hold (None: a delete
     by id, unchecked)."""
     meta = model._meta
-    meta.refuse_on_cluster("delete")
     texts = [str(record_id) for record_id in record_ids]
     expected = dict(zip(texts, versions, strict=True)) if versions is not None else {}
     by_prefix: dict[str, list[str]] = {}
@@ -657,7 +651,6 @@ def compile_persist(record: ActiveRecord) -> Call:
 # -- append ---------------------------------------------------------------------------
 def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
     meta = type(record)._meta
-    meta.refuse_on_cluster("append")
     hash_key = record._key()
     stream_key = keyspace.stream_key(hash_key, name)
 
@@ -671,7 +664,9 @@ def compile_append(record: ActiveRecord, name: str, data: bytes) -> Call:
     # a small append needs no limit: the script's APPEND, its only write, fails whole
     binder = (_limit_binder(meta.name, args, [(name, len(data))], at=1)
               if len(data) >= MIN_SERVER_LIMIT else None)
-    keys = (hash_key, stream_key, meta.changes_key) if meta.changes else (hash_key, stream_key)
+    # the change feed: the model's, or on a cluster the record's shard's
+    keys = ((hash_key, stream_key, keyspace.changes_key(meta.prefix_of(uuid_text(record.pk))))
+            if meta.changes else (hash_key, stream_key))
     return Call(scripts_for(type(record)).append, keys, tuple(args), decode,
                 meta.name, {stream_key: name}, binder)
 

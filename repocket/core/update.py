@@ -399,7 +399,6 @@ def update_op(state: QueryState, values: dict[str, Any]) -> Call | Gather | int 
     the update-by-id script (one per page of ids; run as any Call, no plan to drive), any
     other filter the plan of :func:`_query_update`; 0 when nothing can match. On a
     cluster, the same calls per shard, gathered (:func:`_update_on_shards`)."""
-    state.model._meta.refuse_on_cluster("update()")  # Meta.changes: one feed per model
     if state.offset or state.limit is not None:
         raise InvalidQuery("cannot update a sliced queryset (as in Django): filter it")
     assignments = compile_assignments(state.model, values)

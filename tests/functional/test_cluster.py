@@ -518,6 +518,7 @@ class Fed(ActiveRecord):
         changes = True
 
     label = attributes.Unicode()
+    log = attributes.ByteStream(null=True)
 
 
 def test_optimistic_lock_on_the_record_shard(cluster: RedisCluster) -> None:
@@ -536,12 +537,127 @@ def test_optimistic_lock_on_the_record_shard(cluster: RedisCluster) -> None:
     theirs.delete()
 
 
-def test_a_change_feed_is_refused_typed_before_anything_is_sent(cluster: RedisCluster) -> None:
-    with pytest.raises(errors.Unsupported):
-        Fed.create(label="a")
-    with pytest.raises(errors.Unsupported):
-        Fed.objects.changes()
-    assert cluster.dbsize() == 0
+class FedUnique(ActiveRecord):
+    class Meta:
+        namespace = "tests.cluster"
+        changes = True
+
+    code = attributes.Unicode(unique=True)
+
+
+def test_a_feed_of_a_model_with_unique_values_on_a_cluster(cluster: RedisCluster) -> None:
+    """The claim protocol's saves (fenced) append to the record's shard's feed too; a
+    refused save appends nothing."""
+    record = FedUnique.create(code="a")
+    record.code = "b"
+    record.save()
+    with pytest.raises(errors.UniqueViolation):
+        FedUnique.create(code="b")
+    record.delete()
+    assert [(c.op, c.record_id) for c in FedUnique.objects.changes()] == [
+        ("create", record.pk), ("update", record.pk), ("delete", record.pk)]
+
+
+def feed_order(change: Any) -> tuple[int, int, int]:
+    ms, _, seq = change.id.partition("-")
+    return int(ms), int(seq), change.shard
+
+
+def test_the_change_feed_is_one_stream_per_shard_read_merged(
+        cluster: RedisCluster, local_cluster: LocalCluster) -> None:
+    """Each write's entry goes to its shard's stream (in the write's script); changes()
+    reads every shard's stream and merges them by entry id, pages of any size."""
+    made = Fed.objects.bulk_create([Fed(label=f"l{i}") for i in range(24)])
+    for record in made[:8]:
+        record.label = "changed"
+        record.save()
+    assert Fed.objects.filter(label="l10").update(label="updated") == 1
+    made[9].delete()
+    made[11].append_log(b"appended")
+    keys = every_key(local_cluster)
+    assert "repocket:tests.cluster:Fed:changes" not in keys
+    streams = {key for key in keys if key.endswith(":changes")}
+    assert streams == {tag_of(Fed, record.pk) + ":changes" for record in made}
+    list(Fed.objects.changes())  # connections
+    rounds = RoundTrips()
+    every = list(Fed.objects.changes())
+    assert rounds.count == 16  # one XRANGE per shard: every page short, the end
+    assert len(every) == 24 + 8 + 1 + 1 + 1
+    assert every == sorted(every, key=feed_order)  # merged by entry id
+    assert all(change.shard == zlib.crc32(str(change.record_id).encode()) % 16
+               for change in every)
+    by_record = {record.pk: [c.op for c in every if c.record_id == record.pk] for record in made}
+    assert by_record[made[0].pk] == ["create", "update"]
+    assert by_record[made[9].pk] == ["create", "delete"]
+    assert [c.fields for c in every if c.record_id == made[10].pk][1:] == [("label",)]
+    assert [c.fields for c in every if c.record_id == made[11].pk][1:] == [("log",)]
+    assert list(Fed.objects.changes(count=2)) == every  # small pages: the same merge
+    middle = every[20]
+    after = list(Fed.objects.changes(since=middle.id))  # an entry id: after it in every shard
+    assert after == [c for c in every if feed_order(c)[:2] > feed_order(middle)[:2]]
+    assert list(Fed.objects.changes(since=every[-1])) == []
+    assert Fed.objects.check().ok
+
+
+def test_a_blocking_read_of_the_sharded_feed_sees_a_write_in_any_shard(
+        cluster: RedisCluster) -> None:
+    Fed.create(label="old")
+    assert list(Fed.objects.changes(since="$", block=250)) == []  # waited, nothing new
+    writes = [Fed(label=f"new{i}") for i in range(3)]
+
+    def writer() -> None:
+        time.sleep(0.3)
+        for record in writes:
+            record.save()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    seen: list[Any] = []
+    for change in Fed.objects.changes(since="$", block=5000):
+        seen.append(change.record_id)
+        if len(seen) == 3:
+            break
+    thread.join()
+    assert sorted(map(str, seen)) == sorted(str(r.pk) for r in writes)
+
+
+def test_consumer_groups_on_every_shard_deliver_each_entry_once_and_ack(
+        cluster: RedisCluster) -> None:
+    made = Fed.objects.bulk_create([Fed(label=f"g{i}") for i in range(20)])
+    group = Fed.objects.change_group("indexer")
+    first, second = group.read("w1", count=7), group.read("w2", count=100)
+    assert len(first) == 7 and len(second) == 13
+    assert sorted(str(c.record_id) for c in first + second) == sorted(str(r.pk) for r in made)
+    assert group.pending() == 20 and group.read("w2") == []
+    assert group.ack(*first) == 7 and group.pending() == 13
+    # w2 dies before acking: another worker claims its entries
+    handled: list[Any] = []
+    assert Fed.objects.change_group("indexer").process(handled.append, "w3", min_idle=0) == 13
+    assert sorted(handled, key=feed_order) == sorted(second, key=feed_order)
+    assert group.pending() == 0
+    assert group.read("w1", block=150) == []  # waited, nothing new
+    late = Fed(label="late")  # a new entry during a wait, in whatever shard
+
+    def writer() -> None:
+        time.sleep(0.3)
+        late.save()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert [c.record_id for c in group.read("w1", block=5000)] == [late.pk]
+    thread.join()
+    assert len(Fed.objects.change_group("audit").read("a", count=100)) == 21
+
+
+async def test_the_sharded_feed_awaited(cluster: RedisCluster) -> None:
+    made = [await Fed.objects.acreate(label=f"a{i}") for i in range(5)]
+    seen = [change async for change in Fed.objects.achanges()]
+    assert [c.record_id for c in seen if c.op == "create"] and len(seen) == 5
+    assert {c.record_id for c in seen} == {r.pk for r in made}
+    group = await Fed.objects.achange_group("async")
+    taken = await group.aread("w", count=10)
+    assert len(taken) == 5 and await group.aack(*taken) == 5 and await group.apending() == 0
+    await configure.aclose()
 
 
 def test_ttl_per_shard_sweeps_in_the_shard_and_ttl_persist_are_one_call(
