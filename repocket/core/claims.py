@@ -20,7 +20,17 @@ unique value runs a short protocol, written once here as calls:
    refusal runs the protocol again (bounded), which typically ends in UniqueViolation
    naming the record that took the value over (its shard's own unique hash is kept as
    on one server);
-4. the record's old values are released (only where it still holds the claim).
+4. the record's old values are released, each only while its claim is exactly the token
+   the write retired: the shard keeps the token each record holds each unique value by
+   ({...:<shard>}:tokens, written with the value); a write giving a record a value it
+   does not hold there must carry a live token for it (else {'unclaimed', ...}: nothing
+   written), and a write or delete moving a record off a value revokes that token in the
+   shard's fence hash and names it in its reply. So a save of the same record handed
+   the token ('had') is refused and claims the value again, with a fresh token, which
+   the release leaves alone: two saves of one record never leave it holding a value
+   without its claim. A save of an existing record giving up revokes the tokens it took
+   in the record's shard before releasing them (refused when another save of the record
+   wrote the value with one); a failed create releases them at once.
 
 Safety does not depend on time: X's write and X's revocation run in one shard, so one
 sees the other. Either X wrote first (it holds the value: the revocation refuses) or the
@@ -214,6 +224,10 @@ class _Attempt:
     find: tuple[str, ...] | None = None
     takeovers: int = TAKEOVERS
     retries: int = FENCED_RETRIES
+    revoked: set[str] = field(default_factory=set)  # tokens a refused write named
+    # the record exists (the instance was loaded): other processes may save it too, and
+    # be handed the tokens this protocol takes ('had')
+    shared: bool = False
     # get_or_create: until when (time.monotonic()) a holder not written yet is read again
     polling_until: float | None = None
 
@@ -224,11 +238,14 @@ class Grant:
     which the fenced save script checks against its shard's revoked tokens."""
 
     tokens: dict[Claim, str]
-    attempt: _Attempt
+    attempt: _Attempt | None  # None: no claim taken (a save only moving off values)
+    # (record id, constraint fields) -> the token the write retired (filled by its decode)
+    retired: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def of(self, record_ids: Collection[str] | None = None) -> list[str]:
-        """The tokens of the claims of ``record_ids`` (None: of every record)."""
-        return [token for claim, token in self.tokens.items()
+    def of(self, record_ids: Collection[str] | None = None) -> list[tuple[str, str]]:
+        """(constraint fields, token) of the claims of ``record_ids`` (None: of every
+        record)."""
+        return [(",".join(claim.group), token) for claim, token in self.tokens.items()
                 if record_ids is None or claim.record_id in record_ids]
 
     def refused(self, reply: list[Any], record_ids: Collection[str] | None = None,
@@ -239,18 +256,40 @@ class Grant:
         value another record took over meanwhile then raises UniqueViolation; refused
         FENCED_RETRIES times, the retriable RepocketConnectionError."""
         attempt = self.attempt
+        if attempt is None:  # nothing claimed, yet a value unheld to write: the view is stale
+            raise RepocketConnectionError(
+                f"{reply!r}: the record changed meanwhile; nothing was written, retry")
         claims = [claim for claim in attempt.claims
                   if record_ids is None or claim.record_id in record_ids]
         taken = [claim for claim in attempt.taken if claim in claims]
+        revoked = attempt.revoked | {raw.decode("ascii") for raw in reply[1:]}
         if attempt.retries == 0:
-            return _undo(_Attempt(attempt.write, claims, taken, dict(self.tokens)),
+            return _undo(_Attempt(attempt.write, claims, taken, dict(self.tokens),
+                                  revoked=revoked, shared=attempt.shared),
                          _kept_changing(claims))
-        revoked = {raw.decode("ascii") for raw in reply[1:]}
         redo = _Attempt(write or attempt.write, claims, taken, dict(self.tokens),
-                        find=attempt.find, retries=attempt.retries - 1)
+                        find=attempt.find, retries=attempt.retries - 1, revoked=revoked,
+                        shared=attempt.shared)
         stale = {claim: token for claim, token in self.tokens.items()
                  if token in revoked and claim in claims}
         return _round(redo, stale)
+
+
+def is_unclaimed(reply: Any) -> bool:
+    """Whether a fenced save's reply is {'unclaimed', id, fields}: a record would take a
+    value it does not hold without a token for it (the protocol runs again)."""
+    return isinstance(reply, list) and bool(reply) and reply[0] == b"unclaimed"
+
+
+def note_retired(reply: Any, retired: dict[tuple[str, str], str]) -> Any:
+    """The fenced save's reply without its retired tokens ({'retired', reply, fields,
+    token, ...}), which are noted in ``retired`` by (record id, fields)."""
+    if not (isinstance(reply, list) and reply and reply[0] == b"retired"):
+        return reply
+    for position in range(2, len(reply), 2):
+        token = reply[position + 1].decode("ascii")
+        retired[(parse_token(reply[position + 1])[0], reply[position].decode())] = token
+    return reply[1]
 
 
 def is_fenced(reply: Any) -> bool:
@@ -259,15 +298,16 @@ def is_fenced(reply: Any) -> bool:
 
 
 def claiming(claims: Sequence[Claim], write: Callable[[Grant | None], Any],
-             find: tuple[str, ...] | None = None) -> Any:
+             find: tuple[str, ...] | None = None, shared: bool = False) -> Any:
     """``write(grant)`` (the write, a Call or Gather, whose decode hands a refusal to
     ``grant.refused``) once every claim is this record's; ``write(None)`` when there is no
     claim to take. A value another record holds raises UniqueViolation, after releasing
     the claims taken here (nothing written). With ``find`` (get_or_create), a holder of
-    that group's value is the result instead, ``(holder, False)``."""
+    that group's value is the result instead, ``(holder, False)``. ``shared``: the
+    record exists (see :func:`_undo`)."""
     if not claims:
         return write(None)
-    return _round(_Attempt(write, list(claims), find=find), {})
+    return _round(_Attempt(write, list(claims), find=find, shared=shared), {})
 
 
 def _round(attempt: _Attempt, stale: dict[Claim, str]) -> Any:
@@ -380,19 +420,47 @@ def _poll(attempt: _Attempt, age: int) -> bool:
 
 
 def _undo(attempt: _Attempt, outcome: Any) -> Any:
-    """Release the claims this protocol took (each only while it still holds the token it
-    was given), then raise ``outcome`` (an error) or return it."""
+    """Release the claims this protocol took (each only while it still is the token it
+    was given), then raise ``outcome`` (an error) or return it. For a record that exists
+    (``shared``), another save of it may have been handed that token ('had') and written
+    the value with it, so a token not known revoked is first revoked in the record's
+    shard (lua/revoke.lua: it refuses when the record holds the value, and the claim then
+    stays). A new record's claims are released at once, so a failed create writes
+    nothing, fences included: nothing else saves a record whose id only this instance
+    knows (two processes creating one explicit id at once are not covered)."""
     def settle(_released: list[Any]) -> Any:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    return gather([claim.call("release", int, attempt.tokens.get(claim, ""))
-                   for claim in attempt.taken], settle)
+    def release(claims: list[Claim]) -> Any:
+        return gather([claim.call("release", int, attempt.tokens[claim]) for claim in claims],
+                      settle)
+
+    unsure = [claim for claim in attempt.taken
+              if attempt.shared and attempt.tokens[claim] not in attempt.revoked]
+    if not unsure:
+        return release(attempt.taken)
+
+    def revoked(verdicts: list[bytes]) -> Any:
+        held = {claim for claim, verdict in zip(unsure, verdicts) if verdict != b"revoked"}
+        return release([claim for claim in attempt.taken if claim not in held])
+
+    return gather([claim.revoke(claim.record_id, attempt.tokens[claim]) for claim in unsure],
+                  revoked)
 
 
-def releasing(claims: Sequence[Claim], result: Any) -> Any:
-    """``result``, once the old values' claims are released (where still this record's)."""
-    if not claims:
+def releasing(claims: Sequence[Claim], result: Any,
+              retired: dict[tuple[str, str], str]) -> Any:
+    """``result``, once the old values' claims are released: each only while it is
+    exactly the token the write (or delete) retired in its record's shard (``retired``,
+    by record id and constraint). A claim re-taken since with a fresh token (a save of the
+    same record that writes the value back) stays; a value whose token was not retired
+    (the shard holds another value for the record: a stale instance) is left to the
+    takeover of orphan claims."""
+    tokens = [(claim, retired.get((claim.record_id, ",".join(claim.group))))
+              for claim in claims]
+    releases = [claim.call("release", int, token) for claim, token in tokens if token]
+    if not releases:
         return result
-    return gather([claim.call("release", int) for claim in claims], lambda _done: result)
+    return gather(releases, lambda _done: result)

@@ -25,6 +25,8 @@ one slot (one node) and a record's save/get/delete/append stays one script call:
     {repocket:<namespace>:<Class>:<shard>}:idx:...   the shard's index entries
     {repocket:<namespace>:<Class>:<shard>}:fences    hash: revoked claim tokens (a model
                                                      with unique constraints; claims.py)
+    {repocket:<namespace>:<Class>:<shard>}:tokens    hash: '<id>\\0<fields>' -> the claim
+                                                     token its record holds the value by
 
 A record's shard is a stable hash of its id (:func:`shard_of`).
 
@@ -96,6 +98,13 @@ def fence_key(shard_prefix_: str) -> str:
     """On a cluster, the hash of one shard's revoked claim tokens (token -> ms revoked):
     a write of the shard's records relying on one of them is refused (core/claims.py)."""
     return f"{shard_prefix_}:fences"
+
+
+def tokens_key(shard_prefix_: str) -> str:
+    """On a cluster, the hash of the claim tokens one shard's records hold their unique
+    values by ('<id>\\0<fields>' -> token): retired when the record moves off the value
+    (core/claims.py)."""
+    return f"{shard_prefix_}:tokens"
 
 
 def record_key(prefix: str, record_id: str) -> str:

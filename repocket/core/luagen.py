@@ -531,7 +531,7 @@ def _unique_values(meta: Options, group: tuple[str, ...], table: str) -> str:
     return f"unique_field({families}, {values})"
 
 
-def _check_uniques(meta: Options) -> str:
+def _check_uniques(meta: Options, fenced: bool = False) -> str:
     blocks = []
     for group in meta.unique_together:
         name = _unique_name(group)
@@ -549,8 +549,18 @@ def _check_uniques(meta: Options) -> str:
                              id = record.id}})
     end
     unique_checked[{key}] = true
-  end""")
+  end""" + (_FENCE_UNCLAIMED.format(old=_ident('uniq_old_' + name),
+                                     new=_ident('uniq_new_' + name),
+                                     group=lua_string(",".join(group))) if fenced else ""))
     return "\n".join(blocks) if blocks else "  -- no unique constraint"
+
+
+_FENCE_UNCLAIMED = """
+  -- a value the record does not hold in this shard needs a live claim token for it
+  if record.{new} ~= nil and record.{new} ~= record.{old}
+      and not GRANTED[record.id .. '\\0' .. {group}] then
+    return {{'unclaimed', record.id, {group}}}
+  end"""
 
 
 def _ident(name: str) -> str:
@@ -572,7 +582,7 @@ def _index_entry(meta: Options, name: str, deleting: bool) -> str:
     return f"  if not (known and {before} == {after}) then\n    {call}\n  end"
 
 
-def _write_entries(meta: Options) -> str:
+def _write_entries(meta: Options, fenced: bool = False) -> str:
     lines = [f"  -- index of {name}\n" + _index_entry(meta, name, deleting=False)
              for name in meta.indexed]
     for group in meta.unique_together:
@@ -581,6 +591,10 @@ def _write_entries(meta: Options) -> str:
         lines.append(f"  -- unique {'+'.join(group)}\n"
                      f"  move_claim({key}, id, record.{_ident('uniq_old_' + name)}, "
                      f"record.{_ident('uniq_new_' + name)}, known)")
+        if fenced:
+            lines.append(f"  retire_token(id, {lua_string(','.join(group))}, "
+                         f"record.{_ident('uniq_old_' + name)}, "
+                         f"record.{_ident('uniq_new_' + name)})")
     return "\n".join(lines) if lines else "  -- no index, no unique constraint"
 
 
@@ -875,21 +889,26 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False,
     expiry = (_EXPIRY_PRELUDE.format(needs_clock="NEEDS_CLOCK")
               + _LIVE_OWNER.format(sweep=_sweep(meta, "unique_checked")))
     check = _SAVE_CHECK.format(read_old=_read_old(meta, fields),
-                               check_uniques=_check_uniques(meta),
+                               check_uniques=_check_uniques(meta, fenced),
                                check_version=_CHECK_VERSION if lock else "",
                                note_exists="\n  record.exists = exists" if feed else "")
-    write = _SAVE_WRITE.format(write_entries=_write_entries(meta),
+    reply = _LOCKED_REPLY if lock else "return 'saved'\n"
+    if fenced:
+        reply = (reply.replace("return reply", "return retired_reply(reply)") if lock
+                 else "return retired_reply('saved')\n")
+    write = _SAVE_WRITE.format(write_entries=_write_entries(meta, fenced),
                                model_checks=_model_checks(meta),
                                unchecked_uniques=_unchecked_uniques(meta),
                                write_hash=_WRITE_HASH_LOCKED if lock else _WRITE_HASH,
                                write_feed=_write_feed(
                                    meta, "record.exists and 'update' or 'create'",
                                    ", 'fields', changed_fields(record)") if feed else "",
-                               save_reply=_LOCKED_REPLY if lock else "return 'saved'\n",
+                               save_reply=reply,
                                own_expired=_OWN_EXPIRED.format())
     write = write.replace("-- @find\n", _find_block(meta, sharded) + "\n" if find else "", 1)
-    fast = "" if lock or feed else (_save_fast(meta, is_envelope, find, sharded)
-                                    + MORE_LIBRARIES + "\n")
+    # the fenced save has no fast path: every write goes through the token bookkeeping
+    fast = "" if lock or feed or fenced else (_save_fast(meta, is_envelope, find, sharded)
+                                              + MORE_LIBRARIES + "\n")
     fence = _FENCE_CHECK if fenced else ""
     return (header + "\n-- @libraries\n\n" + _keys_table(meta) + "\n" + fence + fast
             + _defaults_table(meta, fields) + "\n" + frame + expiry + check
@@ -898,24 +917,68 @@ def save_source(meta: Options, is_envelope: bool, find: bool = False,
 
 _FENCE_NOTE = """\
 -- Redis Cluster fencing (core/claims.py, lua/revoke.lua): after everything above,
---   KEYS  (the last) the shard's fence hash   <shard prefix>:fences
---   ARGV  the T tokens of the global unique claims the records rely on, then T (the last)
+--   KEYS  (last but one) the shard's fence hash   <shard prefix>:fences
+--         (the last) the shard's token hash       <shard prefix>:tokens
+--   ARGV  T pairs: a constraint's fields (comma-joined), the token of the global claim
+--         of its new value a record relies on ('<id>@<ms>@<nonce>'); then T (the last)
 -- Or {'fenced', token...} (nothing written): those tokens were revoked in this shard
---   (their claims were taken over or dropped); the caller runs the claim protocol again.
+--   (their claims were taken over or dropped); the caller runs the claim protocol again;
+-- or {'unclaimed', id, fields} (nothing written): the record would take a unique value
+--   it does not hold in this shard without a token for it; the caller claims it.
+-- A record moved off a value it held retires the token it held it by (into the fence
+-- hash: a save handed it is refused from then on); the reply is then
+--   {'retired', the reply above, fields, token, ...}: the caller releases the value's
+--   claim only if it is still exactly that token.
+"""
+_TOKEN_BOOKKEEPING_KEYS = """\
+local FENCES, TOKENS = KEYS[#KEYS - 1], KEYS[#KEYS]
+local GRANTED, RETIRED = {}, {}  -- '<id>\\0<fields>' -> token given; fields, token...
+do
+  local err = check_type(FENCES, 'hash') or check_type(TOKENS, 'hash')
+  if err then return err end
+end
+"""
+_TOKEN_BOOKKEEPING = """\
+-- The token a record holds a unique value by, kept in this shard with its value: retired
+-- (revoked: a save handed it is refused from then on) when the record moves off the
+-- value, replaced by the one granted for the new value.
+local function retire_token(id, fields, old, new)
+  local slot = id .. '\\0' .. fields
+  if old ~= nil and old ~= new then
+    local held = redis.call('HGET', TOKENS, slot)
+    if held then
+      local time = redis.call('TIME')
+      redis.call('HSET', FENCES, held,
+                 tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000))
+      RETIRED[#RETIRED + 1] = fields
+      RETIRED[#RETIRED + 1] = held
+    end
+    redis.call('HDEL', TOKENS, slot)
+  end
+  if new ~= nil and GRANTED[slot] then redis.call('HSET', TOKENS, slot, GRANTED[slot]) end
+end
+
 """
 _FENCE_CHECK = """\
 -- Redis Cluster fencing: a token revoked in this shard (its claim was taken over, or
--- dropped, after a check that the record did not hold the value) refuses the whole
--- write, before any record is read and anything written: the value may be another
--- record's now.
+-- dropped, after a check that the record did not hold the value; or retired when its
+-- record moved off the value) refuses the whole write, before any record is read and
+-- anything written: the value may be another record's now.
+""" + _TOKEN_BOOKKEEPING_KEYS + """\
 do
-  local fences, n_tokens, fenced = KEYS[#KEYS], tonumber(ARGV[#ARGV]), {'fenced'}
-  for i = #ARGV - n_tokens, #ARGV - 1 do
-    local revoked = redis.pcall('HGET', fences, ARGV[i])
-    if is_error(revoked) then return pcall_failure(fences, 'hash', revoked) end
-    if revoked then fenced[#fenced + 1] = ARGV[i] end
+  local n_tokens, fenced = tonumber(ARGV[#ARGV]), {'fenced'}
+  for i = #ARGV - 2 * n_tokens, #ARGV - 1, 2 do
+    local token = ARGV[i + 1]
+    if redis.call('HEXISTS', FENCES, token) == 1 then fenced[#fenced + 1] = token end
+    GRANTED[string.match(token, '^([^@]*)@') .. '\\0' .. ARGV[i]] = token
   end
   if #fenced > 1 then return fenced end
+end
+
+""" + _TOKEN_BOOKKEEPING + """\
+local function retired_reply(reply)
+  if #RETIRED == 0 then return reply end
+  return {'retired', reply, unpack(RETIRED)}
 end
 
 """
@@ -1178,7 +1241,7 @@ def _read_claims(meta: Options) -> str:
     return "\n".join(blocks) if blocks else "  -- no unique constraint"
 
 
-def _delete_entries(meta: Options) -> str:
+def _delete_entries(meta: Options, fenced: bool = False) -> str:
     lines = [f"  -- index of {name}\n" + _index_entry(meta, name, deleting=True)
              for name in meta.indexed]
     for group in meta.unique_together:
@@ -1187,6 +1250,8 @@ def _delete_entries(meta: Options) -> str:
         lines.append(f"  -- unique {'+'.join(group)}: released only if this record holds it\n"
                      f"  if record.{field} then redis.call('HDEL', "
                      f"{lua_field('K', f'uniq_{name}')}, record.{field}) end")
+        if fenced:  # whatever it held: the record is gone, so is every value's token
+            lines.append(f"  retire_token(id, {lua_string(','.join(group))}, true, nil)")
     return "\n".join(lines) if lines else "  -- no index, no unique constraint"
 
 
@@ -1267,13 +1332,19 @@ def _delete_fast(meta: Options, is_envelope: bool) -> str:
         more_streams=(" + redis.call('DEL', " + ", ".join(streams) + ")") if streams else "")
 
 
-def delete_source(meta: Options, is_envelope: bool) -> str:
+def delete_source(meta: Options, is_envelope: bool, fenced: bool = False) -> str:
+    """The per-model delete script. With ``fenced`` (Redis Cluster, a model with unique
+    constraints): the delete that also retires the claim tokens its records held their
+    unique values by (core/claims.py), and has no fast path."""
     fields = tracked_fields(meta)
     lock, feed = meta.optimistic_lock, meta.changes
     streams = list(meta.stream_names)
     unchecked = _unchecked_uniques(meta).replace("unique_checked", "claims_checked")
-    fast = "" if lock or feed else _delete_fast(meta, is_envelope) + MORE_LIBRARIES + "\n"
-    return _DELETE.format(
+    fast = "" if lock or feed or fenced else (_delete_fast(meta, is_envelope)
+                                              + MORE_LIBRARIES + "\n")
+    if fenced:
+        fast = _TOKEN_BOOKKEEPING_KEYS + _TOKEN_BOOKKEEPING
+    source = _DELETE.format(
         fast=fast, model=meta.name, codec="envelope" if is_envelope else "compact",
         keys="\n".join(_keys_header(meta)), prefix=meta.prefix, n_streams=len(streams),
         streams="(" + ", ".join(streams) + ")" if streams else "(none)",
@@ -1283,7 +1354,8 @@ def delete_source(meta: Options, is_envelope: bool) -> str:
         first_record_key=1 + len(meta.write_keys(meta.prefix)),
         model_checks=_model_checks(meta),
         read_old=_read_old(meta, fields), read_claims=_read_claims(meta),
-        unchecked_uniques=unchecked, delete_entries=_indent(_delete_entries(meta)),
+        unchecked_uniques=unchecked,
+        delete_entries=_indent(_delete_entries(meta, fenced)),
         sweep_page=SWEEP_PAGE, expiry=_EXPIRY_PRELUDE.format(needs_clock="false"),
         sweep=_sweep(meta, "claims_checked"),
         forget_one="      redis.call('HDEL', K.expiry_entries, id)" if fields
@@ -1299,6 +1371,30 @@ def delete_source(meta: Options, is_envelope: bool) -> str:
         check_version=_DELETE_CHECK_VERSION if lock else "",
         write_feed=("\n    if removed == 1 then" + _write_feed(meta, "'delete'", "").replace(
             "\n", "\n    ") + "\n    end") if feed else "")
+    if not fenced:
+        return source
+    source = source.replace("-- Errors: REPOCKET", _DELETE_FENCE_NOTE + "-- Errors: REPOCKET", 1)
+    return _replace_once(source, "\nreturn {found, deleted}\n", """
+local reply = {found, deleted}
+for _, part in ipairs(RETIRED) do reply[#reply + 1] = part end
+return reply
+""")
+
+
+_DELETE_FENCE_NOTE = """\
+-- Redis Cluster (a model with unique constraints: core/claims.py): after everything
+--   above, KEYS (last but one) the shard's fence hash   <shard prefix>:fences
+--              (the last) the shard's token hash        <shard prefix>:tokens
+-- Each record deleted retires the claim tokens it held its unique values by (into the
+-- fence hash: a save handed one is refused from then on); the reply then goes on with
+-- fields, token, ... of each: the caller releases a claim only while it is that token.
+"""
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    """``text`` with its one ``old`` replaced (a template that changed fails loudly)."""
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
 
 
 def _indent(text: str) -> str:
@@ -2578,12 +2674,26 @@ def fenced_save_for(model: type[ActiveRecord]) -> Script:
     return script
 
 
+def fenced_delete_for(model: type[ActiveRecord]) -> Script:
+    """The model's fenced delete script (as :func:`fenced_save_for`: see
+    :func:`delete_source`)."""
+    meta = model._meta
+    name = meta.codec_name or configure.default_codec()
+    key = ("fenced_delete", name)
+    script = meta.script_cache.get(key)
+    if script is None:
+        script = meta.script_cache[key] = compile_source(
+            "delete_fenced", delete_source(meta, CODECS[name].is_envelope, fenced=True))
+    return script
+
+
 def cluster_sources(meta: Options, is_envelope: bool) -> list[tuple[str, str]]:
     """(name, source) of the scripts a model runs on Redis Cluster besides
-    :func:`sources`': the fenced save, for a model with unique constraints."""
+    :func:`sources`': the fenced save and delete, for a model with unique constraints."""
     if not meta.unique_together:
         return []
-    return [("save_fenced", save_source(meta, is_envelope, fenced=True))]
+    return [("save_fenced", save_source(meta, is_envelope, fenced=True)),
+            ("delete_fenced", delete_source(meta, is_envelope, fenced=True))]
 
 
 def sharded_update_for(model: type[ActiveRecord]) -> Script:

@@ -24,7 +24,7 @@ from .deref import checking_targets, load_roots, read_raw
 from .hydrate import hydrate
 from .layout import on_cluster, refuse_on_cluster
 from .lua import SCRIPTS
-from .luagen import fenced_save_for, scripts_for, sharded_get_or_create_for
+from .luagen import fenced_delete_for, fenced_save_for, scripts_for, sharded_get_or_create_for
 from .plan import DEFAULT_MAX_BYTES, Call, Gather, gather, pack, then
 
 if TYPE_CHECKING:
@@ -250,21 +250,24 @@ def _save_call(model: type[ActiveRecord], blocks: Sequence[_SaveBlock],
         script = sharded_get_or_create_for(model)
         args.append(blocks[0].prefix + ":")
     if grant is not None:
-        tokens = grant.of({block.args[0] for block in blocks})
+        pairs = grant.of({block.args[0] for block in blocks})
         script = fenced_save_for(model)
-        keys.append(keyspace.fence_key(blocks[0].prefix))
-        args += (*tokens, len(tokens))
-        decode = _fenced(decode, refused or grant.refused)
+        keys += (keyspace.fence_key(blocks[0].prefix), keyspace.tokens_key(blocks[0].prefix))
+        args += (*(part for pair in pairs for part in pair), len(pairs))
+        decode = _fenced(decode, refused or grant.refused, grant.retired)
     # the server's limit is asked for (once per client) only when it matters
     binder = _limit_binder(meta.name, args, large, at=1) if large or appends else None
     return Call(script, tuple(keys), tuple(args), decode, meta.name, key_fields, binder)
 
 
-def _fenced(decode: Callable[[Any], Any], refused: Callable[[Any], Any]
-            ) -> Callable[[Any], Any]:
-    """``decode`` of a save's reply, but the fenced save's refusal goes to ``refused``."""
+def _fenced(decode: Callable[[Any], Any], refused: Callable[[Any], Any],
+            retired: dict[tuple[str, str], str]) -> Callable[[Any], Any]:
+    """``decode`` of a save's reply, but the fenced save's refusal goes to ``refused``,
+    and the tokens it retired are noted in ``retired`` (what the release may drop)."""
     def decode_fenced(reply: Any) -> Any:
-        return refused(reply) if claims.is_fenced(reply) else decode(reply)
+        if claims.is_fenced(reply) or claims.is_unclaimed(reply):
+            return refused(reply)
+        return decode(claims.note_retired(reply, retired))
 
     return decode_fenced
 
@@ -321,12 +324,18 @@ def compile_save(record: ActiveRecord, whole: bool = False,
     if not (block.targets or take or release):
         return _save_call(model, [block], decode)  # one round trip (always on one server)
 
+    retired: dict[tuple[str, str], str] = {}
+
     def write(grant: claims.Grant | None) -> Any:
+        if grant is None and (take or release):
+            grant = claims.Grant({}, None)  # a release alone retires its token too
+        if grant is not None:
+            grant.retired = retired
         return checking_targets(model, block.targets,
                                 _save_call(model, [block], decode, grant=grant))
 
-    checked: Call | Gather = then(claims.claiming(take, write),
-                                  lambda result: claims.releasing(release, result))
+    checked: Call | Gather = then(claims.claiming(take, write, shared=record._persisted),
+                                  lambda result: claims.releasing(release, result, retired))
     return checked
 
 
@@ -545,11 +554,12 @@ def _stream_op(current: bytes | None, synced: bytes | None,
 # -- delete ---------------------------------------------------------------------------
 def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
                         on_deleted: Callable[[], None] = lambda: None,
-                        versions: Sequence[int] | None = None) -> Call | Gather:
+                        versions: Sequence[int] | None = None,
+                        retired: dict[tuple[str, str], str] | None = None) -> Call | Gather:
     """One atomic delete of records by id; decodes to (records deleted, keys deleted).
     On a cluster: one atomic call per shard (a Gather: sent together). With
     optimistic_lock, ``versions`` are those the deleting instances hold (None: a delete
-    by id, unchecked)."""
+    by id, unchecked). ``retired``: as for :func:`_delete_call`."""
     meta = model._meta
     texts = [str(record_id) for record_id in record_ids]
     expected = dict(zip(texts, versions, strict=True)) if versions is not None else {}
@@ -558,13 +568,13 @@ def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
         by_prefix.setdefault(meta.prefix_of(text), []).append(text)
     if len(by_prefix) <= 1:
         return _delete_call(model, next(iter(by_prefix), meta.prefix), texts, on_deleted,
-                            expected)
+                            expected, retired)
 
     def total(replies: list[tuple[int, int]]) -> tuple[int, int]:
         on_deleted()
         return sum(r[0] for r in replies), sum(r[1] for r in replies)
 
-    calls = [_delete_call(model, prefix, ids, expected=expected)
+    calls = [_delete_call(model, prefix, ids, expected=expected, retired=retired)
              for prefix, ids in by_prefix.items()]
     result: Gather = gather(calls, total)
     return result
@@ -572,24 +582,33 @@ def compile_delete_many(model: type[ActiveRecord], record_ids: Sequence[Any],
 
 def _delete_call(model: type[ActiveRecord], prefix: str, record_ids: list[str],
                  on_deleted: Callable[[], None] = lambda: None,
-                 expected: dict[str, int] | None = None) -> Call:
+                 expected: dict[str, int] | None = None,
+                 retired: dict[tuple[str, str], str] | None = None) -> Call:
     """The delete script on records whose keys all start with ``prefix``; ``expected``:
-    the version each record must be at (optimistic_lock; an id it lacks: unchecked)."""
+    the version each record must be at (optimistic_lock; an id it lacks: unchecked). On
+    Redis Cluster, for a model with unique constraints, the fenced delete: the claim
+    tokens it retired are noted in ``retired`` (what a release may drop)."""
     meta = model._meta
     keys: list[str] = [*meta.write_keys(prefix)]
     for record_id in record_ids:
         hash_key = keyspace.record_key(prefix, record_id)
         keys += (hash_key, *(keyspace.stream_key(hash_key, name) for name in meta.stream_names))
+    fenced = _claims_global(meta)
+    if fenced:
+        keys += (keyspace.fence_key(prefix), keyspace.tokens_key(prefix))
 
-    def decode(reply: list[int]) -> tuple[int, int]:
+    def decode(reply: list[Any]) -> tuple[int, int]:
         on_deleted()
+        if retired is not None:
+            claims.note_retired([b"retired", None, *reply[2:]], retired)
         return int(reply[0]), int(reply[1])
 
     args = list(record_ids)
     if meta.optimistic_lock:
         args += [str((expected or {})[record_id]) if record_id in (expected or {}) else ""
                  for record_id in record_ids]
-    return Call(scripts_for(model).delete, tuple(keys), tuple(args), decode, meta.name)
+    script = fenced_delete_for(model) if fenced else scripts_for(model).delete
+    return Call(script, tuple(keys), tuple(args), decode, meta.name)
 
 
 def compile_delete(record: ActiveRecord) -> Call:
@@ -600,11 +619,14 @@ def compile_delete(record: ActiveRecord) -> Call:
         record._version = 0
 
     meta = type(record)._meta
-    # on a cluster, the claims of its unique values are released after the delete
+    # on a cluster, the claims of its unique values are released after the delete, each
+    # only while it is the token the delete retired (a claim re-taken since stays)
     release = claims.held(record) if _claims_global(meta) else []
+    retired: dict[tuple[str, str], str] = {}
     # a stale instance (optimistic_lock) deletes nothing: StaleRecord, as for a save
-    call: Call = then(compile_delete_many(type(record), [record.pk], forget, [record._version]),
-                      lambda counts: claims.releasing(release, counts[1]))  # keys, as 0.1
+    call: Call = then(compile_delete_many(type(record), [record.pk], forget, [record._version],
+                                          retired),
+                      lambda counts: claims.releasing(release, counts[1], retired))  # keys
     return call
 
 

@@ -19,14 +19,16 @@
 -- ARGV[3]  claim: a token revoked in its record's shard (lua/revoke.lua: another record's
 --          whose holder does not hold the value, or this record's own whose write was
 --          refused), replaced if still stored; '' for none; release: the token to release
---          ('' any of this record's)
+--          (required: a claim is only released as the exact grant its caller knows was
+--          retired or never written, never by its owner id alone: a save of the same
+--          record may have claimed the value again, with a fresh token)
 -- ARGV[4]  claim: the nonce of the new token (unique per claim attempt)
 -- ARGV[5]  msgpack list of the constraint's field families (lib/values)
 -- ARGV[6..] the constraint's values, canonical, in its field order (drop: the claim's field)
 --
 -- Reply: claim: {'took', token} (claimed now), {'had', token} (this record's already) or
 --        {'held', owner, age in ms, token} (another record's claim: nothing written);
---        release: 1 (released) or 0 (the claim was not this record's: untouched);
+--        release: 1 (released) or 0 (the claim is not that token: untouched);
 --        drop: 1 (dropped) or 0 (changed since it was read);
 --        peek: {field, token or false} (nothing written)
 -- Errors: REPOCKET {"code": "wrongtype", "key", "expected", "actual"} when KEYS[1] is
@@ -59,7 +61,7 @@ if mode == 'drop' then
   return 1
 end
 if mode == 'release' then
-  if owner ~= id or (stale ~= '' and stored ~= stale) then return 0 end
+  if owner ~= id or stale == '' or stored ~= stale then return 0 end
   redis.call('HDEL', KEYS[1], field)
   return 1
 end

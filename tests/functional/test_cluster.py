@@ -4,6 +4,7 @@ error (nothing sent) for what the cluster path does not support yet."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import multiprocessing
@@ -976,6 +977,150 @@ def test_a_save_stalled_after_its_claim_is_refused_once_taken_over(
     assert Member.objects.get(id=stalled.pk) is None
     found = list(Member.objects.filter(email="stall@example.com"))
     assert [record.pk for record in found] == [taker.pk]
+    assert Member.objects.check().ok
+
+
+def tokens(cluster: RedisCluster, model: type[ActiveRecord] = Member) -> dict[bytes, bytes]:
+    """Every '<id>\\0<fields>' -> token in the token hashes of the model's shards."""
+    found: dict[bytes, bytes] = {}
+    for prefix in model._meta.shard_prefixes():
+        found.update(cluster.hgetall(keyspace.tokens_key(prefix)))
+    return found
+
+
+def held_by(cluster: RedisCluster, record: Member) -> bytes:
+    """The token the shard keeps for the record's email ('' when none)."""
+    return tokens(cluster).get(f"{record.pk}\0email".encode(), b"")
+
+
+def _holders_after_a_third_record_tries(value: str) -> list[Any]:
+    """Y saves ``value`` (a UniqueViolation is fine); the records holding it after."""
+    with contextlib.suppress(errors.UniqueViolation):
+        Member.create(email=value, first="y", last="y")
+    return [record.pk for record in Member.objects.filter(email=value)]
+
+
+def test_two_saves_of_one_record_never_leave_a_value_unclaimed(
+        cluster: RedisCluster) -> None:
+    """S1 moves R from V to W while S2, a stale instance of R, sets V: S2's claim of V
+    answers 'had' (R's own, token t) before S1 writes. S1's write moves R off V and
+    retires t in R's shard, then releases V's claim only while it is still t; S2's write
+    carrying t is refused, and S2 claims V again (a fresh token). Without the retirement
+    R held V with no claim and a third record could take V too."""
+    record = Member.create(email="u@example.com", first="r", last="r")
+    stale = Member.objects.get(id=record.pk)  # S2: loaded when R held U
+    record.email = "v@example.com"
+    record.save()
+    retired = held_by(cluster, record)
+    assert retired
+    moving = Member.objects.get(id=record.pk)
+    moving.email = "w@example.com"
+    stale.email = "v@example.com"
+    s1 = run_step(cluster, operations.compile_save(moving))  # S1 claims W
+    s2 = run_step(cluster, operations.compile_save(stale))   # S2 claims V: had t
+    s1_release = run_step(cluster, s1)                       # S1 writes W, retires t
+    assert retired in fences(cluster) and held_by(cluster, record) != retired
+    sync.execute(cluster, s1_release)                        # V's claim was t: released
+    sync.execute(cluster, s2)                                # refused, claims V again
+    assert Member.objects.get(id=record.pk).email == "v@example.com"
+    assert _holders_after_a_third_record_tries("v@example.com") == [record.pk]
+    assert claim_hashes(cluster, "email")[b"v@example.com"].startswith(
+        f"{record.pk}@".encode())
+
+
+def test_a_release_leaves_a_claim_retaken_with_a_fresh_token(
+        cluster: RedisCluster) -> None:
+    """The same race, S2 re-claiming V before S1's release: S1 releases only the token it
+    retired, so the claim S2 took afresh stays, and R holds V with its claim."""
+    record = Member.create(email="v@example.com", first="r", last="r")
+    stale = Member.objects.get(id=record.pk)
+    moving = Member.objects.get(id=record.pk)
+    moving.email = "w@example.com"
+    s2_step = operations.compile_save(stale, whole=True)  # a whole save writes V back
+    s1 = run_step(cluster, operations.compile_save(moving))
+    s2 = run_step(cluster, s2_step)                       # had t
+    retired = held_by(cluster, record)
+    s1_release = run_step(cluster, s1)                    # S1 writes W, retires t
+    s2_again = run_step(cluster, s2)                      # refused by t
+    s2_write = run_step(cluster, s2_again)                # claims V afresh (t replaced)
+    fresh = claim_hashes(cluster, "email")[b"v@example.com"]
+    assert fresh != retired and fresh.startswith(f"{record.pk}@".encode())
+    sync.execute(cluster, s1_release)                     # not t any more: left alone
+    assert claim_hashes(cluster, "email")[b"v@example.com"] == fresh
+    assert retired in fences(cluster)
+    sync.execute(cluster, s2_write)                       # S2 writes V
+    assert Member.objects.get(id=record.pk).email == "v@example.com"
+    assert tokens(cluster)[f"{record.pk}\0email".encode()] == fresh
+    assert _holders_after_a_third_record_tries("v@example.com") == [record.pk]
+
+
+def test_a_delete_retires_the_token_a_stale_save_was_handed(
+        cluster: RedisCluster) -> None:
+    """S2 saves R whole (its claim of V answers 'had', token t) while S1 deletes R: the
+    delete retires t in R's shard and releases V's claim (still t); S2's write carrying t
+    is refused, claims V afresh and creates R again, holding V with its claim."""
+    record = Member.create(email="v@example.com", first="r", last="r")
+    stale = Member.objects.get(id=record.pk)
+    s2 = run_step(cluster, operations.compile_save(stale, whole=True))  # had t
+    retired = held_by(cluster, record)
+    record.delete()
+    assert retired in fences(cluster) and held_by(cluster, record) == b""
+    assert b"v@example.com" not in claim_hashes(cluster, "email")
+    assert claim_hashes(cluster, "first+last") == {}  # both of its claims released
+    sync.execute(cluster, s2)
+    assert Member.objects.get(id=record.pk).email == "v@example.com"
+    assert _holders_after_a_third_record_tries("v@example.com") == [record.pk]
+    assert Member.objects.check().ok
+
+
+def test_a_fenced_write_of_a_value_the_record_does_not_hold_needs_its_token(
+        cluster: RedisCluster) -> None:
+    """The shard, not the client's view, decides: a write giving a record a unique value
+    it does not hold there, with no token for it, is refused ('unclaimed') and writes
+    nothing."""
+    record = Member.create(email="u@example.com", first="r", last="r")
+    record.email = "v@example.com"
+    block = operations._save_block(record, whole=False)
+    call = operations._save_call(Member, [block], lambda reply: reply,
+                                 grant=claims.Grant({}, None))
+    with pytest.raises(errors.RepocketConnectionError):
+        sync.execute(cluster, call)
+    assert Member.objects.get(id=record.pk).email == "u@example.com"
+    assert list(Member.objects.filter(email="v@example.com")) == []
+
+
+def test_a_save_giving_up_keeps_a_claim_another_save_of_its_record_wrote(
+        cluster: RedisCluster) -> None:
+    """S1 claims V for R (took t) and then finds first+last taken: it gives up. S2, another
+    save of R, was handed t ('had') and wrote V. S1's undo revokes t in R's shard first,
+    which refuses (R holds V), so V's claim stays: releasing it by token alone would have
+    left R holding V unclaimed."""
+    Member.create(email="q@example.com", first="q", last="q")
+    record = Member.create(email="u@example.com", first="r", last="r")
+    giving_up = Member.objects.get(id=record.pk)
+    giving_up.email, giving_up.first, giving_up.last = "v@example.com", "q", "q"
+    undo = run_step(cluster, operations.compile_save(giving_up))  # took V; first+last held
+    other = Member.objects.get(id=record.pk)
+    other.email = "v@example.com"
+    other.save()                                                   # had t: writes V
+    with pytest.raises(errors.UniqueViolation):
+        sync.execute(cluster, undo)
+    assert claim_hashes(cluster, "email")[b"v@example.com"].startswith(
+        f"{record.pk}@".encode())
+    assert _holders_after_a_third_record_tries("v@example.com") == [record.pk]
+    assert Member.objects.check().ok
+
+
+def test_a_save_changing_a_unique_value_costs_three_round_trips(
+        cluster: RedisCluster) -> None:
+    """Claim the new value, write (retiring the old value's token), release the old
+    claim by that token: three round trips, and no claim left behind."""
+    record = Member.create(email="one@example.com", first="o", last="o")
+    record.email = "two@example.com"
+    rounds = RoundTrips()
+    record.save()
+    assert rounds.count == 3
+    assert list(claim_hashes(cluster, "email")) == [b"two@example.com"]
     assert Member.objects.check().ok
 
 

@@ -129,18 +129,31 @@ def test_repocket_scripts_prints_each_models_scripts(capsys: pytest.CaptureFixtu
 
 
 def test_the_fenced_save_is_the_save_plus_its_fence() -> None:
-    """Redis Cluster's fenced save (a model with unique constraints): the save script with
-    the fence's header lines and its check first, before the fast path and anything read
-    or written, nothing else changed; a model without unique constraints has none."""
+    """Redis Cluster's fenced save (a model with unique constraints): the save script's
+    general path with the fence's header lines and its check first, before anything read
+    or written; per constraint, the check that a value the record does not hold comes with
+    its token and the token bookkeeping after its unique hash is moved; no fast path (every
+    write keeps the tokens); a model without unique constraints has none."""
     codecs = tuple(m._meta.codec.is_envelope for m in Member._meta.reachable_models)
     plain = dict(luagen.sources(Member._meta, codecs))["save"]
     fenced = dict(luagen.cluster_sources(Member._meta, codecs[0]))["save_fenced"]
     keys = luagen._keys_table(Member._meta) + "\n"
-    assert fenced == plain.replace(
-        "-- Errors: REPOCKET", luagen._FENCE_NOTE + "-- Errors: REPOCKET", 1).replace(
-        keys, keys + luagen._FENCE_CHECK, 1)
-    assert fenced.index("return fenced") < fenced.index("-- The common case, straight-line")
+    assert fenced.startswith(plain.split("-- Errors: REPOCKET")[0] + luagen._FENCE_NOTE)
+    assert keys + luagen._FENCE_CHECK in fenced
+    assert "-- The common case, straight-line" in plain
+    assert "-- The common case, straight-line" not in fenced
+    groups = Member._meta.unique_together
+    assert fenced.count("return {'unclaimed', record.id, ") == len(groups)
+    assert fenced.count("  retire_token(id, ") == len(groups)
+    assert fenced.endswith("return retired_reply('saved')\n")
+    assert fenced.index("return fenced") < fenced.index("local function check(")
+    plain_delete = dict(luagen.sources(Member._meta, codecs))["delete"]
+    fenced_delete = dict(luagen.cluster_sources(Member._meta, codecs[0]))["delete_fenced"]
+    assert fenced_delete.count("  retire_token(id, ") == len(groups)
+    assert "-- The common case, straight-line" in plain_delete
+    assert "-- The common case, straight-line" not in fenced_delete
+    assert "retire" not in plain + plain_delete and "TOKENS" not in plain + plain_delete
     assert luagen.cluster_sources(Team._meta, False) == []
     script = luagen.fenced_save_for(Member)
     assert luagen.fenced_save_for(Member) is script and script.name == "save_fenced"
-    assert "local function pcall_failure(" in script.source.split("The common case")[0]
+    assert "local function pcall_failure(" in script.source.split("return fenced")[0]
