@@ -39,9 +39,12 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0
     loaded: dict[tuple[int, bytes], ActiveRecord | None] = {}
     result: list[ActiveRecord | None] = []
     partial = roots if root_fields is not None else 0
-    for position, (model_index, record_id, flat, streams) in enumerate(records):
+    for position, record in enumerate(records):
+        model_index, record_id, flat, streams = record[0], record[1], record[2], record[3]
         if not flat:
             instance = None
+        elif streams.__class__ is not list:  # by position: the values of row_fields(model)
+            instance = reader_for(models[model_index - 1], True)(record_id, flat, record[4:])
         elif position < partial:
             instance = from_redis(models[model_index - 1], record_id, flat, streams, root_fields)
         else:
@@ -122,34 +125,62 @@ def _version(raw: bytes | None) -> int:
 
 
 # -- the generated reader --------------------------------------------------------------------
-def reader_for(model: type[ActiveRecord]) -> Reader:
-    """The model's reader for the codec in force (made on first use, cached on ``_meta``):
-    ``reader(record_id, flat, streams)`` is ``from_redis(model, record_id, flat, streams)``."""
+def row_fields(model: type[ActiveRecord]) -> list[str]:
+    """The hash fields a record is read as by position (HMGET, no names): the id, every
+    other field in declaration order, then the version of an optimistic_lock model: all
+    that ``from_redis`` reads of a hash."""
     meta = model._meta
-    codec = meta.codec
-    reader = meta.reader_cache.get(codec.name)
+    names = [meta.pk_name] + [name for name, _, _, _ in meta.decoders(meta.codec)]
+    return [*names, VERSION_FIELD] if meta.optimistic_lock else names
+
+
+def reader_for(model: type[ActiveRecord], positional: bool = False) -> Reader:
+    """The model's reader for the codec in force (made on first use, cached on ``_meta``):
+    ``reader(record_id, flat, streams)`` is ``from_redis(model, record_id, flat, streams)``;
+    the ``positional`` one reads ``flat`` as the values of ``row_fields(model)``."""
+    meta = model._meta
+    name = meta.codec.name + (":positional" if positional else "")
+    reader = meta.reader_cache.get(name)
     if reader is None:
-        reader = meta.reader_cache[codec.name] = _make_reader(model)
+        reader = meta.reader_cache[name] = _make_reader(model, positional)
     return reader
 
 
-def _make_reader(model: type[ActiveRecord]) -> Reader:
+def _named(names: list[bytes]) -> Callable[[list[Any]], list[bytes]]:
+    """Values read by position as the flat list HGETALL gives (absent fields left out)."""
+    def flat(values: list[Any]) -> list[bytes]:
+        return [item for name, value in zip(names, values, strict=True) if value is not None
+                for item in (name, value)]
+    return flat
+
+
+def _make_reader(model: type[ActiveRecord], positional: bool = False) -> Reader:
     """Straight-line Python for one (model, codec): one local per field, read from the
-    record's fields by name (hash order is Redis' own), decoded with the codec's decoder
-    of that field; an absent field reads as ``absent_value`` (called: a default may be a
-    fresh mutable value). Field names are Python identifiers, so their reprs are safe
-    literals; everything else arrives through the namespace, never as text."""
+    record's fields by name (hash order is Redis' own), or ``positional``ly (the values
+    of ``row_fields(model)``), decoded with the codec's decoder of that field; an absent
+    field reads as ``absent_value`` (called: a default may be a fresh mutable value).
+    Field names are Python identifiers, so their reprs are safe literals; everything else
+    arrives through the namespace, never as text."""
     meta = model._meta
+    decoders = meta.decoders(meta.codec)
     namespace: dict[str, Any] = {"model": model, "new": model.__new__, "absent": meta.absent_value,
                                  "key_id": uuid_from_ascii, "general": from_redis,
-                                 "version_of": _version}
-    lines = ["def read(record_id, flat, streams):", "    try:", "        pairs = iter(flat)",
-             "        get = dict(zip(pairs, pairs)).get"]
+                                 "version_of": _version,
+                                 "named": _named([n.encode() for n in row_fields(model)])}
+    if positional:
+        lines = ["def read(record_id, flat, streams):", "    try:"]
+        stored = [f"{meta.pk_name!r}: flat[0]"]
+        version = f"flat[{len(decoders) + 1}]"
+    else:
+        lines = ["def read(record_id, flat, streams):", "    try:", "        pairs = iter(flat)",
+                 "        get = dict(zip(pairs, pairs)).get"]
+        stored = [f"{meta.pk_name!r}: get({meta.pk_name.encode()!r})"]
+        version = f"get({VERSION_BYTES!r})"
     values = [f"{meta.pk_name!r}: key_id(record_id)"]
-    stored = [f"{meta.pk_name!r}: get({meta.pk_name.encode()!r})"]
-    for i, (name, name_bytes, decode, _attribute) in enumerate(meta.decoders(meta.codec)):
+    for i, (name, name_bytes, decode, _attribute) in enumerate(decoders):
         namespace[f"decode_{i}"] = decode
-        lines.append(f"        raw_{i} = get({name_bytes!r})")
+        lines.append(f"        raw_{i} = flat[{i + 1}]" if positional
+                     else f"        raw_{i} = get({name_bytes!r})")
         values.append(f"{name!r}: absent({name!r}) if raw_{i} is None else decode_{i}(raw_{i})")
         stored.append(f"{name!r}: raw_{i}")
     synced = []
@@ -164,10 +195,11 @@ def _make_reader(model: type[ActiveRecord]) -> Reader:
               "        synced = {" + ", ".join(synced) + "}",
               # the version counter matters only to an optimistic_lock model (0 otherwise,
               # as a new instance has: plain models pay nothing for it)
-              f"        version = version_of(get({VERSION_BYTES!r}))" if meta.optimistic_lock
+              f"        version = version_of({version})" if meta.optimistic_lock
               else "        version = 0",
               "    except Exception:  # a value its field cannot decode: the general path says",
-              "        return general(model, record_id, flat, streams)",
+              "        return general(model, record_id, named(flat) if "
+              f"{positional!r} else flat, streams)",
               "    instance = new(model)",
               "    instance.__dict__.update(",
               "        _values=values, _stored=stored, _synced_streams=synced, _persisted=True,",

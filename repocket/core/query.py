@@ -39,7 +39,7 @@ from ..errors import (
 from . import keys as keyspace
 from . import merge
 from . import ops as operations
-from .hydrate import hydrate
+from .hydrate import hydrate, row_fields
 from .layout import on_cluster
 from .lua import SCRIPTS
 from .plan import Call, Gather, pack, then
@@ -410,6 +410,8 @@ def _compile(state: QueryState, mode: str, is_envelope: bool) -> _Compiled:
         "walk": _walk(state, keys, order), "offset": state.offset,
         "limit": -1 if state.limit is None else state.limit, "mode": mode,
         "fields": fields or False, "streams": streams if streams is not None else False,
+        # all fields: read by position (no names in the reply), the reader's own order
+        "row_fields": row_fields(model) if mode == "records" and fields is None else False,
         "budget": state.budget, "resume": False,
         "deadlines": keys.index(meta.deadlines_key),
     }

@@ -19,6 +19,21 @@ local pending = {}
 
 local read_error = read_failure
 
+-- Sets into[at + i] to the value of the record at `key`'s ByteStream i (false for
+-- those not in `streams`, a set; nil: all); returns `into`, or nil and an error reply.
+local function read_streams(model_index, key, streams, into, at)
+  for i, name in ipairs(schema[model_index][3]) do
+    into[at + i] = false
+    if not streams or streams[name] then
+      local stream_key = key .. ':field:' .. name
+      local value = redis.pcall('GET', stream_key)
+      if type(value) == 'table' and value.err then return nil, read_error(stream_key, value) end
+      into[at + i] = value
+    end
+  end
+  return into
+end
+
 -- Appends the record at `key` to `records`; returns its flat hash (nil if
 -- missing), or an error reply as second value. `fields` (optional) limits the
 -- hash fields read (the first one must always be stored: the id); `streams`
@@ -45,18 +60,29 @@ local function load_record(model_index, id, key, fields, streams)
     records[#records + 1] = {model_index, id, false, {}}
     return nil
   end
-  local stream_values = {}
-  for i, name in ipairs(schema[model_index][3]) do
-    stream_values[i] = false
-    if not streams or streams[name] then
-      local stream_key = key .. ':field:' .. name
-      local value = redis.pcall('GET', stream_key)
-      if type(value) == 'table' and value.err then return nil, read_error(stream_key, value) end
-      stream_values[i] = value
-    end
-  end
+  local stream_values, err = read_streams(model_index, key, streams, {}, 0)
+  if err then return nil, err end
   records[#records + 1] = {model_index, id, flat, stream_values}
   return flat
+end
+
+-- Appends the model 1 record at `key` read by position: `fields` are every hash field
+-- the reader knows (the id first), the entry {1, id, their values (false: absent), true,
+-- stream value...}: what HGETALL gives without the names, the streams in the entry
+-- (a table less to build and to reply). Returns the values and false, or for a hash
+-- without its id field what load_record returns for it read whole (HGETALL: a hash
+-- holding other fields is still a record) and true.
+local function load_positional(id, key, fields)
+  local values = redis.pcall('HMGET', key, unpack(fields))
+  if values.err then return nil, false, read_error(key, values) end
+  if not values[1] then
+    local flat, err = load_record(1, id, key)
+    return flat, true, err
+  end
+  local entry, err = read_streams(1, key, nil, {1, id, values, true}, 4)
+  if err then return nil, false, err end
+  records[#records + 1] = entry
+  return values, false
 end
 
 local function stored_id(model_index, raw)
@@ -67,15 +93,37 @@ end
 -- already, so the id check and the key built to find that out are skipped.
 local followed = {}
 
--- Queues the not yet seen targets of a loaded record's Pointers.
-local function follow_pointers(model_index, flat, depth)
-  local pointers = schema[model_index][4]
-  if depth >= max_depth or #pointers == 0 then return end
+-- Queues the target of Pointer `p` of a model's record holding `raw` (nil: none).
+local function follow_pointer(model_index, p, raw, depth)
   local memos = followed[model_index]
   if not memos then
     memos = {}
     followed[model_index] = memos
   end
+  local memo = memos[p]
+  if not memo then
+    memo = {}
+    memos[p] = memo
+  end
+  local id = nil
+  if raw and not memo[raw] then
+    memo[raw] = true
+    id = stored_id(model_index, raw)
+  end
+  if id then
+    local target = schema[model_index][4][p][2]
+    local key = schema[target][1] .. ':' .. id
+    if not seen[key] then
+      seen[key] = true
+      pending[#pending + 1] = {target, id, key, depth + 1}
+    end
+  end
+end
+
+-- Queues the not yet seen targets of a loaded record's Pointers.
+local function follow_pointers(model_index, flat, depth)
+  local pointers = schema[model_index][4]
+  if depth >= max_depth or #pointers == 0 then return end
   for p, pointer in ipairs(pointers) do
     -- a scan of the flat list: cheaper than a table of every field, for a pointer or two
     local name, raw = pointer[1], nil
@@ -85,25 +133,15 @@ local function follow_pointers(model_index, flat, depth)
         break
       end
     end
-    local memo = memos[p]
-    if not memo then
-      memo = {}
-      memos[p] = memo
-    end
-    local id = nil
-    if raw and not memo[raw] then
-      memo[raw] = true
-      id = stored_id(model_index, raw)
-    end
-    if id then
-      local target = pointer[2]
-      local key = schema[target][1] .. ':' .. id
-      if not seen[key] then
-        seen[key] = true
-        pending[#pending + 1] = {target, id, key, depth + 1}
-      end
-    end
+    follow_pointer(model_index, p, raw, depth)
   end
+end
+
+-- follow_pointers for a model 1 record read by position: `at` maps each Pointer's
+-- position in model 1's Pointers to its value's position.
+local function follow_positional(values, at, depth)
+  if depth >= max_depth then return end
+  for p, position in ipairs(at) do follow_pointer(1, p, values[position], depth) end
 end
 
 -- Loads every queued Pointer target; returns an error reply or nil.

@@ -234,7 +234,7 @@ local function walk_sources()
   local used, ranges = {}, {}
   for _, source in ipairs(plan.sources) do
     if source.kind == 'index' and source.field == order[1][1] then
-      source.ranges = index_ranges(source)
+      source.ranges = source.ranges or index_ranges(source)
       if source.ranges and #source.ranges == 1 then
         used[#used + 1] = source
         ranges[#ranges + 1] = source.ranges[1]
@@ -244,6 +244,15 @@ local function walk_sources()
   return used, walk_range(walk[2], ranges)
 end
 
+-- Whether every score within the walked range {min, max} is exact (exact_score): a
+-- range bounded on both sides within the exact scores.
+local function exact_range(range)
+  local below = walk[4]
+  if below < 0 then return true end
+  local low, high = parse_bound('score', range[1]), parse_bound('score', range[2])
+  return math.abs(low) < below and math.abs(high) < below
+end
+
 -- Whether a score is exact: the entries sharing it share their value.
 local function exact_score(score)
   local below = walk[4]
@@ -251,28 +260,47 @@ local function exact_score(score)
   return math.abs(tonumber(score)) < below
 end
 
+-- A window's ZRANGE reply as two lists in walk order (reversed with `reverse`): the
+-- members, and their scores (nil for a lex index, whose reply has none). Lists, not a
+-- table per entry: a table constructor costs as much as a command.
+local function window_lists(reply, reverse, scored)
+  local step = scored and 2 or 1
+  local members, scores = {}, step == 2 and {} or nil
+  local n = #reply / step
+  for j = 1, n do
+    local i = (reverse and n - j or j - 1) * step + 1
+    members[j] = reply[i]
+    if scores then scores[j] = reply[i + 1] end
+  end
+  return members, scores
+end
+
 -- One window of the index walk from `rank` (the next rank to read, in walk order):
--- {{member, score}...} and the next rank.
-local function index_window(key, first, last, rank, size)
-  local entries = {}
+-- its members and scores (window_lists) and the next rank.
+local function index_window(key, first, last, rank, size, scored)
   local low, high
   if desc then low, high = math.max(first, rank - size + 1), rank
   else low, high = rank, math.min(last, rank + size - 1) end
-  if low > high then return entries, rank end
+  if low > high then return {}, nil, rank end
   local reply
-  if walk[2] == 'lex' then reply = call('ZRANGE', key, low, high)
-  else reply = call('ZRANGE', key, low, high, 'WITHSCORES') end
-  if walk[2] == 'lex' then
-    for i = 1, #reply do entries[i] = {reply[i], false} end
-  else
-    for i = 1, #reply, 2 do entries[#entries + 1] = {reply[i], reply[i + 1]} end
+  if scored then reply = call('ZRANGE', key, low, high, 'WITHSCORES')
+  else reply = call('ZRANGE', key, low, high) end
+  local members, scores = window_lists(reply, desc, scored)
+  if desc then return members, scores, low - 1 end
+  return members, scores, high + 1
+end
+
+-- The first `size` entries of the walked range in walk order, as index_window gives them.
+local function head_window(key, range, size, scored)
+  return window_lists(range_head(call, walk[2], key, range, size, desc, scored), false, scored)
+end
+
+-- Rows of a walk as a page carries them: {id, value, group}, an id alone as {id, false, false}.
+local function walk_rows(rows)
+  for i, row in ipairs(rows) do
+    if type(row) ~= 'table' then rows[i] = {row, false, false} end
   end
-  if desc then
-    local n = #entries
-    for i = 1, math.floor(n / 2) do entries[i], entries[n - i + 1] = entries[n - i + 1], entries[i] end
-    return entries, low - 1
-  end
-  return entries, high + 1
+  return rows
 end
 
 -- Walks from cursor {phase, rank, last member, found, stop score}; stops once `wanted` rows are
@@ -286,18 +314,34 @@ local function walk_index(cursor, first_call, used, range)
   if cursor[1] and cursor[1] ~= phases[1] then phase_at = 2 end
   local rank, last, found = cursor[2] or nil, cursor[3] or nil, cursor[4] or 0
   local rows, stop_score = {}, cursor[5] and tonumber(cursor[5]) or nil
-  local first, final = rank_interval(call, walk[2], key, range)
+  local first, final  -- the ranks of the walked range, counted once needed
+  local function interval()
+    if not first then first, final = rank_interval(call, walk[2], key, range) end
+  end
+  -- Rows in walk order are in the query's order but for the records without a value
+  -- (met in set order), runs of an inexact score, and rows ordered by a stored value
+  -- read (an exact run ties by id, as the sorted set orders equal scores); only then are
+  -- they sorted. A row taken with nothing to order it by is its id alone.
+  local unordered = false
   local function add(id, score, group)
     local row, err
-    if #checks > 0 or (score and not exact_score(score)) then row, err = examine(id)
+    local inexact = score and not exact_score(score)
+    if #checks > 0 or inexact then row, err = examine(id)
     else row = take(id) end
     if err then return err end
     if row then
       local value = type(row) == 'table' and row[2] or false
-      rows[#rows + 1] = {row_id(row), value, group}
+      if value or group then
+        rows[#rows + 1] = {row_id(row), value, group}
+        unordered = unordered or value or group == 'null' or inexact
+      else
+        rows[#rows + 1] = row_id(row)
+      end
       found = found + 1
     end
   end
+  -- Exact scores need not be read: the walk's order is the query's (see above).
+  local scored = walk[2] ~= 'lex' and not exact_range(range)
   while phase_at <= #phases do
     local done_phase = false
     if phases[phase_at] == 'nulls' then
@@ -309,46 +353,63 @@ local function walk_index(cursor, first_call, used, range)
       rank = reply[1]
       done_phase = rank == '0'
     else
-      if last then
-        local at = call('ZRANK', key, last)
-        if at then rank = desc and at - 1 or at + 1 end
+      -- candidates taken unread rarely fail: one past the rows still needed shows the
+      -- walk can stop; candidates read may fail their checks: twice as many
+      local need = (wanted or 256) - found
+      local size = math.max(16, math.min(budget - examined, #checks == 0 and need + 1 or 2 * need))
+      local members, scores, from_head
+      if not rank and not last then
+        -- the range from its start, by score or value: ranks counted only if it goes on
+        members, scores = head_window(key, range, size, scored)
+        from_head = true
+      else
+        interval()
+        if last then
+          local at = call('ZRANK', key, last)
+          if at then rank = desc and at - 1 or at + 1 end
+        end
+        rank = rank or (desc and final or first)
+        members, scores, rank = index_window(key, first, final, rank, size, scored)
       end
-      rank = rank or (desc and final or first)
-      local size = math.max(16, math.min(budget - examined, 2 * ((wanted or 256) - found)))
-      local entries
-      entries, rank = index_window(key, first, final, rank, size)
-      for _, entry in ipairs(entries) do
-        local score = entry[2]
+      for j, member in ipairs(members) do
+        local score = scores and scores[j] or false
         if wanted and found >= wanted then
           if not (stop_score and score and tonumber(score) == stop_score) then
             done_phase, phase_at = true, #phases  -- enough rows: no later phase either
             break
           end
         end
-        local err = add(id_of(walk[2], entry[1]), score, score or false)
+        local err = add(id_of(walk[2], member), score, score or false)
         if err then return err end
-        last = entry[1]
+        last = member
         if wanted and found >= wanted and not stop_score and score
             and not exact_score(score) then
           stop_score = tonumber(score)
         end
       end
-      done_phase = done_phase or #entries == 0 or rank < first or rank > final
+      if not done_phase and from_head then
+        done_phase = #members < size  -- the whole range was read
+        if not done_phase then
+          interval()
+          rank = desc and final - size or first + size
+        end
+      end
+      done_phase = done_phase or #members == 0 or rank < first or rank > final
     end
     if done_phase then
       if wanted and found >= wanted then phase_at = #phases end
       phase_at, rank, last = phase_at + 1, nil, nil
     end
     if phase_at <= #phases and examined + commands >= budget then
-      return page(rows, {'walk', phases[phase_at], rank or false, last or false, found,
+      return page(walk_rows(rows), {'walk', phases[phase_at], rank or false, last or false, found,
                          stop_score and format_score(stop_score) or false})
     end
   end
   if first_call then
-    sort_runs(rows, row_less_for(order))
+    if unordered then sort_runs(walk_rows(rows), row_less_for(order)) end
     return finish(rows)
   end
-  return page(rows, false)
+  return page(walk_rows(rows), false)
 end
 
 -- Dispatch ---------------------------------------------------------------------------------
@@ -373,6 +434,44 @@ if resume then
   return gather(source, resume[2], resume[3] or nil, false)
 end
 
+-- Walk the order field's index when the smallest source is that index's own range
+-- (read in order, nothing to sort, nothing read for exact scores), or when the
+-- smallest source is too big to gather and sort in one call.
+local function walks_itself(chosen)
+  return chosen.kind == 'index' and chosen.field == order[1][1] and #chosen.ranges == 1
+end
+
+-- Whether the choice of source is made without counting: one usable source and no walk
+-- (it is gathered, whatever its size), or only sources the walk covers (walked,
+-- whatever their sizes). Counting is what explain() reports, so it always counts.
+local function choice_is_free()
+  local sources = plan.sources
+  if mode == 'explain' or #sources == 0 then return false end
+  for _, candidate in ipairs(sources) do
+    if candidate.kind == 'index' then
+      candidate.ranges = candidate.ranges or index_ranges(candidate)
+      if not candidate.ranges then return false end  -- unusable: counted as before
+    end
+  end
+  if walk then
+    for _, candidate in ipairs(sources) do
+      if not walks_itself(candidate) then return false end
+    end
+    return true
+  end
+  return #sources == 1
+end
+
+if choice_is_free() then
+  if walk then
+    local used, range = walk_sources()
+    prepare(used, walk[4] >= 0)
+    return walk_index({}, true, used, range)
+  end
+  prepare({plan.sources[1]}, #order > 0)
+  return gather(plan.sources[1], 1, nil, true)
+end
+
 -- the smallest usable source, its position (0: the whole id set) and size
 local source, source_at, size = ALL, 0, nil
 for i, candidate in ipairs(plan.sources) do
@@ -380,12 +479,6 @@ for i, candidate in ipairs(plan.sources) do
   if count and (size == nil or count < size) then source, source_at, size = candidate, i, count end
 end
 if source == ALL then size = source_size(call, ALL, KEYS[1]) end
--- Walk the order field's index when the smallest source is that index's own range
--- (read in order, nothing to sort, nothing read for exact scores), or when the
--- smallest source is too big to gather and sort in one call.
-local function walks_itself(chosen)
-  return chosen.kind == 'index' and chosen.field == order[1][1] and #chosen.ranges == 1
-end
 local use_walk = walk and (source == ALL or size > budget or walks_itself(source)
   or (wanted ~= nil and size > 4 * wanted))
 if mode == 'explain' then
