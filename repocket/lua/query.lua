@@ -22,6 +22,8 @@
 --            exact, so runs of equal score need no re-read
 --   offset, limit (-1: none), mode ('records'|'ids'|'count'|'explain'),
 --   fields   hash fields to load (the id first), or false for all
+--   row_fields  with fields false: every hash field the caller reads, the id first; the
+--            records are then read by position (_hydrate's load_positional), or false
 --   streams  set of ByteStream names to load, or false for all
 --   budget   how many candidates one call may examine (ids/count take 4x as many
 --            candidates that need no read)
@@ -33,7 +35,8 @@
 --   iexact, isnull; values are canonical)
 --
 -- Reply: `work` is {candidates examined, commands run} by this call (QuerySet.work()):
---   {'done', work, n, records (_hydrate.lua; the n selected ones first)}  mode 'records'
+--   {'done', work, n, records (_hydrate.lua; the n selected ones first, by position with
+--    row_fields)}                                                          mode 'records'
 --   {'done', work, n, id...}                                               mode 'ids'
 --   {'done', work, count}                                                  mode 'count'
 --   when the query did not fit in one call, one page of matching rows, which the
@@ -172,16 +175,36 @@ local function finish(rows)
     reply[3] = #reply - 3
     return reply
   end
-  local roots = {}
+  -- records read by position (plan.row_fields: all their fields) when not only some
+  local row_fields, pointer_at = plan.row_fields or nil, {}
+  if row_fields then
+    local position = {}
+    for i, name in ipairs(row_fields) do position[name] = i end
+    for p, pointer in ipairs(schema[1][4]) do pointer_at[p] = position[pointer[1]] or 0 end
+  end
+  local roots, whole = {}, {}  -- per root loaded: its values or flat list; which one
   for i = first, last do
     local id = row_id(rows[i])
     local key = prefix .. ':' .. id
     seen[key] = true
-    local flat, err = load_record(1, id, key, plan.fields or nil, plan.streams or nil)
+    local loaded, is_flat, err
+    if row_fields then
+      loaded, is_flat, err = load_positional(id, key, row_fields)
+    else
+      loaded, err = load_record(1, id, key, plan.fields or nil, plan.streams or nil)
+      is_flat = true
+    end
     if err then return err end
-    if flat then roots[#roots + 1] = flat else records[#records] = nil end
+    if loaded then
+      local n = #roots + 1
+      roots[n], whole[n] = loaded, is_flat
+    else
+      records[#records] = nil
+    end
   end
-  for _, flat in ipairs(roots) do follow_pointers(1, flat, 0) end
+  for i, loaded in ipairs(roots) do
+    if whole[i] then follow_pointers(1, loaded, 0) else follow_positional(loaded, pointer_at, 0) end
+  end
   local err = load_pointers()
   if err then return err end
   local reply = {'done', work(), #roots}
