@@ -103,6 +103,19 @@ def envelope_encoder(field: Attribute) -> Callable[[Any], bytes]:
     return encode_envelope
 
 
+def envelope_plain(field: Attribute) -> tuple[Callable[[bytes], Any], int, int]:
+    """What recognises the envelope repocket writes for ``field`` around a value that JSON
+    reads as it is and that is ASCII (printable, no quote or backslash: numbers, ids,
+    dates, most text): a ``fullmatch`` (a match or None) and the slice ``[start:end]``
+    holding the value's canonical bytes. Any other envelope needs ``envelope_decoder``."""
+    head = f'{{"type": {json.dumps(type(field).__name__, ensure_ascii=False)}, "value": "'
+    tail = f'", "module": {json.dumps(type(field).__module__, ensure_ascii=False)}}}'
+    prefix, suffix = head.encode("utf-8"), tail.encode("utf-8")
+    plain = re.compile(re.escape(prefix) + rb'[\x20\x21\x23-\x5b\x5d-\x7f]*' + re.escape(suffix),
+                       re.DOTALL).fullmatch
+    return plain, len(prefix), -len(suffix)
+
+
 def envelope_decoder(field: Attribute) -> Callable[[bytes], Any]:
     """``EnvelopeCodec().decode`` for one field, with fast paths for the exact bytes
     repocket writes: ``{"type": "<T>", "value": "<v>", "module": "<m>"}`` where ``<v>``

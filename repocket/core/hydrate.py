@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..attributes import mark_dangling, uuid_from_ascii, uuid_text
 from ..errors import StoredDataError
-from .codecs import CorruptValue
+from .codecs import CorruptValue, envelope_plain
 from .keys import VERSION_FIELD
 
 VERSION_BYTES = VERSION_FIELD.encode()
@@ -177,11 +177,17 @@ def _make_reader(model: type[ActiveRecord], positional: bool = False) -> Reader:
         stored = [f"{meta.pk_name!r}: get({meta.pk_name.encode()!r})"]
         version = f"get({VERSION_BYTES!r})"
     values = [f"{meta.pk_name!r}: key_id(record_id)"]
-    for i, (name, name_bytes, decode, _attribute) in enumerate(decoders):
+    for i, (name, name_bytes, decode, attribute) in enumerate(decoders):
         namespace[f"decode_{i}"] = decode
         lines.append(f"        raw_{i} = flat[{i + 1}]" if positional
                      else f"        raw_{i} = get({name_bytes!r})")
-        values.append(f"{name!r}: absent({name!r}) if raw_{i} is None else decode_{i}(raw_{i})")
+        decoded = f"decode_{i}(raw_{i})"
+        if meta.codec.is_envelope:  # the envelope repocket writes, unwrapped here: no call
+            plain, start, end = envelope_plain(attribute)
+            namespace.update({f"plain_{i}": plain, f"field_{i}": attribute.decode})
+            decoded = (f"(field_{i}(raw_{i}[{start}:{end}]) if plain_{i}(raw_{i}) "
+                       f"else decode_{i}(raw_{i}))")
+        values.append(f"{name!r}: absent({name!r}) if raw_{i} is None else {decoded}")
         stored.append(f"{name!r}: raw_{i}")
     synced = []
     for i, name in enumerate(meta.stream_names):
