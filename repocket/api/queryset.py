@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -45,6 +46,18 @@ def _is_position(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2**53
 
 
+_EMPTY: weakref.WeakKeyDictionary[type[Any], QueryState] = weakref.WeakKeyDictionary()
+
+
+def _empty_state(model: type[Any]) -> QueryState:
+    """The state of ``Model.objects`` itself, made once per model (it is immutable): every
+    query starts from it."""
+    state = _EMPTY.get(model)
+    if state is None:
+        state = _EMPTY[model] = QueryState(model)
+    return state
+
+
 def _run(op: Call | Any) -> Any:
     """Run an op: a Call (chain), or a result the cache already had."""
     return execute(configure.get_connection(), op)
@@ -56,7 +69,7 @@ class QuerySet(AsyncQuerySetMixin[_R], ResultSet[_R]):
 
     def __init__(self, model: type[_R], state: QueryState | None = None):
         super().__init__(model)
-        self.state = state or QueryState(model)
+        self.state = state or _empty_state(model)
         self._cache: list[_R] | None = None
 
     def _clone(self, **changes: Any) -> QuerySet[_R]:

@@ -11,6 +11,7 @@ instance or the same error, the generated one just sooner.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +41,16 @@ def hydrate(models: list[type[ActiveRecord]], records: list[Any], roots: int = 0
     result: list[ActiveRecord | None] = []
     partial = roots if root_fields is not None else 0
     for position, record in enumerate(records):
-        model_index, record_id, flat, streams = record[0], record[1], record[2], record[3]
+        instance: ActiveRecord | None
+        if record[0].__class__ is not int:  # by position (the id's value first, never None)
+            model_index, record_id = record[-1], record[-2]
+            instance = reader_for(models[model_index - 1], True)(record_id, record, [])
+            loaded[(model_index, record_id)] = instance
+            result.append(instance)
+            continue
+        model_index, record_id, flat, streams = record
         if not flat:
             instance = None
-        elif streams.__class__ is not list:  # by position: the values of row_fields(model)
-            instance = reader_for(models[model_index - 1], True)(record_id, flat, record[4:])
         elif position < partial:
             instance = from_redis(models[model_index - 1], record_id, flat, streams, root_fields)
         else:
@@ -125,19 +131,29 @@ def _version(raw: bytes | None) -> int:
 
 
 # -- the generated reader --------------------------------------------------------------------
+_ROW_FIELDS: weakref.WeakKeyDictionary[type[ActiveRecord], list[str]] = \
+    weakref.WeakKeyDictionary()
+
+
 def row_fields(model: type[ActiveRecord]) -> list[str]:
     """The hash fields a record is read as by position (HMGET, no names): the id, every
     other field in declaration order, then the version of an optimistic_lock model: all
-    that ``from_redis`` reads of a hash."""
-    meta = model._meta
-    names = [meta.pk_name] + [name for name, _, _, _ in meta.decoders(meta.codec)]
-    return [*names, VERSION_FIELD] if meta.optimistic_lock else names
+    that ``from_redis`` reads of a hash. Fixed per model (made once; do not modify)."""
+    names = _ROW_FIELDS.get(model)
+    if names is None:
+        meta = model._meta
+        names = [meta.pk_name] + [name for name, _ in meta.hash_fields if name != meta.pk_name]
+        if meta.optimistic_lock:
+            names.append(VERSION_FIELD)
+        _ROW_FIELDS[model] = names
+    return names
 
 
 def reader_for(model: type[ActiveRecord], positional: bool = False) -> Reader:
     """The model's reader for the codec in force (made on first use, cached on ``_meta``):
     ``reader(record_id, flat, streams)`` is ``from_redis(model, record_id, flat, streams)``;
-    the ``positional`` one reads ``flat`` as the values of ``row_fields(model)``."""
+    the ``positional`` one reads ``flat`` as the values of ``row_fields(model)`` followed
+    by the stream values (and ignores ``streams``)."""
     meta = model._meta
     name = meta.codec.name + (":positional" if positional else "")
     reader = meta.reader_cache.get(name)
@@ -163,6 +179,7 @@ def _make_reader(model: type[ActiveRecord], positional: bool = False) -> Reader:
     arrives through the namespace, never as text."""
     meta = model._meta
     decoders = meta.decoders(meta.codec)
+    n, k = len(row_fields(model)), len(meta.stream_names)  # values, then streams (positional)
     namespace: dict[str, Any] = {"model": model, "new": model.__new__, "absent": meta.absent_value,
                                  "key_id": uuid_from_ascii, "general": from_redis,
                                  "version_of": _version,
@@ -192,7 +209,8 @@ def _make_reader(model: type[ActiveRecord], positional: bool = False) -> Reader:
     synced = []
     for i, name in enumerate(meta.stream_names):
         empty = "None" if meta.fields[name].null else "b''"
-        lines.append(f"        stream_{i} = streams[{i}]")
+        at = f"flat[{n + i}]" if positional else f"streams[{i}]"
+        lines.append(f"        stream_{i} = {at}")
         lines.append(f"        if stream_{i} is None: stream_{i} = {empty}")
         values.append(f"{name!r}: stream_{i}")
         synced.append(f"{name!r}: stream_{i}")
@@ -204,8 +222,8 @@ def _make_reader(model: type[ActiveRecord], positional: bool = False) -> Reader:
               f"        version = version_of({version})" if meta.optimistic_lock
               else "        version = 0",
               "    except Exception:  # a value its field cannot decode: the general path says",
-              "        return general(model, record_id, named(flat) if "
-              f"{positional!r} else flat, streams)",
+              f"        return general(model, record_id, named(flat[:{n}]), flat[{n}:{n + k}])"
+              if positional else "        return general(model, record_id, flat, streams)",
               "    instance = new(model)",
               "    instance.__dict__.update(",
               "        _values=values, _stored=stored, _synced_streams=synced, _persisted=True,",

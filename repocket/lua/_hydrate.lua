@@ -5,6 +5,8 @@
 --   {prefix, is_envelope (1|0), {stream field names}, {{pointer field, target model i}, ...}}
 -- Each loaded record is appended to `records` as
 --   {model index, id, HGETALL flat list | false when missing, {stream values | false}}
+-- or, read by position (load_positional: model 1, every field the reader knows), as
+--   {value | false..., stream value | false..., id, 1}
 -- Pointer targets are read from keys built here, `<target prefix>:<id>`, and only
 -- when the stored id is a UUID, so no stored value can name a key outside a
 -- model's prefix. (On Redis Cluster this read is the documented exception to
@@ -21,11 +23,18 @@ local read_error = read_failure
 
 -- Sets into[at + i] to the value of the record at `key`'s ByteStream i (false for
 -- those not in `streams`, a set; nil: all); returns `into`, or nil and an error reply.
+local stream_suffixes = {}  -- per model, ':field:<name>' of each stream, made once
 local function read_streams(model_index, key, streams, into, at)
+  local suffixes = stream_suffixes[model_index]
+  if not suffixes then
+    suffixes = {}
+    for i, name in ipairs(schema[model_index][3]) do suffixes[i] = ':field:' .. name end
+    stream_suffixes[model_index] = suffixes
+  end
   for i, name in ipairs(schema[model_index][3]) do
     into[at + i] = false
     if not streams or streams[name] then
-      local stream_key = key .. ':field:' .. name
+      local stream_key = key .. suffixes[i]
       local value = redis.pcall('GET', stream_key)
       if type(value) == 'table' and value.err then return nil, read_error(stream_key, value) end
       into[at + i] = value
@@ -67,11 +76,11 @@ local function load_record(model_index, id, key, fields, streams)
 end
 
 -- Appends the model 1 record at `key` read by position: `fields` are every hash field
--- the reader knows (the id first), the entry {1, id, their values (false: absent), true,
--- stream value...}: what HGETALL gives without the names, the streams in the entry
--- (a table less to build and to reply). Returns the values and false, or for a hash
--- without its id field what load_record returns for it read whole (HGETALL: a hash
--- holding other fields is still a record) and true.
+-- the reader knows (the id first); the entry is the HMGET reply itself, their values
+-- (false: absent), followed by the stream values, the id and the model number 1: what
+-- HGETALL gives without the names, and no table built per record. Returns the values
+-- and false, or for a hash without its id field what load_record returns for it read
+-- whole (HGETALL: a hash holding other fields is still a record) and true.
 local function load_positional(id, key, fields)
   local values = redis.pcall('HMGET', key, unpack(fields))
   if values.err then return nil, false, read_error(key, values) end
@@ -79,9 +88,12 @@ local function load_positional(id, key, fields)
     local flat, err = load_record(1, id, key)
     return flat, true, err
   end
-  local entry, err = read_streams(1, key, nil, {1, id, values, true}, 4)
+  local n = #fields
+  local _, err = read_streams(1, key, nil, values, n)
   if err then return nil, false, err end
-  records[#records + 1] = entry
+  local k = #schema[1][3]
+  values[n + k + 1], values[n + k + 2] = id, 1
+  records[#records + 1] = values
   return values, false
 end
 

@@ -36,7 +36,7 @@
 --
 -- Reply: `work` is {candidates examined, commands run} by this call (QuerySet.work()):
 --   {'done', work, n, records (_hydrate.lua; the n selected ones first, by position with
---    row_fields)}                                                          mode 'records'
+--    row_fields: {value..., stream value..., id, 1})}                      mode 'records'
 --   {'done', work, n, id...}                                               mode 'ids'
 --   {'done', work, count}                                                  mode 'count'
 --   when the query did not fit in one call, one page of matching rows, which the
@@ -229,7 +229,17 @@ local function gather(source, source_at, cursor, first_call)
   local enough = #order == 0 and wanted or nil  -- unordered: any `wanted` rows will do
   local count = (many and source.kind ~= 'unique') and UNREAD * budget or budget  -- HGET each
   local ids, next_cursor = source_page(call, source, cursor, count, KEYS[1])
-  local rows, listed = {}, {}  -- an 'in' over several values may list an id twice
+  local rows = {}
+  if not read_them and not enough and source.kind == 'index' and #source.ranges == 1 then
+    -- the common filter: one range of a sorted set lists each id once, taken unread
+    local due = EXPIRY and EXPIRY.due
+    for _, id in ipairs(ids) do
+      examined = examined + 1
+      if match(id, UUID_PATTERN) and not (due and expired(id)) then rows[#rows + 1] = id end
+    end
+    ids = {}
+  end
+  local listed = {}  -- an 'in' over several values may list an id twice
   for _, id in ipairs(ids) do
     if enough and #rows >= enough then break end
     if not listed[id] then
