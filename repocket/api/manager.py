@@ -231,7 +231,9 @@ class Manager(AsyncManagerMixin[_R], Generic[_R]):
 
     def _get_many_op(self, ids: Sequence[Any], pointer_depth: int) -> Any:
         pk = self.model._meta.fields[self.model._meta.pk_name]
-        parsed = [uuid.UUID(canonical(self.model, pk, value).decode()) for value in ids]
+        # a uuid.UUID is its own canonical form (the ids of instances): no text round trip
+        parsed = [value if value.__class__ is uuid.UUID
+                  else uuid.UUID(canonical(self.model, pk, value).decode()) for value in ids]
         if not parsed:
             return []
         return operations.compile_get_chunked(self.model, parsed, pointer_depth)

@@ -735,7 +735,11 @@ def _read_call(model: type[ActiveRecord], models: list[type[ActiveRecord]],
     seen = set() if seen is None else seen
     budget = max(READ_BUDGET, roots)  # get_many's roots all load in the first call
     now, backlog = items[:budget], items[budget:]
-    keys = tuple(models[number - 1]._meta.record_key(text) for number, text, _ in now)
+    if on_cluster():
+        keys = tuple(models[number - 1]._meta.record_key(text) for number, text, _ in now)
+    else:  # record_key's own text, its prefix made once per model
+        prefixes = [f"{m._meta.prefix}:" for m in models]
+        keys = tuple(prefixes[number - 1] + text for number, text, _ in now)
     args: list[Any] = [depth, budget]
     for item in now:
         args += item
